@@ -1,0 +1,46 @@
+"""The ``qml`` command line: argument parsing and error handling for every command.
+
+Each command lives in its own module under ``qml_plugin.cli`` and exposes ``add_parser(sub)``,
+which declares its arguments and sets ``func``. This module only wires them together and turns any
+qml-plugin error (bad data, bad config, bad model) into **one line on stderr and exit code 2**, as
+argparse does for a bad flag.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..errors import QMLError
+from . import detect
+
+_COMMANDS = [detect]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="qml",
+        description="Quasimodo (QML) patterns, registry and ML signal filter for backtesting.py and vectorbt.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for module in _COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (QMLError, ValueError, FileNotFoundError) as e:
+        msg = " ".join(str(e).split())
+        print(f"qml {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qml: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Swing points: the alternating sequence of confirmed highs and lows that QML patterns are made of.
+
+A bar ``i`` is a *swing high* when its High beats the ``n`` bars before it strictly and the ``n``
+bars after it weakly (``High[i] > max(High[i-n:i])`` and ``High[i] >= max(High[i+1:i+n+1])``);
+a swing low mirrors this on Low. Because it needs ``n`` bars of future, a swing at ``i`` is only
+*known* at ``confirmed_bar = i + n``.
+
+The sequence alternates high, low, high... and is updated in order of confirmation: a new swing of
+the same kind as the last one replaces it only when strictly more extreme, else it is dropped. An
+outside bar that is both a swing high and a swing low adds first the kind that alternates with the
+last swing (the high first on an empty sequence).
+
+    >>> swing_points(load_ohlcv("EURUSD_1h"), n=3).head(2)   # doctest: +SKIP
+       bar                time  confirmed_bar  kind    price  replaced_at_bar
+    0    5 2007-01-02 02:00:00              8  high  1.32400              NaN
+
+The heavy lifting is one cached numba kernel (``_kernels.scan``) shared with pattern detection.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..data import validate_ohlcv
+from . import _kernels
+
+__all__ = ["swing_points", "atr14"]
+
+
+def atr14(ohlcv: pd.DataFrame) -> pd.Series:
+    """Wilder's ATR(14) in price units; NaN before bar 13 (see SPEC §2 for the exact recursion)."""
+    h, l, c = (ohlcv[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
+    return pd.Series(_kernels.atr14(h, l, c), index=ohlcv.index, name="ATR14")
+
+
+def _check_n(n: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"swing_n must be an integer >= 1, got {n!r}")
+    return int(n)
+
+
+def swing_points(ohlcv: pd.DataFrame, n: int = 3) -> pd.DataFrame:
+    """Every swing ever accepted into the alternating sequence, in the order accepted.
+
+    Columns: ``bar`` (position of the extreme), ``time``, ``confirmed_bar`` (``bar + n``, when it
+    became known), ``kind`` (``"high"``/``"low"``), ``price`` (the High or Low), ``replaced_at_bar``
+    (confirmed bar of the swing that replaced it; NaN if none).
+    """
+    n = _check_n(n)
+    validate_ohlcv(ohlcv)
+    h, l, c = (ohlcv[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
+    atr = _kernels.atr14(h, l, c)
+    bar, kind, price, conf, rep, _ = _kernels.scan(h, l, c, atr, n, False, 0.0, 0)
+    return pd.DataFrame({
+        "bar": bar,
+        "time": ohlcv.index[bar],
+        "confirmed_bar": conf,
+        "kind": np.where(kind == _kernels.HIGH, "high", "low"),
+        "price": price,
+        "replaced_at_bar": np.where(rep >= 0, rep, np.nan),
+    })

@@ -1,0 +1,71 @@
+"""Shared test helpers: hand-built zigzag series and random-walk OHLCV."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+def make_ohlcv(high, low, close, open_=None, start="2020-01-01", freq="1h", symbol="TEST", volume=None):
+    high, low, close = (np.asarray(x, float) for x in (high, low, close))
+    if open_ is None:
+        open_ = np.r_[close[0], close[:-1]]
+        open_ = np.clip(open_, low, high)
+    df = pd.DataFrame(
+        {"Open": open_, "High": high, "Low": low, "Close": close,
+         "Volume": np.zeros(len(high)) if volume is None else volume},
+        index=pd.date_range(start, periods=len(high), freq=freq),
+    )
+    df.attrs["symbol"] = symbol
+    df.attrs["timeframe"] = freq
+    return df
+
+
+def zigzag(pivots, half_range=0.5, **kw):
+    """OHLCV whose mid price runs linearly through ``pivots`` [(bar, price), ...].
+
+    High = mid + half_range, Low = mid - half_range, Close = mid, Open = previous Close (clipped),
+    so every interior pivot is a swing with the expected High / Low.
+    """
+    bars = [b for b, _ in pivots]
+    mid = np.interp(np.arange(bars[-1] + 1), bars, [p for _, p in pivots])
+    return make_ohlcv(mid + half_range, mid - half_range, mid, **kw)
+
+
+def random_walk(n_bars, seed, vol=0.01, start_price=100.0, freq="1h"):
+    """A geometric random walk with realistic candles (never invalid OHLC)."""
+    rng = np.random.default_rng(seed)
+    close = start_price * np.exp(np.cumsum(rng.normal(0, vol, n_bars)))
+    open_ = np.r_[start_price, close[:-1]] * np.exp(rng.normal(0, vol / 4, n_bars))
+    spread = np.abs(rng.normal(0, vol, (2, n_bars)))
+    high = np.maximum(open_, close) * np.exp(spread[0])
+    low = np.minimum(open_, close) * np.exp(-spread[1])
+    vol_ = rng.integers(0, 1000, n_bars).astype(float)
+    return make_ohlcv(high, low, close, open_=open_, freq=freq, volume=vol_, symbol="RW")
+
+
+def reference_atr14(df):
+    """Wilder's ATR14 written out in plain Python, as SPEC §2 states it."""
+    h, l, c = df["High"].to_numpy(), df["Low"].to_numpy(), df["Close"].to_numpy()
+    tr = [h[0] - l[0]] + [max(h[i] - l[i], abs(h[i] - c[i - 1]), abs(l[i] - c[i - 1])) for i in range(1, len(h))]
+    atr = [float("nan")] * len(h)
+    if len(h) >= 14:
+        atr[13] = sum(tr[:14]) / 14
+        for i in range(14, len(h)):
+            atr[i] = (13 * atr[i - 1] + tr[i]) / 14
+    return np.array(atr)
+
+
+@pytest.fixture(scope="session")
+def eurusd_4h():
+    from qml_plugin import load_ohlcv
+
+    return load_ohlcv("EURUSD_1h", resample="4h")

@@ -1,0 +1,132 @@
+"""Loading, validation and resampling of OHLCV data (SPEC §1), and the CLI's bad-input contract."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SHARED_DATA, make_ohlcv
+
+from qml_plugin import DataError, list_datasets, load_ohlcv, validate_ohlcv
+from qml_plugin.cli.main import main as qml_main
+
+
+def test_shipped_datasets_are_listed_and_load_in_backtesting_py_convention():
+    assert set(list_datasets()) >= {"EURUSD_1h", "BTCUSD_1h", "GBPUSD_1d", "SPY_1d", "SPY_1h"}
+    df = load_ohlcv("EURUSD_1h")
+    assert list(df.columns) == ["Open", "High", "Low", "Close", "Volume"]
+    assert isinstance(df.index, pd.DatetimeIndex) and df.index.is_monotonic_increasing and df.index.is_unique
+    assert all(df[c].dtype == np.float64 for c in df.columns)
+    assert len(df) == 74_439 and df.attrs["symbol"] == "EURUSD" and df.attrs["timeframe"] == "1h"
+
+
+def test_shipped_data_matches_the_shared_copy():
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data not beside the repository")
+    ours = load_ohlcv("BTCUSD_1h")
+    theirs = load_ohlcv(SHARED_DATA / "BTCUSD_1h.csv.gz")
+    pd.testing.assert_frame_equal(ours, theirs)
+
+
+def test_resample_4h_matches_a_hand_computation():
+    idx = pd.to_datetime(["2024-01-05 20:00", "2024-01-05 21:00", "2024-01-05 22:00", "2024-01-05 23:00",
+                          "2024-01-08 00:00", "2024-01-08 01:00", "2024-01-08 05:00"])
+    raw = pd.DataFrame({"timestamp": idx,
+                        "open": [1.0, 2, 3, 4, 5, 6, 7], "high": [1.5, 2.5, 3.5, 4.5, 5.5, 6.5, 7.5],
+                        "low": [0.5, 1.5, 2.5, 3.5, 4.5, 5.5, 6.5], "close": [1.2, 2.2, 3.2, 4.2, 5.2, 6.2, 7.2],
+                        "volume": [1.0, 2, 3, 4, 5, 6, 7]})
+    out = _load_frame(raw, resample="4h")
+    # bins labelled and closed on the left: [20:00, 24:00), [Mon 00:00, 04:00), [04:00, 08:00); weekend dropped
+    assert out.index.tolist() == pd.to_datetime(["2024-01-05 20:00", "2024-01-08 00:00", "2024-01-08 04:00"]).tolist()
+    assert out.loc["2024-01-05 20:00"].tolist() == [1.0, 4.5, 0.5, 4.2, 10.0]
+    assert out.loc["2024-01-08 00:00"].tolist() == [5.0, 6.5, 4.5, 6.2, 11.0]
+    assert out.loc["2024-01-08 04:00"].tolist() == [7.0, 7.5, 6.5, 7.2, 7.0]
+    assert out.attrs["timeframe"] == "4h"
+
+
+def _load_frame(raw, tmp_path=None, **kw):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "TEST_1h.csv"
+        raw.to_csv(path, index=False)
+        return load_ohlcv(path, **kw)
+
+
+def test_columns_are_matched_case_insensitively_and_symbol_comes_from_the_stem(tmp_path):
+    raw = pd.DataFrame({"Date": ["2024-01-01", "2024-01-02"], "OPEN": [1, 2], "High": [2, 3],
+                        "low": [0.5, 1], "CLOSE": [1.5, 2.5], "Volume": [0, 0]})
+    path = tmp_path / "ACME_1d.csv"
+    raw.to_csv(path, index=False)
+    df = load_ohlcv(path)
+    assert df.attrs["symbol"] == "ACME" and df.attrs["timeframe"] == "1d"
+    assert df["Open"].tolist() == [1.0, 2.0]
+
+
+def _bars(changes=None):
+    df = make_ohlcv([2.0, 3.0, 4.0], [1.0, 1.5, 2.5], [1.5, 2.5, 3.5])
+    for (col, i), v in (changes or {}).items():
+        df.iloc[i, df.columns.get_loc(col)] = v
+    return df
+
+
+@pytest.mark.parametrize("df,message", [
+    (_bars().drop(columns="Volume"), r"missing columns \['Volume'\]"),
+    (_bars({("Close", 1): np.nan}), r"NaN in column Close at 2020-01-01 01:00:00"),
+    (_bars({("Low", 2): -1.0}), r"non-positive price at 2020-01-01 02:00:00"),
+    (_bars({("High", 1): 2.0}), r"High < max\(Open, Close\) at 2020-01-01 01:00:00"),
+    (_bars({("Low", 2): 3.6}), r"Low > min\(Open, Close\) at 2020-01-01 02:00:00"),
+    (_bars().iloc[[0, 2, 1]], r"index is not sorted: 2020-01-01 01:00:00 comes after 2020-01-01 02:00:00"),
+    (_bars().iloc[[0, 1, 1]], r"duplicate timestamp 2020-01-01 01:00:00"),
+    (_bars().reset_index(drop=True), r"index must be a DatetimeIndex, got RangeIndex"),
+])
+def test_bad_ohlcv_raises_a_data_error_naming_the_problem_and_timestamp(df, message):
+    with pytest.raises(DataError, match=message):
+        validate_ohlcv(df)
+
+
+def test_validation_never_drops_rows():
+    df = _bars()
+    assert validate_ohlcv(df) is df and len(df) == 3
+
+
+def test_unknown_dataset_lists_the_valid_names():
+    with pytest.raises(DataError, match=r"unknown dataset 'EURUSD'; valid names: BTCUSD_1h, EURUSD_1h"):
+        load_ohlcv("EURUSD")
+
+
+def test_missing_file_and_missing_time_column_are_data_errors(tmp_path):
+    with pytest.raises(DataError, match="data file not found"):
+        load_ohlcv(tmp_path / "nope.csv")
+    path = tmp_path / "x.csv"
+    pd.DataFrame({"open": [1], "high": [1], "low": [1], "close": [1], "volume": [0]}).to_csv(path, index=False)
+    with pytest.raises(DataError, match="no time column; expected one of timestamp, date, datetime"):
+        load_ohlcv(path)
+
+
+def test_bad_resample_rule_is_a_data_error():
+    with pytest.raises(DataError, match="resample='banana' is not a pandas offset alias"):
+        load_ohlcv("GBPUSD_1d", resample="banana")
+
+
+def test_cli_bad_dataset_exits_2_with_one_line_listing_valid_names(capsys):
+    assert qml_main(["detect", "--data", "NOPE"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "unknown dataset 'NOPE'" in err and "EURUSD_1h" in err and "BTCUSD_1h" in err
+
+
+def test_cli_detect_prints_counts_by_type_and_outcome(capsys):
+    assert qml_main(["detect", "--data", "GBPUSD_1d", "--swing-n", "3"]) == 0
+    out = capsys.readouterr().out
+    for word in ("bullish_qml", "bearish_qml", "expired", "stop", "target", "win rate"):
+        assert word in out
+
+
+def test_console_script_is_installed_and_exits_2_on_bad_input():
+    r = subprocess.run([sys.executable, "-m", "qml_plugin.cli.main", "detect", "--data", "NOPE"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "valid names" in r.stderr
