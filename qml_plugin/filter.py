@@ -1,0 +1,99 @@
+"""The ML decision rule (three modes) and the out-of-sample guard, independent of any engine.
+
+Both :mod:`qml_plugin.mixins` (backtesting.py) and :mod:`qml_plugin.vbt` (vectorbt) call
+:func:`decide`, so ``filter``, ``score_enhancement`` and ``replace`` mean exactly the same thing in
+either engine. Inputs are arrays over patterns; nothing here loops over bars.
+
+Without ML a pattern is traded when ``validity_score >= min_score`` (the technical rule). The modes
+change that rule (SPEC §7):
+
+==================  ========================================================  ==================
+mode                traded when                                               mode's score
+==================  ========================================================  ==================
+(ML off)            ``validity_score >= min_score``                           validity_score
+filter              technical rule **and** ``ml_confidence >= threshold``     ml_confidence
+score_enhancement   ``(1-w) * validity_score + w * ml_confidence >= min_score``  the blend
+replace             ``ml_confidence >= threshold``                            ml_confidence
+==================  ========================================================  ==================
+
+A pattern with no admissible model (NaN ``ml_confidence``, e.g. before the first walk-forward
+model exists) falls back to the technical rule in every mode, so before the first model every mode
+equals the baseline.
+
+``size_by_score`` turns the mode's score into a fraction of equity: ``clip(score, 0.01, 0.99)``
+(backtesting.py reads a size in (0, 1) as a fraction of available equity).
+
+**Out-of-sample guard.** A model stores ``trained_on_end``: the last exit time of its training
+data. It may score a pattern only if ``trained_on_end < detection_time - embargo``.
+:func:`admissible_model` picks, per pattern, the latest model that passes.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from .config import PREDICTION_MODES
+from .errors import ConfigError
+
+__all__ = ["decide", "size_fraction", "admissible_model", "random_filter_mask"]
+
+
+def decide(validity_score, ml_confidence, *, mode: str | None, min_score: float = 0.5,
+           ml_weight: float = 0.3, confidence_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+    """Which patterns to trade, and each pattern's score under ``mode`` (None = ML off).
+
+    Returns ``(take, score)``, two arrays aligned with the inputs.
+    """
+    v = np.asarray(validity_score, dtype=float)
+    technical = v >= min_score
+    if mode is None:
+        return technical, v
+    if mode not in PREDICTION_MODES:
+        raise ConfigError(f"ml.prediction_mode = {mode!r} is not allowed; allowed: {', '.join(PREDICTION_MODES)}")
+    c = np.broadcast_to(np.asarray(ml_confidence, dtype=float), v.shape)
+    scored = ~np.isnan(c)
+    if mode == "filter":
+        take, score = technical & (c >= confidence_threshold), c
+    elif mode == "replace":
+        take, score = c >= confidence_threshold, c
+    else:
+        score = (1.0 - ml_weight) * v + ml_weight * c
+        take = score >= min_score
+    take = np.where(scored, take, technical)
+    score = np.where(scored, score, v)
+    return take, score
+
+
+def size_fraction(score) -> np.ndarray:
+    """Order size as a fraction of equity for ``size_by_score``: the score clipped to [0.01, 0.99]."""
+    return np.clip(np.nan_to_num(np.asarray(score, dtype=float), nan=0.01), 0.01, 0.99)
+
+
+def admissible_model(detection_times, trained_on_end: Sequence, embargo: pd.Timedelta | None = None) -> np.ndarray:
+    """Index of the latest model whose training data all exited before each pattern (-1: none).
+
+    ``trained_on_end`` is one timestamp per model, in any order; the *latest* admissible model is
+    the one with the greatest ``trained_on_end`` still ``< detection_time - embargo``.
+    """
+    det = pd.DatetimeIndex(detection_times)
+    if embargo is not None:
+        det = det - embargo
+    ends = pd.DatetimeIndex(trained_on_end)
+    if len(ends) == 0:
+        return np.full(len(det), -1)
+    order = np.argsort(ends.asi8, kind="stable")
+    pos = np.searchsorted(ends.asi8[order], det.asi8, side="left") - 1
+    return np.where(pos >= 0, order[np.maximum(pos, 0)], -1)
+
+
+def random_filter_mask(candidates: np.ndarray, pass_rate: float, seed: int) -> np.ndarray:
+    """Keep a random ``pass_rate`` share of the ``candidates`` (a boolean mask): chance's version of a filter."""
+    candidates = np.asarray(candidates, dtype=bool)
+    idx = np.flatnonzero(candidates)
+    k = int(round(pass_rate * len(idx)))
+    keep = np.random.default_rng(seed).choice(idx, size=k, replace=False) if k else np.empty(0, int)
+    out = np.zeros_like(candidates)
+    out[keep] = True
+    return out

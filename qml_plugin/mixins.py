@@ -1,0 +1,294 @@
+"""backtesting.py integration: register every signal, and filter it with the ML model.
+
+Two mixins for any :class:`backtesting.Strategy`, QML or not::
+
+    class MyStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
+        def init(self):
+            super().init()                      # required: the mixins precompute here
+            ...
+        def next(self):
+            if signal:
+                self.buy(sl=..., tp=..., tag={"pattern_type": "my_setup", "validity_score": 0.7})
+
+``buy()`` / ``sell()`` keep backtesting.py's signature. Before an order goes out, the signal it is
+for is resolved to a *pattern row*: the ``tag`` itself when it is a row (dict / Series) or a known
+``pattern_id``, else the pattern the strategy detected at the current bar in the order's direction
+(``self.patterns``, if the strategy has one). Then:
+
+* :class:`MLFilterMixin` applies the ``ml:`` mode (:func:`qml_plugin.filter.decide`) and skips
+  (returns None), sizes or passes the order. Scores of the strategy's own patterns are computed in
+  ``init()`` in one batch; a row given at run time is scored when its order is placed (one call
+  per order, never per bar). A row without the model's features is a :class:`ConfigError`.
+* :class:`PatternRegistryMixin` keeps the pattern, its features, its ``ml_confidence`` and the
+  decision in memory, tags the order with the ``pattern_id`` (so ``stats._trades["Tag"]`` joins
+  trades to patterns) and writes everything in one transaction after the last bar, together with
+  the outcomes of trades closed so far (``label_source="trade"``). Trades that backtesting.py
+  closes after the last ``next()`` get theirs from :func:`record_run`.
+
+Settings are class attributes, so ``Backtest.run(**kw)`` and ``optimize`` can set them per run.
+"""
+from __future__ import annotations
+
+import hashlib
+import warnings
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+from backtesting import Strategy
+
+from .config import MLConfig, parse_ml_block
+from .errors import ConfigError, ModelError
+from .filter import decide, size_fraction
+from .scoring import score_patterns
+
+__all__ = ["PatternRegistryMixin", "MLFilterMixin", "record_run"]
+
+_FEATURE_PREFIXES = ("ctx_", "geo_", "temp_", "vol_", "mom_", "volu_", "regime_")
+
+
+class _SignalMixin(Strategy):
+    """Shared plumbing: one ``buy``/``sell`` that resolves the pattern, asks the hooks, places the order."""
+
+    symbol = None
+    timeframe = None
+
+    def init(self):
+        super().init()
+        df = self.data.df
+        self._n_bars = len(df)
+        self._symbol = self.symbol or df.attrs.get("symbol") or "UNKNOWN"
+        self._timeframe = self.timeframe or df.attrs.get("timeframe")
+        self._signals: list[dict] = []
+        pats = getattr(self, "patterns", None)
+        self._pattern_index = {} if pats is None else {pid: i for i, pid in enumerate(pats["pattern_id"])}
+        original_next = self.next
+
+        def next_then_flush():
+            original_next()
+            if len(self.data) == self._n_bars:
+                self._on_last_bar()
+
+        self.next = next_then_flush
+
+    # hooks, overridden by the mixins
+    def _ml_decide(self, row: dict, direction: int) -> dict:
+        return {"take": True, "ml_confidence": np.nan, "score": row.get("validity_score", np.nan),
+                "decision": "pass"}
+
+    def _on_last_bar(self) -> None:
+        pass
+
+    def buy(self, *, size=0.9999, limit=None, stop=None, sl=None, tp=None, tag=None):
+        return self._signal(1, size, limit, stop, sl, tp, tag)
+
+    def sell(self, *, size=0.9999, limit=None, stop=None, sl=None, tp=None, tag=None):
+        return self._signal(-1, size, limit, stop, sl, tp, tag)
+
+    def _signal(self, direction, size, limit, stop, sl, tp, tag):
+        row = self._resolve_pattern(tag, direction)
+        verdict = self._ml_decide(row, direction)
+        self._signals.append({"row": row, "bar": len(self.data) - 1, **verdict})
+        if not verdict["take"]:
+            return None
+        if verdict.get("size") is not None:
+            size = verdict["size"]
+        place = Strategy.buy if direction == 1 else Strategy.sell
+        return place(self, size=size, limit=limit, stop=stop, sl=sl, tp=tp, tag=row["pattern_id"])
+
+    def _resolve_pattern(self, tag, direction: int) -> dict:
+        pats = getattr(self, "patterns", None)
+        if isinstance(tag, (dict, pd.Series)):
+            row = dict(tag)
+        elif tag is not None and str(tag) in self._pattern_index:
+            row = pats.iloc[self._pattern_index[str(tag)]].to_dict()
+        elif pats is not None and len(pats):
+            i = len(self.data) - 1
+            here = pats[(pats["detection_bar"] == i) & (pats["direction"] == direction)]
+            row = here.iloc[0].to_dict() if len(here) else {}
+        else:
+            row = {}
+        now = self.data.index[-1]
+        row.setdefault("detection_bar", len(self.data) - 1)
+        row.setdefault("detection_time", now)
+        row.setdefault("direction", direction)
+        row.setdefault("pattern_type", f"{type(self).__name__}_{'long' if direction == 1 else 'short'}")
+        row.setdefault("symbol", self._symbol)
+        row.setdefault("timeframe", self._timeframe)
+        if not row.get("pattern_id"):
+            key = f"{row['symbol']}|{row['timeframe']}|{row['pattern_type']}|{pd.Timestamp(row['detection_time'])}"
+            row["pattern_id"] = hashlib.sha256(key.encode()).hexdigest()[:16]
+        return row
+
+
+class MLFilterMixin(_SignalMixin):
+    """Applies the ``ml:`` block (SPEC §7) to every ``buy()``/``sell()``; ``ml_config=None`` = off.
+
+    After ``init()``, ``self.pattern_decisions`` holds, for each row of ``self.patterns`` (if the
+    strategy has them), ``take``, ``score``, ``ml_confidence`` and ``decision``, computed in one pass.
+    """
+
+    ml_config = None  # a path to a YAML file holding the ml: block, or that block as a YAML string
+
+    def init(self):
+        super().init()
+        self._ml = parse_ml_block(self.ml_config) if self.ml_config else MLConfig()
+        self._ml_scorer = None
+        self._ml_status = "off"
+        pats = getattr(self, "patterns", None)
+        if self._ml.enabled:
+            try:
+                self._ml_scorer = score_patterns(self._ml, self.data.df, pats,
+                                                 features=getattr(self, "pattern_features", None))
+                self._ml_status = self._ml_scorer.status
+            except ModelError as e:
+                if self._ml.on_model_error == "fail":
+                    raise
+                warnings.warn(f"ML filter off, trading unfiltered (on_model_error: baseline): {e}", stacklevel=2)
+                self._ml_status = f"baseline: {e}"
+        if pats is not None:
+            conf = (self._ml_scorer.confidence.reindex(pats["pattern_id"]).to_numpy()
+                    if self._ml_scorer is not None else np.full(len(pats), np.nan))
+            take, score = decide(pats["validity_score"].to_numpy(), conf, mode=self._mode,
+                                 min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
+                                 confidence_threshold=self._ml.confidence_threshold)
+            label = np.where(take, "pass", "skip")
+            self.pattern_decisions = pd.DataFrame(
+                {"take": take, "score": score, "ml_confidence": conf,
+                 "decision": [f"{x}:{self._mode or 'technical'}" for x in label]}, index=pats.index)
+
+    @property
+    def _mode(self) -> str | None:
+        return self._ml.prediction_mode if self._ml_scorer is not None else None
+
+    @property
+    def ml_status(self) -> str:
+        """``off``, ``out-of-sample``, ``IN-SAMPLE`` or ``baseline: <why>``: shown in every output."""
+        return self._ml_status
+
+    def _ml_decide(self, row: dict, direction: int) -> dict:
+        pid = row["pattern_id"]
+        if pid in self._pattern_index and hasattr(self, "pattern_decisions"):
+            d = self.pattern_decisions.iloc[self._pattern_index[pid]]
+            out = {"take": bool(d["take"]), "ml_confidence": float(d["ml_confidence"]),
+                   "score": float(d["score"]), "decision": d["decision"]}
+        elif self._mode is None:
+            return super()._ml_decide(row, direction)
+        else:
+            conf = self._score_row(row)
+            v = row.get("validity_score")
+            min_score = float(getattr(self, "min_score", 0.5))
+            if v is None or pd.isna(v):  # a signal without a technical score: the technical rule passes it
+                v = max(min_score, 0.0)
+            take, score = decide([v], [conf], mode=self._mode, min_score=min_score, ml_weight=self._ml.ml_weight,
+                                 confidence_threshold=self._ml.confidence_threshold)
+            out = {"take": bool(take[0]), "ml_confidence": conf, "score": float(score[0]),
+                   "decision": f"{'pass' if take[0] else 'skip'}:{self._mode}"}
+        if self._ml.size_by_score and out["take"] and self._mode is not None:
+            out["size"] = float(size_fraction([out["score"]])[0])
+        return out
+
+    def _score_row(self, row: dict) -> float:
+        feats = {k: v for k, v in row.items() if str(k).startswith(_FEATURE_PREFIXES)}
+        if not feats:
+            raise ConfigError(
+                f"signal {row['pattern_id']!r} at {row['detection_time']} has no features for the ML filter: "
+                f"pass a tag row with the model's feature columns ({', '.join(_FEATURE_PREFIXES)}...)")
+        return float(self._ml_scorer.score_row(row))
+
+
+class PatternRegistryMixin(_SignalMixin):
+    """Registers every signal with its features before the order goes out; writes once, after the last bar."""
+
+    register_patterns = True
+    registry_db = "results/experiments.db"
+
+    def init(self):
+        super().init()
+        self._run_id = f"{type(self).__name__}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}"
+
+    @cached_property
+    def _market_features(self) -> pd.DataFrame:
+        from .features import FeatureExtractor
+
+        return FeatureExtractor().compute(self.data.df)
+
+    def _signal_features(self, row: dict) -> dict:
+        feats = getattr(self, "pattern_features", None)
+        pid = row["pattern_id"]
+        if feats is not None and pid in feats.index:
+            return feats.loc[pid].to_dict()
+        own = {k: v for k, v in row.items() if str(k).startswith(_FEATURE_PREFIXES)}
+        bar = int(row["detection_bar"])
+        return {**self._market_features.iloc[bar].to_dict(), **own}
+
+    def _on_last_bar(self) -> None:
+        super()._on_last_bar()
+        if not self.register_patterns:
+            return
+        from .registry import PatternRegistry
+
+        rows, feats, conf, decisions = [], [], [], []
+        for s in self._signals:
+            rows.append(s["row"])
+            feats.append(self._signal_features(s["row"]))
+            conf.append(s["ml_confidence"])
+            decisions.append(s["decision"])
+        extra = self._extra_registrations()
+        with PatternRegistry(self.registry_db) as reg:
+            if extra is not None:
+                reg.register_patterns(extra["patterns"], extra["features"], run_id=self._run_id)
+                if extra.get("outcomes") is not None:
+                    reg.record_outcomes(extra["outcomes"])
+            if rows:
+                pats = pd.DataFrame(rows)
+                pats["ml_decision"] = decisions
+                reg.register_patterns(pats, pd.DataFrame(feats), ml_confidence=np.asarray(conf, float),
+                                      run_id=self._run_id)
+            trades = _trade_outcomes(self.closed_trades)
+            if len(trades):
+                reg.record_outcomes(trades)
+
+    def _extra_registrations(self) -> dict | None:
+        """Patterns to register besides the signals (QMLStrategy: every detected pattern and its outcome)."""
+        return None
+
+
+def _trade_outcomes(trades) -> pd.DataFrame:
+    rows = [{"pattern_id": str(t.tag), "pnl_pct": t.pl_pct * 100, "exit_time": t.exit_time,
+             "exit_price": t.exit_price, "entry_price": t.entry_price, "size": t.size}
+            for t in trades if t.tag is not None]
+    return _outcome_frame(pd.DataFrame(rows))
+
+
+def _outcome_frame(df: pd.DataFrame) -> pd.DataFrame:
+    if df.empty:
+        return pd.DataFrame(columns=["pattern_id", "label", "pnl_pct", "r_multiple", "exit_time", "label_source"])
+    out = pd.DataFrame({
+        "pattern_id": df["pattern_id"].astype(str),
+        "label": (df["pnl_pct"] > 0).astype(float),
+        "pnl_pct": df["pnl_pct"].astype(float),
+        "r_multiple": np.nan,
+        "exit_time": pd.to_datetime(df["exit_time"]),
+        "label_source": "trade",
+    })
+    return out
+
+
+def record_run(stats: pd.Series, registry_db: str) -> int:
+    """Write the outcome of every trade in ``stats._trades`` (including those ``finalize_trades`` closed).
+
+    ``trade_outcome`` is ``ReturnPct * 100`` (a percent). Returns the number of trades recorded.
+    Called by every ``qml`` command after a run; idempotent.
+    """
+    from .registry import PatternRegistry
+
+    t = stats._trades
+    if t is None or t.empty or "Tag" not in t:
+        return 0
+    t = t[t["Tag"].notna()]
+    df = pd.DataFrame({"pattern_id": t["Tag"].astype(str), "pnl_pct": t["ReturnPct"] * 100,
+                       "exit_time": t["ExitTime"]})
+    with PatternRegistry(registry_db) as reg:
+        reg.record_outcomes(_outcome_frame(df))
+    return len(df)

@@ -1,0 +1,108 @@
+"""Score patterns with saved models, out of sample only: the step between model and filter.
+
+``model_path`` in the ``ml:`` block is either **one model** (a version folder or its
+``model.json``) or a **folder of versions** (``v0001/``, ``v0002/`` ... as written by walk-forward
+training). Scores for all patterns of a series are computed here in one batch per model; nothing is
+called per bar.
+
+The out-of-sample guard (SPEC §7), per pattern: a model may score a pattern only when its training
+data all exited before the pattern's detection time minus the embargo
+(``trained_on_end < detection_time - embargo_bars * bar``).
+
+* folder of versions: each pattern is scored by the latest admissible version; a pattern with none
+  gets NaN (the filter then falls back to the technical rule) -> status ``out-of-sample``;
+* one model: if any pattern is inadmissible the backtest is refused with a :class:`ModelError`,
+  unless ``allow_in_sample: true``, which scores everything and sets status ``IN-SAMPLE``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .config import MLConfig
+from .errors import ModelError
+from .filter import admissible_model
+
+__all__ = ["score_patterns", "Scorer", "load_models"]
+
+
+def load_models(model_path: str | Path) -> tuple[list, bool]:
+    """``(models, is_versions_folder)`` for a version folder, a model.json, or a folder of versions."""
+    from .ml.model import SignalQualityModel
+
+    path = Path(model_path)
+    if not path.exists():
+        raise ModelError(f"ml.model_path = {str(path)!r} does not exist; train a model first (qml train / qml run)")
+    if path.is_file() or (path / "metadata.json").is_file():
+        return [SignalQualityModel.load(path if path.is_dir() else path.parent)], False
+    versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
+    if not versions:
+        raise ModelError(f"ml.model_path = {str(path)!r} holds no model versions (no */metadata.json)")
+    return [SignalQualityModel.load(v) for v in versions], True
+
+
+@dataclass
+class Scorer:
+    """Per-pattern ``ml_confidence`` (NaN where no model may score) and how it was obtained."""
+
+    confidence: pd.Series
+    status: str
+    models: list = field(default_factory=list)
+    model_of: np.ndarray | None = None
+
+    def score_row(self, row: dict) -> float:
+        """Score one signal row given at run time (generic strategies): the latest admissible model."""
+        t = pd.Timestamp(row["detection_time"])
+        ends = [m.trained_on_end_ for m in self.models]
+        k = admissible_model([t], ends)[0]
+        if k < 0:
+            if self.status != "IN-SAMPLE":
+                return float("nan")
+            k = len(self.models) - 1
+        m = self.models[k]
+        x = pd.DataFrame([{f: row.get(f, np.nan) for f in m.feature_names}])
+        return float(m.predict_proba(x)[0, 1])
+
+
+def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
+                   features: pd.DataFrame | None, models: list | None = None) -> Scorer:
+    """Batch-score ``patterns`` (their ``features`` indexed by pattern_id) under the guard above."""
+    if models is None:
+        models, versions = load_models(ml.model_path)
+    else:
+        versions = len(models) > 1
+    bar = _bar_length(ohlcv)
+    embargo = bar * ml.embargo_bars if bar is not None else pd.Timedelta(0)
+    if patterns is None or len(patterns) == 0:
+        return Scorer(pd.Series(dtype=float), "out-of-sample", models)
+    det = pd.DatetimeIndex(patterns["detection_time"])
+    ends = [m.trained_on_end_ for m in models]
+    which = admissible_model(det, ends, embargo)
+    status = "out-of-sample"
+    if not versions and (which < 0).any():
+        first = det[int(np.argmax(which < 0))]
+        if not ml.allow_in_sample:
+            raise ModelError(
+                f"model trained on data up to {ends[0]} cannot score the pattern detected at {first}: "
+                f"the backtest overlaps the model's training period; use a later period, a walk-forward "
+                f"folder of versions, or ml.allow_in_sample: true (results are then labelled IN-SAMPLE)")
+        which = np.zeros(len(det), dtype=int)
+        status = "IN-SAMPLE"
+    conf = np.full(len(det), np.nan)
+    if features is None:
+        raise ModelError("the ML filter needs pattern features, but the strategy computed none")
+    feats = features.reindex(patterns["pattern_id"].to_numpy())
+    for k, model in enumerate(models):
+        rows = np.flatnonzero(which == k)
+        if len(rows):
+            conf[rows] = model.predict_proba(feats.iloc[rows])[:, 1]
+    return Scorer(pd.Series(conf, index=patterns["pattern_id"].to_numpy()), status, models, which)
+
+
+def _bar_length(ohlcv: pd.DataFrame) -> pd.Timedelta | None:
+    if len(ohlcv) < 2:
+        return None
+    return pd.Timedelta(np.median(np.diff(ohlcv.index.asi8)), unit="ns")

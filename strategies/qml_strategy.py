@@ -1,0 +1,115 @@
+"""``QMLStrategy``: trade detected QML patterns in backtesting.py, with registry and ML filter built in.
+
+    from backtesting import Backtest
+    from qml_plugin import load_ohlcv
+    from strategies.qml_strategy import QMLStrategy
+
+    bt = Backtest(load_ohlcv("EURUSD_1h", resample="4h"), QMLStrategy, cash=100_000)
+    stats = bt.run(swing_n=3, rr=2.0, registry_db="results/experiments.db")
+    bt.optimize(swing_n=[2, 3, 5], head_min_atr=[0.3, 0.5])   # every QMLParams field is a parameter
+
+Rules (the same ones :func:`qml_plugin.patterns.label_patterns` and the vectorbt engine follow):
+
+* patterns are detected once in ``init()`` (causal: a pattern exists from its ``detection_bar``);
+  their decision (technical rule ``validity_score >= min_score``, or the ``ml:`` mode) is computed
+  there too, in one vectorized pass;
+* one position at a time: at bar ``t`` a pattern detected at ``t`` is traded only when there is no
+  open trade and no pending order; among several, the higher score wins, then the earlier ``p1_bar``;
+* a limit order at ``entry`` with ``sl=stop`` and ``tp=target``, cancelled after ``max_wait`` bars;
+  a trade still open ``max_hold`` bars after its fill is closed at the next bar's Open;
+* patterns whose levels backtesting.py cannot place (target not beyond entry) are never traded.
+
+After the run every detected pattern is in the registry with its features, ``ml_confidence``, the
+decision and its triple-barrier outcome; traded ones also carry the trade's outcome.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from backtesting import Strategy
+
+from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
+from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
+
+__all__ = ["QMLStrategy"]
+
+_D = QMLParams()
+
+
+class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
+    """Trades bullish and bearish QML patterns; every ``QMLParams`` field is a class attribute."""
+
+    swing_n = _D.swing_n
+    head_min_atr = _D.head_min_atr
+    max_span = _D.max_span
+    entry_offset_atr = _D.entry_offset_atr
+    stop_buffer_atr = _D.stop_buffer_atr
+    target = _D.target
+    rr = _D.rr
+    max_wait = _D.max_wait
+    max_hold = _D.max_hold
+    min_score = _D.min_score
+
+    @property
+    def params(self) -> QMLParams:
+        return QMLParams(**{f: getattr(self, f) for f in QMLParams.fields()})
+
+    def init(self):
+        df = self.data.df
+        self.patterns = detect_patterns(df, self.params, symbol=self.symbol, timeframe=self.timeframe)
+        self.pattern_features = None
+        needs_features = self.register_patterns or (self.ml_config is not None)
+        if needs_features and len(self.patterns):
+            from qml_plugin.features import FeatureExtractor
+
+            feats = FeatureExtractor().extract(df, self.patterns)
+            self.pattern_features = feats.set_index(self.patterns["pattern_id"].to_numpy())
+        super().init()
+        p = self.patterns
+        tradable = ((p["target"] - p["entry"]) * p["direction"] > 0) & ((p["entry"] - p["stop"]) * p["direction"] > 0)
+        d = self.pattern_decisions
+        self._take = (d["take"].to_numpy() & tradable.to_numpy())
+        # per bar: candidate rows ordered by (score desc, p1_bar asc), first one wins
+        order = np.lexsort((p["p1_bar"].to_numpy(), -d["score"].to_numpy()))
+        self._by_bar: dict[int, list[int]] = {}
+        for k in order[self._take[order]]:
+            self._by_bar.setdefault(int(p["detection_bar"].iat[k]), []).append(int(k))
+        self._order = None
+        self._order_bar = -1
+
+    def next(self):
+        i = len(self.data) - 1
+        if self._order is not None:
+            if self._order not in self.orders:  # filled (or cancelled by the broker)
+                self._order = None
+            elif i >= self._order_bar + self.max_wait:
+                self._order.cancel()
+                self._order = None
+        for trade in self.trades:
+            if i - trade.entry_bar >= self.max_hold:
+                trade.close()
+        if self._order is not None or self.trades or self.orders:
+            return
+        for k in self._by_bar.get(i, ()):
+            row = self.patterns.iloc[k]
+            place = self.buy if row["direction"] == 1 else self.sell
+            order = place(limit=row["entry"], sl=row["stop"], tp=row["target"], tag=row["pattern_id"])
+            if order is not None:
+                self._order, self._order_bar = order, i
+                return
+
+    def _extra_registrations(self) -> dict | None:
+        df = self.data.df
+        params = self.params
+        pats = self.patterns.copy()
+        d = self.pattern_decisions
+        pats["ml_confidence"] = d["ml_confidence"].to_numpy()
+        pats["ml_decision"] = d["decision"].to_numpy()
+        if self.pattern_features is not None and "regime_at_detection" in self.pattern_features:
+            pats["regime_at_detection"] = self.pattern_features["regime_at_detection"].to_numpy()
+        feats = (self.pattern_features.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore")
+                 if self.pattern_features is not None else pd.DataFrame(index=pats.index))
+        out = label_patterns(df, self.patterns, params.max_wait, params.max_hold)
+        outcomes = out.loc[out["label"].notna(), ["pattern_id", "label", "pnl_pct", "r_multiple", "exit_time"]].copy()
+        outcomes["label_source"] = "triple_barrier"
+        return {"patterns": pats, "features": feats.reset_index(drop=True), "outcomes": outcomes}
