@@ -25,17 +25,15 @@ equals the baseline.
 
 **Out-of-sample guard.** A model stores ``trained_on_end``: the last exit time of its training
 data. It may score a pattern only if ``trained_on_end < detection_time - embargo``.
-:func:`admissible_model` picks, per pattern, the latest model that passes.
+:func:`admissible_model` (from :mod:`qml_plugin.ml.guard`) picks, per pattern, the latest model that passes.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
-import pandas as pd
 
 from .config import PREDICTION_MODES
 from .errors import ConfigError
+from .ml.guard import admissible_model
 
 __all__ = ["decide", "size_fraction", "admissible_model", "random_filter_mask"]
 
@@ -69,23 +67,6 @@ def decide(validity_score, ml_confidence, *, mode: str | None, min_score: float 
 def size_fraction(score) -> np.ndarray:
     """Order size as a fraction of equity for ``size_by_score``: the score clipped to [0.01, 0.99]."""
     return np.clip(np.nan_to_num(np.asarray(score, dtype=float), nan=0.01), 0.01, 0.99)
-
-
-def admissible_model(detection_times, trained_on_end: Sequence, embargo: pd.Timedelta | None = None) -> np.ndarray:
-    """Index of the latest model whose training data all exited before each pattern (-1: none).
-
-    ``trained_on_end`` is one timestamp per model, in any order; the *latest* admissible model is
-    the one with the greatest ``trained_on_end`` still ``< detection_time - embargo``.
-    """
-    det = pd.DatetimeIndex(detection_times)
-    if embargo is not None:
-        det = det - embargo
-    ends = pd.DatetimeIndex(trained_on_end)
-    if len(ends) == 0:
-        return np.full(len(det), -1)
-    order = np.argsort(ends.asi8, kind="stable")
-    pos = np.searchsorted(ends.asi8[order], det.asi8, side="left") - 1
-    return np.where(pos >= 0, order[np.maximum(pos, 0)], -1)
 
 
 def random_filter_mask(candidates: np.ndarray, pass_rate: float, seed: int) -> np.ndarray:

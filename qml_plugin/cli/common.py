@@ -1,0 +1,88 @@
+"""What several ``qml`` commands share: config lookup, data slicing, strategy lookup, Backtest setup.
+
+``strategy.class`` from a config is resolved **only** inside the ``strategies`` package (or inside
+a module the user names on the command line with ``--strategies-module``); it must name a
+``backtesting.Strategy`` subclass. Nothing else in a config is imported or executed.
+"""
+from __future__ import annotations
+
+import importlib
+import warnings
+from pathlib import Path
+
+import pandas as pd
+from backtesting import Backtest, Strategy
+
+from ..data import load_ohlcv
+from ..errors import ConfigError, DataError
+
+__all__ = ["default_config", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
+
+
+def default_config(name: str) -> Path:
+    """Path of a shipped config (``configs/NAME`` in the repository, ``qml_plugin/_configs`` when installed)."""
+    here = Path(__file__).resolve().parent.parent
+    for p in (Path.cwd() / "configs" / name, here / "_configs" / name, here.parent / "configs" / name):
+        if p.is_file():
+            return p
+    raise ConfigError(f"shipped config {name!r} not found; pass --config FILE")
+
+
+def load_data(data_cfg: dict) -> pd.DataFrame:
+    """The ``data:`` section as a frame: source, optional resample, then the start / end slice."""
+    df = load_ohlcv(data_cfg["source"], resample=data_cfg["resample"])
+    start, end = data_cfg["start"], data_cfg["end"]
+    if start is not None or end is not None:
+        attrs = dict(df.attrs)
+        df = df.loc[start:end]
+        df.attrs.update(attrs)
+    if len(df) < 100:
+        raise DataError(f"data.start/end leave {len(df)} bars of {data_cfg['source']}; need at least 100")
+    return df
+
+
+def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:
+    """The Strategy class named ``name`` from the ``strategies`` package (or the given module)."""
+    if module is not None:
+        mod_name, cls_name = module, name.rsplit(".", 1)[-1]
+    else:
+        if not name.startswith("strategies.") or name.count(".") < 2:
+            raise ConfigError(f"strategy.class = {name!r} is not allowed; allowed: a class in the strategies "
+                              f"package, e.g. strategies.qml_strategy.QMLStrategy (or pass --strategies-module)")
+        mod_name, cls_name = name.rsplit(".", 1)
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise ConfigError(f"strategy.class = {name!r}: cannot import {mod_name!r} ({e})") from None
+    cls = getattr(mod, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"strategy.class = {name!r}: {mod_name} has no backtesting.Strategy named {cls_name!r}")
+    return cls
+
+
+def strategy_params(cls: type[Strategy], params: dict) -> dict:
+    """Check that every ``strategy.params`` key is a class attribute of the strategy."""
+    for key in params:
+        if not hasattr(cls, key):
+            allowed = sorted(k for k in dir(cls) if not k.startswith("_") and not callable(getattr(cls, k, None)))
+            raise ConfigError(f"strategy.params.{key} is not a parameter of {cls.__name__}; "
+                              f"allowed: {', '.join(allowed)}")
+    return dict(params)
+
+
+def make_backtest(df: pd.DataFrame, cls: type[Strategy], bt_cfg: dict) -> Backtest:
+    """A backtesting.py ``Backtest`` with the ``backtest:`` section's cash, commission and margin.
+
+    ``finalize_trades`` stays at backtesting.py's default (False): a trade still open at the end has
+    no outcome yet, exactly like an open triple-barrier label, so every row of a comparison counts
+    the same trades.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Backtest(df, cls, cash=bt_cfg["cash"], commission=bt_cfg["commission"], margin=bt_cfg["margin"],
+                        exclusive_orders=bt_cfg["exclusive_orders"])
+
+
+def data_name(df: pd.DataFrame) -> str:
+    return f"{df.attrs.get('symbol')} {df.attrs.get('timeframe') or ''}".strip()
+

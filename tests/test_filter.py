@@ -1,0 +1,92 @@
+"""The three ML modes, the out-of-sample guard and the trade selection, engine-free."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import random_walk
+
+from qml_plugin.errors import ConfigError
+from qml_plugin.filter import admissible_model, decide, random_filter_mask, size_fraction
+from qml_plugin.patterns import detect_patterns, label_patterns
+from qml_plugin.tradesim import select_trades, trade_metrics
+
+V = np.array([0.2, 0.4, 0.6, 0.8, 0.6])  # validity_score
+C = np.array([0.9, 0.2, 0.2, 0.9, np.nan])  # ml_confidence (last one: no admissible model)
+
+
+def test_without_ml_the_technical_rule_decides():
+    take, score = decide(V, C, mode=None, min_score=0.5)
+    assert take.tolist() == [False, False, True, True, True] and np.allclose(score, V)
+
+
+def test_filter_can_only_remove_trades():
+    take, _ = decide(V, C, mode="filter", min_score=0.5, confidence_threshold=0.5)
+    assert take.tolist() == [False, False, False, True, True]
+    base, _ = decide(V, C, mode=None)
+    assert not (take & ~base).any()
+
+
+def test_score_enhancement_blends_and_can_add_back_a_weak_pattern_the_model_likes():
+    take, score = decide(V, C, mode="score_enhancement", min_score=0.5, ml_weight=0.5)
+    assert np.allclose(score[:4], 0.5 * V[:4] + 0.5 * C[:4])
+    assert take.tolist() == [True, False, False, True, True]  # 0.2 technical + 0.9 ML = 0.55 passes
+
+
+def test_replace_ignores_the_technical_score():
+    take, score = decide(V, C, mode="replace", confidence_threshold=0.5)
+    assert take.tolist() == [True, False, False, True, True] and np.allclose(score[:4], C[:4])
+
+
+def test_unscored_patterns_fall_back_to_the_technical_rule_in_every_mode():
+    for mode in ("filter", "score_enhancement", "replace"):
+        take, score = decide(V, np.full(5, np.nan), mode=mode)
+        assert take.tolist() == (V >= 0.5).tolist() and np.allclose(score, V)
+
+
+def test_unknown_mode_is_a_config_error():
+    with pytest.raises(ConfigError, match="prediction_mode = 'magic' is not allowed; allowed: filter"):
+        decide(V, C, mode="magic")
+
+
+def test_size_by_score_is_a_fraction_of_equity_in_0_1():
+    s = size_fraction([-1.0, 0.0, 0.5, 1.0, np.nan])
+    assert ((s > 0) & (s < 1)).all() and s[2] == 0.5
+
+
+def test_out_of_sample_guard_picks_the_latest_model_trained_before_each_pattern():
+    ends = pd.to_datetime(["2010-01-01", "2012-01-01", "2011-01-01"])
+    det = pd.to_datetime(["2009-06-01", "2010-01-01", "2010-06-01", "2011-06-01", "2013-01-01"])
+    assert admissible_model(det, ends).tolist() == [-1, -1, 0, 2, 1]
+    # with a 10-day embargo, a pattern 5 days after the training end may not be scored by that model
+    det = pd.to_datetime(["2010-01-06", "2010-01-20"])
+    assert admissible_model(det, ends, pd.Timedelta(days=10)).tolist() == [-1, 0]
+    assert admissible_model(det, []).tolist() == [-1, -1]
+
+
+def test_random_filter_keeps_the_same_pass_rate_among_candidates():
+    cand = np.array([True] * 80 + [False] * 20)
+    masks = [random_filter_mask(cand, 0.25, seed) for seed in range(5)]
+    assert all(m.sum() == 20 and not (m & ~cand).any() for m in masks)
+    assert len({m.tobytes() for m in masks}) == 5
+
+
+def test_trade_selection_is_one_position_at_a_time():
+    df = random_walk(3000, seed=7)
+    lab = label_patterns(df, detect_patterns(df))
+    chosen = select_trades(lab, np.ones(len(lab), bool))
+    busy_until = -1
+    for _, r in lab[chosen].iterrows():
+        assert r.detection_bar >= busy_until
+        busy_until = r.exit_bar if r.status == "filled" else r.detection_bar + 20
+        if np.isnan(busy_until):
+            busy_until = np.inf
+
+
+def test_trade_metrics_of_known_trades():
+    m = trade_metrics([10.0, -5.0, 20.0], pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06"]))
+    assert m["trades"] == 3 and m["win_rate"] == pytest.approx(200 / 3)
+    assert m["profit_factor"] == pytest.approx(0.30 / 0.05)
+    assert m["return_pct"] == pytest.approx((1.1 * 0.95 * 1.2 - 1) * 100)
+    assert m["max_drawdown"] == pytest.approx(-5.0)
+    assert trade_metrics([], [])["trades"] == 0
