@@ -58,11 +58,15 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         df = self.data.df
         self.patterns = detect_patterns(df, self.params, symbol=self.symbol, timeframe=self.timeframe)
         self.pattern_features = None
+        self.feature_schema = None
         needs_features = self.register_patterns or (self.ml_config is not None)
         if needs_features and len(self.patterns):
             from qml_plugin.features import FeatureExtractor
 
-            feats = FeatureExtractor().extract(df, self.patterns)
+            extractor = FeatureExtractor()
+            feats = extractor.extract(df, self.patterns)
+            self.feature_schema = extractor.schema_hash
+            feats = feats.drop(columns=["pattern_id"], errors="ignore")
             self.pattern_features = feats.set_index(self.patterns["pattern_id"].to_numpy())
         super().init()
         p = self.patterns
