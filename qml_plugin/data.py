@@ -31,7 +31,7 @@ from backtesting.lib import OHLCV_AGG
 
 from .errors import DataError
 
-__all__ = ["load_ohlcv", "validate_ohlcv", "list_datasets", "dataset_path", "OHLCV_COLUMNS"]
+__all__ = ["load_ohlcv", "validate_ohlcv", "list_datasets", "dataset_path", "bar_duration", "OHLCV_COLUMNS"]
 
 OHLCV_COLUMNS = ["Open", "High", "Low", "Close", "Volume"]
 """Column order of every frame qml-plugin returns (backtesting.py's names)."""
@@ -182,3 +182,10 @@ def validate_ohlcv(df: pd.DataFrame) -> pd.DataFrame:
     if bad.any():
         raise DataError(f"Low > min(Open, Close) at {_first_bad(bad, idx)}")
     return df
+
+
+def bar_duration(df: pd.DataFrame) -> pd.Timedelta:
+    """The typical spacing of the bars (median of the gaps), e.g. ``Timedelta("1h")``; 0 for < 2 bars."""
+    if len(df) < 2:
+        return pd.Timedelta(0)
+    return pd.Timedelta(int(np.median(np.diff(df.index.as_unit("ns").asi8))), unit="ns")

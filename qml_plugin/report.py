@@ -21,6 +21,8 @@ __all__ = ["write_report", "format_table"]
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
     """Round the comparison table for display (shared by the CLI and the HTML report)."""
     out = table.copy()
+    if "trades" in out:
+        out["trades"] = [f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}" for v in out["trades"]]
     for col, fmt in {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "return_pct": "{:+.2f}", "sharpe": "{:+.2f}",
                      "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}"}.items():
         if col in out:
@@ -56,7 +58,7 @@ def _plots(equity: dict[str, pd.Series], calibration: list[dict] | None, importa
         cal = pd.DataFrame(calibration)
         fig, ax = plt.subplots(figsize=(4.8, 4.5))
         ax.plot([0, 1], [0, 1], ls="--", c="grey", lw=1)
-        ax.plot(cal["mean_predicted"], cal["fraction_positive"], marker="o")
+        ax.plot(cal["mean_predicted"], cal["observed_rate"], marker="o")
         ax.set_xlabel("predicted ml_confidence")
         ax.set_ylabel("observed win rate")
         ax.set_title("Calibration (out-of-sample predictions)")
@@ -113,5 +115,5 @@ def equity_from_trades(return_pct, exit_times) -> pd.Series:
     """Closed-trade equity curve (1.0 at start) from trade returns in percent and their exit times."""
     r = np.asarray(return_pct, float) / 100.0
     t = pd.DatetimeIndex(exit_times)
-    order = np.argsort(t.asi8, kind="stable")
+    order = np.argsort(t.as_unit("ns").asi8, kind="stable")
     return pd.Series(np.cumprod(1.0 + r[order]), index=t[order])

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from .config import MLConfig
+from .data import bar_duration
 from .errors import ModelError
 from .filter import admissible_model
 
@@ -74,8 +75,7 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         models, versions = load_models(ml.model_path)
     else:
         versions = len(models) > 1
-    bar = _bar_length(ohlcv)
-    embargo = bar * ml.embargo_bars if bar is not None else pd.Timedelta(0)
+    embargo = bar_duration(ohlcv) * ml.embargo_bars
     if patterns is None or len(patterns) == 0:
         return Scorer(pd.Series(dtype=float), "out-of-sample", models)
     det = pd.DatetimeIndex(patterns["detection_time"])
@@ -101,8 +101,3 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
             conf[rows] = model.predict_proba(feats.iloc[rows])[:, 1]
     return Scorer(pd.Series(conf, index=patterns["pattern_id"].to_numpy()), status, models, which)
 
-
-def _bar_length(ohlcv: pd.DataFrame) -> pd.Timedelta | None:
-    if len(ohlcv) < 2:
-        return None
-    return pd.Timedelta(np.median(np.diff(ohlcv.index.asi8)), unit="ns")

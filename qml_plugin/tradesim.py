@@ -69,7 +69,7 @@ def trade_metrics(return_pct, exit_times, start=None, end=None) -> dict:
     if n == 0:
         return dict(trades=0, win_rate=np.nan, profit_factor=np.nan, return_pct=0.0, sharpe=np.nan,
                     max_drawdown=0.0)
-    order = np.argsort(times.asi8, kind="stable")
+    order = np.argsort(times.as_unit("ns").asi8, kind="stable")
     r, times = r[order], times[order]
     equity = np.cumprod(1.0 + r)
     gains, losses = r[r > 0].sum(), -r[r < 0].sum()

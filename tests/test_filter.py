@@ -90,3 +90,19 @@ def test_trade_metrics_of_known_trades():
     assert m["return_pct"] == pytest.approx((1.1 * 0.95 * 1.2 - 1) * 100)
     assert m["max_drawdown"] == pytest.approx(-5.0)
     assert trade_metrics([], [])["trades"] == 0
+
+
+def test_guard_compares_times_of_different_resolutions_correctly():
+    # pandas keeps us and ns resolutions apart; a model trained up to 2012 must not score 2010
+    det = pd.DatetimeIndex(pd.to_datetime(["2010-06-01", "2013-06-01"])).as_unit("us")
+    ends = [pd.Timestamp("2012-01-01").as_unit("ns")]
+    for embargo in (None, pd.Timedelta(0), pd.Timedelta("1h")):
+        assert admissible_model(det, ends, embargo).tolist() == [-1, 0]
+    assert admissible_model(det.as_unit("s"), [pd.Timestamp("2012-01-01").as_unit("ms")]).tolist() == [-1, 0]
+
+
+def test_pattern_ids_do_not_depend_on_the_index_resolution():
+    df = random_walk(1500, seed=11)
+    coarse = df.copy()
+    coarse.index = coarse.index.as_unit("s")
+    assert detect_patterns(df)["pattern_id"].tolist() == detect_patterns(coarse)["pattern_id"].tolist()

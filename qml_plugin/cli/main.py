@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect
+from . import detect, run
 
-_COMMANDS = [detect]
+_COMMANDS = [detect, run]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -24,6 +24,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..config import load_config
+from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide, random_filter_mask
 from ..mixins import record_run
@@ -58,15 +59,12 @@ class JobResult:
 
 
 def _training_labels(db: str, labeled: pd.DataFrame) -> np.ndarray:
-    """Labels with the registry's ranking applied (a user label beats trade beats triple barrier)."""
-    y = labeled["label"].to_numpy(float).copy()
+    """The registry's effective labels (user > trade > triple barrier; 'ignore' = NaN) of these patterns."""
     with PatternRegistry(db) as reg:
-        ranked = reg.effective_labels(labeled["pattern_id"].tolist())
-    pos = {pid: i for i, pid in enumerate(labeled["pattern_id"])}
-    for pid, lab in ranked.items():
-        if pid in pos:
-            y[pos[pid]] = lab
-    return y
+        X, y = reg.get_training_data(min_labels=0)
+    known = pd.Series(y.astype(float), index=X.index.get_level_values("pattern_id"))
+    known = known[~known.index.duplicated()]
+    return known.reindex(labeled["pattern_id"]).to_numpy(float)
 
 
 def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool = True) -> JobResult:
@@ -98,7 +96,7 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     X = feats.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore").reset_index(drop=True)
     root = f"results/walk_forward/{df.attrs.get('symbol')}_{df.attrs.get('timeframe')}"
     ml = cfg["ml"]
-    bar = pd.Timedelta(np.median(np.diff(df.index.asi8)), unit="ns")
+    bar = bar_duration(df)
     wf = train_walk_forward(X, y, labeled["detection_time"], labeled["exit_time"], root=root,
                             every_months=cfg["walk_forward"]["retrain_every_months"],
                             min_train=cfg["walk_forward"]["min_train_labels"], embargo=bar * ml["embargo_bars"],
@@ -118,7 +116,7 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
-    table["oos_auc"] = wf.metrics.get("auc", np.nan)
+    table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     step("random filter done")
     equity = {name: equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}

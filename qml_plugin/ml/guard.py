@@ -25,10 +25,11 @@ def admissible_model(detection_times, trained_on_end: Sequence, embargo: pd.Time
         >>> admissible_model(pd.to_datetime(["2011-06-01"]), pd.to_datetime(["2010-01-01", "2011-01-01"]))
         array([1])
     """
-    det = pd.DatetimeIndex(detection_times)
+    # compare in one unit: pandas keeps s/ms/us/ns resolutions apart, and asi8 counts in each one's own unit
+    det = pd.DatetimeIndex(detection_times).as_unit("ns")
     if embargo is not None:
-        det = det - embargo
-    ends = pd.DatetimeIndex(trained_on_end)
+        det = (det - pd.Timedelta(embargo)).as_unit("ns")
+    ends = pd.DatetimeIndex(trained_on_end).as_unit("ns")
     if len(ends) == 0:
         return np.full(len(det), -1)
     if ends.tz is None and det.tz is not None:

@@ -178,7 +178,7 @@ def detect_patterns(
     arr = detect_arrays(h, l, c, params)
     d = arr["direction"]
     ptype = np.where(d == 1, "bullish_qml", "bearish_qml")
-    idx = ohlcv.index.asi8
+    idx = ohlcv.index.as_unit("ns").asi8  # ids must not depend on the index resolution
     ids = _kernels.mix64(_id_prefix(symbol, timeframe, params), d, idx[arr["p1_bar"]],
                          idx[arr["p2_bar"]], idx[arr["p3_bar"]])
     m = len(d)
