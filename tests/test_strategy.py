@@ -1,0 +1,189 @@
+"""QMLStrategy and the mixins in the real backtesting.py engine, with a real SQLite registry."""
+from __future__ import annotations
+
+import sqlite3
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from backtesting import Backtest, Strategy
+from backtesting.lib import crossover
+
+from qml_plugin import ConfigError, ModelError, load_ohlcv
+from qml_plugin.features import FeatureExtractor
+from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, record_run
+from qml_plugin.ml.model import SignalQualityModel
+from qml_plugin.patterns import detect_patterns, label_patterns
+from qml_plugin.registry import PatternRegistry
+from strategies.qml_strategy import QMLStrategy
+
+warnings.filterwarnings("ignore", message=".*trades remain open.*")
+
+
+def run(df, strategy=QMLStrategy, cash=1_000_000, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return Backtest(df, strategy, cash=cash, commission=0.0).run(**kw)
+
+
+def registry_rows(db):
+    with sqlite3.connect(db) as conn:
+        return pd.read_sql_query("SELECT pattern_id, trade_outcome, label, label_source, ml_confidence, ml_decision "
+                                 "FROM ml_pattern_registry", conn)
+
+
+@pytest.fixture(scope="module")
+def eurusd_1h():
+    return load_ohlcv("EURUSD_1h")
+
+
+def test_backtest_registers_every_detected_pattern_and_joins_trades_by_tag(eurusd_1h, tmp_path):
+    db = str(tmp_path / "reg.db")
+    stats = run(eurusd_1h, registry_db=db)
+    record_run(stats, db)
+    pats = detect_patterns(eurusd_1h)
+    rows = registry_rows(db).set_index("pattern_id")
+    assert len(rows) == len(pats) and set(rows.index) == set(pats["pattern_id"])
+    trades = stats._trades
+    assert len(trades) > 50 and trades["Tag"].isin(rows.index).all()
+    joined = rows.loc[trades["Tag"]]
+    np.testing.assert_allclose(joined["trade_outcome"].to_numpy(), trades["ReturnPct"].to_numpy() * 100, rtol=1e-9)
+    assert (joined["label_source"] == "trade").all()
+    untraded = rows.drop(trades["Tag"])
+    assert set(untraded["label_source"].dropna()) == {"triple_barrier"}
+
+
+def test_trades_closed_by_finalize_get_their_outcome_from_record_run(tmp_path):
+    full = load_ohlcv("EURUSD_1h").iloc[:3000]
+    t = run(full, register_patterns=False)._trades
+    t = t[t["ExitBar"] - t["EntryBar"] > 3].iloc[3]
+    df = full.iloc[: int(t["EntryBar"]) + 3]  # the data ends while this trade is open
+    db = str(tmp_path / "reg.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(df, QMLStrategy, cash=1_000_000, finalize_trades=True).run(registry_db=db)
+    last = stats._trades.iloc[-1]
+    assert last["Tag"] == t["Tag"] and last["ExitBar"] == len(df) - 1
+    before = registry_rows(db).set_index("pattern_id").loc[last["Tag"]]
+    assert before["label_source"] != "trade"  # the mixin could not know this outcome after the last bar
+    assert record_run(stats, db) == len(stats._trades)
+    after = registry_rows(db).set_index("pattern_id").loc[last["Tag"]]
+    assert after["label_source"] == "trade" and after["trade_outcome"] == pytest.approx(last["ReturnPct"] * 100)
+
+
+def test_optimize_works_on_qml_params(eurusd_4h):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h, QMLStrategy, cash=1_000_000)
+        stats, heat = bt.optimize(swing_n=[2, 3], head_min_atr=[0.3, 0.5], register_patterns=[False],
+                                  maximize="Equity Final [$]", return_heatmap=True)
+    assert len(heat) == 4 and stats._strategy.swing_n in (2, 3)
+
+
+def test_ml_disabled_gives_stats_identical_to_the_plain_strategy(eurusd_4h):
+    plain = run(eurusd_4h, register_patterns=False)
+    off = run(eurusd_4h, register_patterns=False, ml_config="enabled: false\nprediction_mode: filter")
+    cols = [k for k in plain.index if not k.startswith("_")]
+    pd.testing.assert_series_equal(plain[cols], off[cols])
+    pd.testing.assert_frame_equal(plain._trades, off._trades)
+
+
+@pytest.fixture(scope="module")
+def trained_model(tmp_path_factory, eurusd_4h):
+    """A model trained on 2007-2012 patterns of EURUSD 4h (trained_on_end in late 2012)."""
+    df = eurusd_4h[:"2012-12-31"]
+    pats = detect_patterns(df)
+    lab = label_patterns(df, pats).dropna(subset=["label"])
+    X = FeatureExtractor().extract(df, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    model = SignalQualityModel(n_estimators=60, n_jobs=1).fit(
+        X, lab["label"].astype(int), times=lab["detection_time"], exit_times=lab["exit_time"])
+    path = tmp_path_factory.mktemp("model") / "m"
+    model.save(path)
+    return model, path
+
+
+def ml_block(path, mode="filter", **kw):
+    items = {"enabled": True, "model_path": str(path), "prediction_mode": mode, **kw}
+    return "\n".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in items.items())
+
+
+def test_three_modes_really_differ_and_filter_only_removes_trades(trained_model, eurusd_4h, tmp_path):
+    _, path = trained_model
+    later = eurusd_4h["2013-06-01":]
+    base = run(later, register_patterns=False)
+    out = {m: run(later, register_patterns=False, ml_config=ml_block(path, m, confidence_threshold=0.4))
+           for m in ("filter", "score_enhancement", "replace")}
+    assert len({tuple(s._trades["Tag"]) for s in out.values()}) == 3
+    dec = out["filter"]._strategy.pattern_decisions
+    tech = out["filter"]._strategy.patterns["validity_score"] >= 0.5
+    assert not (dec["take"] & ~tech).any()  # filter never adds a pattern the technical rule rejects
+    assert out["filter"]._strategy.ml_status == "out-of-sample"
+    assert len(out["filter"]._trades) <= len(base._trades) + 5
+
+
+def test_a_model_trained_on_the_backtest_period_is_refused_unless_allowed(trained_model, eurusd_4h):
+    _, path = trained_model
+    with pytest.raises(ModelError, match="overlaps the model's training period"):
+        run(eurusd_4h, register_patterns=False, ml_config=ml_block(path))
+    stats = run(eurusd_4h, register_patterns=False, ml_config=ml_block(path, allow_in_sample=True))
+    assert stats._strategy.ml_status == "IN-SAMPLE"
+
+
+def test_tampered_model_fails_with_a_clear_message_or_trades_unfiltered_on_baseline(trained_model, eurusd_4h,
+                                                                                     tmp_path):
+    _, path = trained_model
+    bad = tmp_path / "tampered"
+    bad.mkdir()
+    for f in path.iterdir():
+        (bad / f.name).write_bytes(f.read_bytes())
+    text = (bad / "model.json").read_text()
+    (bad / "model.json").write_text(text.replace("0", "1", 1))
+    later = eurusd_4h["2013-06-01":]
+    with pytest.raises(ModelError, match="sha256"):
+        run(later, register_patterns=False, ml_config=ml_block(bad))
+    with pytest.warns(UserWarning, match="trading unfiltered"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            stats = Backtest(later, QMLStrategy, cash=1_000_000).run(
+                register_patterns=False, ml_config=ml_block(bad, on_model_error="baseline"))
+    assert stats._strategy.ml_status.startswith("baseline: ") and "sha256" in stats._strategy.ml_status
+    plain = run(later, register_patterns=False)
+    pd.testing.assert_frame_equal(stats._trades, plain._trades)
+
+
+class SmaCross(PatternRegistryMixin, MLFilterMixin, Strategy):
+    """Any backtesting.py strategy: registers its own signals by passing a row as ``tag``."""
+
+    def init(self):
+        super().init()
+        close = pd.Series(self.data.Close)
+        self.fast = self.I(lambda: close.rolling(10).mean().to_numpy())
+        self.slow = self.I(lambda: close.rolling(30).mean().to_numpy())
+
+    def next(self):
+        if crossover(self.fast, self.slow):
+            self.position.close()
+            self.buy(tag={"pattern_type": "sma_cross_up", "validity_score": 0.6})
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+            self.sell(tag={"pattern_type": "sma_cross_down", "validity_score": 0.6})
+
+
+def test_registry_mixin_works_on_any_strategy(eurusd_4h, tmp_path):
+    db = str(tmp_path / "sma.db")
+    df = eurusd_4h.iloc[:3000]
+    stats = run(df, SmaCross, registry_db=db)
+    record_run(stats, db)
+    rows = registry_rows(db).set_index("pattern_id")
+    trades = stats._trades
+    assert len(trades) > 10 and trades["Tag"].isin(rows.index).all()
+    with PatternRegistry(db) as reg:
+        feats = reg.get_features(trades["Tag"].iloc[0])
+    assert len(feats) >= 150  # market features at the signal's bar
+
+
+def test_ml_filter_on_a_signal_without_features_is_a_config_error(trained_model, eurusd_4h):
+    _, path = trained_model
+    with pytest.raises(ConfigError, match="has no features for the ML filter"):
+        run(eurusd_4h["2013-06-01":].iloc[:2000], SmaCross, register_patterns=False, ml_config=ml_block(path))
