@@ -290,5 +290,4 @@ def record_run(stats: pd.Series, registry_db: str) -> int:
     df = pd.DataFrame({"pattern_id": t["Tag"].astype(str), "pnl_pct": t["ReturnPct"] * 100,
                        "exit_time": t["ExitTime"]})
     with PatternRegistry(registry_db) as reg:
-        reg.record_outcomes(_outcome_frame(df))
-    return len(df)
+        return reg.record_outcomes(_outcome_frame(df), label_source="trade", skip_unknown=True)

@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect, run
+from . import detect, models, registry, run
 
-_COMMANDS = [detect, run]
+_COMMANDS = [run, detect, models, registry]
 
 
 def build_parser() -> argparse.ArgumentParser:

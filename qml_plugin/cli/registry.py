@@ -1,0 +1,101 @@
+"""``qml migrate``, ``qml stats`` and ``qml label``: the registry from the command line.
+
+``qml label`` is interactive but reads plain lines from stdin, so it also works with piped input
+(``printf 'w\\nl\\nq\\n' | qml label --limit 3``). For each unlabeled pattern it shows the pattern,
+a few key features and its nearest labeled neighbours (standardized distance), then takes one of
+``w`` (win), ``l`` (loss), ``i`` (ignore: keep out of training), ``s`` (skip) or ``q`` (quit).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from ..registry import PatternRegistry
+from ..registry.migrations import migrate
+
+_KEYS = {"w": "win", "l": "loss", "i": "ignore"}
+_SHOWN_FEATURES = ("geo_head_depth_atr", "geo_rr", "ctx_rsi_14", "ctx_adx_14", "vol_atr_pctile_500",
+                   "mom_ret_20", "regime_efficiency_20")
+
+
+def add_parser(sub) -> None:
+    for name, func, text in (("migrate", _migrate, "create or upgrade the registry schema"),
+                             ("stats", _stats, "counts by symbol, type, label, label source and regime"),
+                             ("label", _label, "label unlabeled patterns interactively (w/l/i/s/q on stdin)")):
+        p = sub.add_parser(name, help=text, description=text)
+        p.add_argument("--db", default="results/experiments.db", help="registry path or sqlite:/// URL")
+        if name == "label":
+            p.add_argument("--limit", type=int, default=20, help="how many patterns to show (default 20)")
+        p.set_defaults(func=func)
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    applied = migrate(args.db)
+    print(f"{args.db}: " + (f"applied migrations {applied}" if applied else "schema is up to date"))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    with PatternRegistry(args.db) as reg:
+        st = reg.get_statistics()
+    if not st["total"]:
+        print(f"{st['db']}: empty registry (run `qml run` or a backtest with the registry mixin first)")
+        return 0
+    wr = "n/a" if st["win_rate"] is None else f"{st['win_rate']:.1%}"
+    print(f"{st['db']}: {st['total']:,} patterns, {st['labeled']:,} labeled ({st['wins']:,} wins, win rate {wr}), "
+          f"{st['unlabeled']:,} unlabeled, {st['ignored']:,} ignored; {st['first_detection']} .. {st['last_detection']}")
+    for key, value in st.items():
+        if isinstance(value, dict):
+            print(f"\nby {key.removeprefix('by_')}:")
+            for k, c in value.items():
+                print(f"  {str(k):<24} {c:>8,}")
+    return 0
+
+
+def _fmt(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _label(args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {args.limit}")
+    done = 0
+    with PatternRegistry(args.db) as reg:
+        todo = reg.get_unlabeled_patterns(limit=args.limit)
+        if not todo:
+            print("nothing to label: every pattern has a label")
+            return 0
+        for i, p in enumerate(todo, 1):
+            print(f"\n[{i}/{len(todo)}] {p['pattern_id']}  {p['symbol']} {p.get('timeframe') or ''}  "
+                  f"{p['pattern_type']}  detected {p['detection_time']}")
+            print(f"  entry {_fmt(p.get('entry'))}  stop {_fmt(p.get('stop'))}  target {_fmt(p.get('target'))}  "
+                  f"validity {_fmt(p.get('validity_score'))}  ml_confidence {_fmt(p.get('ml_confidence'))}")
+            feats = reg.get_features(p["pattern_id"])
+            shown = {k: feats[k] for k in _SHOWN_FEATURES if k in feats}
+            if shown:
+                print("  " + "  ".join(f"{k}={v:.3g}" for k, v in shown.items()))
+            if feats:
+                try:
+                    near = reg.find_similar_patterns(feats, n=5)
+                except Exception as e:  # noqa: BLE001 - neighbours are a help, never a blocker
+                    near, why = [], str(e)
+                else:
+                    why = "no labeled patterns yet"
+                print("  nearest labeled:" if near else f"  nearest labeled: none ({why})")
+                for nb in near:
+                    print(f"    {nb['pattern_id']}  distance {nb['distance']:.2f}  label {nb.get('label')}  "
+                          f"R {_fmt(nb.get('r_multiple'))}  {nb.get('symbol')} {nb.get('detection_time')}")
+            print("  label? [w]in [l]oss [i]gnore [s]kip [q]uit: ", end="", flush=True)
+            answer = sys.stdin.readline()
+            key = answer.strip().lower()[:1]
+            if not answer or key == "q":
+                print("quit")
+                break
+            if key in _KEYS:
+                reg.label_pattern(p["pattern_id"], _KEYS[key])
+                done += 1
+                print(_KEYS[key])
+            else:
+                print("skipped")
+    print(f"\n{done} pattern(s) labeled")
+    return 0

@@ -1,0 +1,253 @@
+"""Conversions between pandas frames and SQLite rows for the registry (private).
+
+What is stored, and how:
+
+- **Times** (``detection_time``, ``exit_time``, training ranges) are ISO-8601 text, ``T``
+  separated, in UTC without an offset: tz-aware values are converted to UTC, naive ones are taken
+  as given. Seconds resolution unless a value has a fraction, so text order is time order:
+  ``2024-03-01T14:00:00``.
+- **Features** are one float64 vector per pattern, packed little-endian into a BLOB (8 bytes per
+  feature; NaN kept as NaN). The feature names are stored once per distinct name list in
+  ``feature_sets`` and referenced by ``feature_set_id``. This is the "columnar equivalent" of a
+  ``features_json`` column that SPEC §5 allows. With 170 features it is 1.4 kB per pattern
+  against 5.5 kB for a JSON object, packing costs a few microseconds against 120-270 us for
+  ``json.dumps`` (``benchmarks/bench_registry.py``), and reading is ``np.frombuffer``, no parsing.
+  :meth:`PatternRegistry.get_features` gives one pattern's features back as a dict.
+- **Numbers**: NaN is bound as a float and SQLite stores it as NULL; numpy integers become
+  Python ints (sqlite3 cannot bind them).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import RegistryError
+
+__all__ = ["iso_times", "text_values", "real_values", "int_values", "feature_block", "pack_rows",
+           "names_key", "unpack_features", "as_frame", "dumps", "AUTO_SOURCES", "pattern_ids",
+           "auto_sources", "outcome_status", "time_values", "flag_values", "confidence_values"]
+
+_F8 = np.dtype("<f8")
+
+
+def as_frame(data: Mapping[str, Any] | pd.Series | pd.DataFrame, what: str) -> pd.DataFrame:
+    """One pattern (dict or Series) or many (DataFrame) as a DataFrame."""
+    if isinstance(data, pd.DataFrame):
+        return data
+    if isinstance(data, pd.Series):
+        return data.to_frame().T.infer_objects()
+    if isinstance(data, Mapping):
+        return pd.DataFrame([dict(data)])
+    raise RegistryError(f"{what} must be a dict, a pandas Series or a DataFrame, got {type(data).__name__}")
+
+
+def iso_times(values: Iterable[Any], column: str) -> list[str | None]:
+    """Timestamps as ISO text in UTC without offset (see the module docstring); NaT -> None."""
+    try:
+        dt = pd.to_datetime(pd.Series(list(values) if not isinstance(values, pd.Series) else values))
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(f"column {column!r} holds values that are not timestamps: {exc}") from exc
+    if not pd.api.types.is_datetime64_any_dtype(dt.dtype):
+        raise RegistryError(f"column {column!r} holds values that are not timestamps")
+    if getattr(dt.dt, "tz", None) is not None:
+        dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
+    arr = dt.to_numpy("datetime64[us]")
+    ticks = arr.view(np.int64)
+    nat = np.isnat(arr)
+    unit = "s" if not np.any((ticks[~nat] % 1_000_000) != 0) else "us"
+    out = np.datetime_as_string(arr, unit=unit).astype(object)
+    out[nat] = None
+    return out.tolist()
+
+
+def text_values(frame: pd.DataFrame, column: str, default: Any = None) -> list[str | None]:
+    """A text column (missing values -> ``default``); a constant when the frame lacks it."""
+    if column not in frame.columns:
+        return [None if default is None else str(default)] * len(frame)
+    s = frame[column]
+    missing = s.isna().to_numpy()
+    out = np.asarray(s.astype(str).to_numpy(), dtype=object)
+    out[missing] = None if default is None else str(default)
+    return out.tolist()
+
+
+def real_values(frame: pd.DataFrame, column: str) -> list[float | None]:
+    """A float column (NaN stays NaN: SQLite stores it as NULL); all-NULL when absent."""
+    if column not in frame.columns:
+        return [None] * len(frame)
+    try:
+        return frame[column].to_numpy(dtype=np.float64, na_value=np.nan).tolist()
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(f"column {column!r} must be numeric: {exc}") from exc
+
+
+def int_values(frame: pd.DataFrame, column: str, allowed: Sequence[int] | None = None) -> list[int | None]:
+    """An integer column (bars, direction, 0/1 label); NaN -> None; ``allowed`` is checked."""
+    if column not in frame.columns:
+        return [None] * len(frame)
+    floats = real_values(frame, column)
+    out = [None if v != v else int(v) for v in floats]
+    if allowed is not None:
+        bad = sorted({v for v in out if v is not None and v not in allowed})
+        if bad:
+            raise RegistryError(f"column {column!r} has values {bad[:5]}; allowed: {list(allowed)} or NaN")
+    return out
+
+
+def names_key(names: Sequence[str]) -> str:
+    """The sha256 that identifies an ordered list of feature names in ``feature_sets``."""
+    return hashlib.sha256("\x1f".join(names).encode()).hexdigest()
+
+
+def feature_block(features: pd.DataFrame | None, patterns: pd.DataFrame,
+                  pattern_ids: list[str]) -> tuple[list[str], np.ndarray] | None:
+    """Match ``features`` rows to patterns; return (names, float64 matrix in pattern order).
+
+    Rows match by the ``pattern_id`` column when there is one, else by the patterns' index, else
+    by an index of pattern ids. Every column must be numeric (bool counts as 0/1).
+    """
+    if features is None:
+        return None
+    if not isinstance(features, pd.DataFrame):
+        raise RegistryError(f"features must be a DataFrame (one row per pattern), got {type(features).__name__}")
+    if "pattern_id" not in features.columns and features.index.equals(patterns.index):
+        block = features
+    else:
+        keyed = features.set_index("pattern_id") if "pattern_id" in features.columns else features
+        missing = [p for p in pattern_ids if p not in keyed.index]
+        if missing:
+            raise RegistryError(
+                f"features have no row for patterns {missing[:5]} ({len(missing)} missing): give the "
+                "features frame the patterns' index, a pattern_id column, or pattern ids as index")
+        block = keyed.loc[pattern_ids]
+    names = [str(c) for c in block.columns]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise RegistryError(f"feature names must be unique, repeated: {dup[:5]}")
+    kinds = {dt: pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)
+             for dt in set(block.dtypes.tolist())}
+    bad = [c for c, dt in block.dtypes.items() if not kinds[dt]]
+    if bad:
+        raise RegistryError(f"features must be numeric; non-numeric columns: {[str(c) for c in bad[:5]]}")
+    return names, block.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def pack_rows(matrix: np.ndarray) -> list[bytes]:
+    """One little-endian float64 BLOB per row."""
+    m = np.ascontiguousarray(matrix, dtype=_F8)
+    raw, width = m.tobytes(), m.shape[1] * 8
+    return [raw[i:i + width] for i in range(0, len(raw), width)] if width else [b""] * len(m)
+
+
+def unpack_features(set_ids: Sequence[int], blobs: Sequence[bytes], names_of: Mapping[int, list[str]],
+                    dtype: type = np.float64) -> tuple[list[str], np.ndarray]:
+    """Decode BLOBs of possibly several feature sets into one matrix over the union of names.
+
+    Column order: the names of the feature sets in ``feature_set_id`` order, first appearance
+    wins; a feature a row's set lacks is NaN. One set -> its own order, no copy of names.
+    """
+    ids = np.asarray(set_ids, dtype=np.int64)
+    present = sorted(set(ids.tolist()))
+    columns: list[str] = []
+    pos: dict[str, int] = {}
+    for sid in present:
+        for name in names_of[sid]:
+            if name not in pos:
+                pos[name] = len(columns)
+                columns.append(name)
+    if len(present) == 1:                       # the usual case: one extractor, one order
+        block = np.frombuffer(b"".join(blobs), dtype=_F8).reshape(len(ids), len(columns))
+        return columns, block.astype(dtype, copy=True)
+    out = np.full((len(ids), len(columns)), np.nan, dtype=dtype)
+    for sid in present:
+        rows = np.flatnonzero(ids == sid)
+        width = len(names_of[sid])
+        block = np.frombuffer(b"".join(blobs[i] for i in rows.tolist()), dtype=_F8).reshape(len(rows), width)
+        cols = np.fromiter((pos[n] for n in names_of[sid]), dtype=np.int64, count=width)
+        out[np.ix_(rows, cols)] = block
+    return columns, out
+
+
+def dumps(value: Any) -> str | None:
+    """JSON for the model tables' json columns (None stays NULL; numpy scalars become numbers)."""
+    if value is None:
+        return None
+
+    def _default(o: Any) -> Any:
+        if isinstance(o, np.generic):
+            return o.item()
+        if isinstance(o, np.ndarray | pd.Index | pd.Series):
+            return o.tolist()
+        if isinstance(o, pd.Timestamp):
+            return o.isoformat()
+        raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+    return json.dumps(value, default=_default, allow_nan=True)
+
+
+AUTO_SOURCES = ("triple_barrier", "trade")
+"""Label sources a frame may carry (a user's label goes through ``label_pattern``)."""
+
+
+def pattern_ids(frame: pd.DataFrame) -> list[str]:
+    """The ``pattern_id`` column (or index) as text; every row must have one."""
+    if "pattern_id" in frame.columns:
+        col = frame["pattern_id"]
+    elif frame.index.name == "pattern_id":
+        col = frame.index.to_series()
+    else:
+        raise RegistryError("patterns need a 'pattern_id' column (detect_patterns provides one); "
+                            f"columns given: {list(map(str, frame.columns))[:12]}")
+    if col.isna().any():
+        raise RegistryError(f"pattern_id is missing in {int(col.isna().sum())} rows")
+    return col.astype(str).tolist()
+
+
+def auto_sources(frame: pd.DataFrame, default: str, labels: list[int | None]) -> list[str | None]:
+    """Per-row label source (column or ``default``), NULL where there is no label."""
+    given = text_values(frame, "label_source", default)
+    out = [s if lab is not None else None for s, lab in zip(given, labels, strict=True)]
+    bad = sorted({s for s in out if s is not None and s not in AUTO_SOURCES})
+    if bad:
+        raise RegistryError(f"label_source {bad[0]!r} is not an automatic source; use 'triple_barrier' "
+                            "or 'trade' (user labels go through label_pattern)")
+    return out
+
+
+def outcome_status(frame: pd.DataFrame, labels: list[int | None]) -> list[str | None]:
+    """The ``status`` column, or ``filled`` wherever a label says the trade was filled and closed."""
+    if "status" in frame.columns:
+        return text_values(frame, "status")
+    return ["filled" if v is not None else None for v in labels]
+
+
+def time_values(frame: pd.DataFrame, column: str) -> Iterable[str | None]:
+    """A time column as ISO text (all NULL when absent)."""
+    return iso_times(frame[column], column) if column in frame.columns else repeat(None)
+
+
+def flag_values(frame: pd.DataFrame, column: str) -> Iterable[int]:
+    """A yes/no column as 1/0 (0 when absent)."""
+    if column not in frame.columns:
+        return repeat(0)
+    return [1 if v else 0 for v in frame[column].fillna(False).astype(bool).tolist()]
+
+
+def confidence_values(frame: pd.DataFrame, value: Any) -> Iterable[float | None]:
+    """``ml_confidence``: a scalar for all rows, a Series (aligned by index), an array, or the column."""
+    if value is None:
+        return real_values(frame, "ml_confidence")
+    if np.ndim(value) == 0:
+        return repeat(float(value))
+    if isinstance(value, pd.Series):
+        value = value.reindex(frame.index)
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.shape != (len(frame),):
+        raise RegistryError(f"ml_confidence has {arr.size} values for {len(frame)} patterns")
+    return arr.tolist()

@@ -1,0 +1,86 @@
+"""The registry's SQL statements, built once at import from fixed column lists (private).
+
+Only identifiers from the tuples below are ever formatted into SQL; every value is a ``?``
+parameter. The label ranking lives here, in SQL, so it is applied atomically by SQLite inside
+the same statement that writes the row (no read-modify-write race between processes):
+
+- an outcome *wins* when it has a label and its source ranks at least as high as the stored one
+  (``user`` 3 > ``trade`` 2 > ``triple_barrier`` 1 > none 0); a winner sets ``label`` and
+  ``label_source`` and its known values replace the stored ``r_multiple``, ``trade_outcome``,
+  ``exit_time``, ``status``, ``exit_reason`` (a trade record without ``r_multiple`` keeps the
+  triple barrier's);
+- a loser only fills outcome columns that are still NULL, and never touches ``label``.
+"""
+from __future__ import annotations
+
+__all__ = ["COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
+
+COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "pattern_type", "direction",
+           "detection_bar", "entry", "stop", "target", "rr", "validity_score", "ml_confidence",
+           "ml_decision", "regime_at_detection", "run_id", "paper_traded", "live_traded",
+           "feature_set_id", "features", "feature_schema", "label", "label_source", "r_multiple",
+           "trade_outcome", "exit_time", "status", "exit_reason", "created_at", "updated_at", "rev")
+"""Columns ``UPSERT`` writes, in parameter order."""
+
+PUBLIC_COLUMNS = tuple(c for c in COLUMNS if c not in ("features", "feature_set_id", "rev")) + ("user_label",)
+"""What a pattern looks like as a dict (everything but the packed features and the write counter)."""
+
+_NEWEST_WINS = ("timeframe", "detection_time", "pattern_type", "direction", "detection_bar", "entry",
+                "stop", "target", "rr", "validity_score", "ml_confidence", "ml_decision",
+                "regime_at_detection", "run_id")
+_OUTCOME = ("r_multiple", "trade_outcome", "exit_time", "status", "exit_reason")
+
+
+def _rank(expr: str) -> str:
+    return (f"(CASE {expr} WHEN 'user' THEN 3 WHEN 'trade' THEN 2 "
+            "WHEN 'triple_barrier' THEN 1 ELSE 0 END)")
+
+
+_WINS = f"(excluded.label IS NOT NULL AND {_rank('excluded.label_source')} >= {_rank('label_source')})"
+
+UPSERT = (
+    f"INSERT INTO ml_pattern_registry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    "ON CONFLICT (pattern_id) DO UPDATE SET symbol = excluded.symbol, "
+    + "".join(f"{c} = COALESCE(excluded.{c}, {c}), " for c in _NEWEST_WINS)
+    + "paper_traded = MAX(paper_traded, excluded.paper_traded), "
+      "live_traded = MAX(live_traded, excluded.live_traded), "
+      "feature_set_id = CASE WHEN excluded.features IS NULL THEN feature_set_id ELSE excluded.feature_set_id END, "
+      "features = COALESCE(excluded.features, features), "
+      "feature_schema = CASE WHEN excluded.features IS NULL THEN feature_schema ELSE excluded.feature_schema END, "
+    f"label = CASE WHEN {_WINS} THEN excluded.label ELSE label END, "
+    f"label_source = CASE WHEN {_WINS} THEN excluded.label_source ELSE label_source END, "
+    + "".join(f"{c} = CASE WHEN {_WINS} THEN COALESCE(excluded.{c}, {c}) ELSE COALESCE({c}, excluded.{c}) END, "
+              for c in _OUTCOME)
+    + "updated_at = excluded.updated_at, rev = excluded.rev"
+)
+"""Insert a pattern or update it in place: descriptive columns take the newest non-NULL value,
+``created_at`` and user labels are kept, outcomes follow the ranking rule."""
+
+_WINS_UPDATE = f"(?1 IS NOT NULL AND {_rank('?2')} >= {_rank('label_source')})"
+RECORD = (
+    f"UPDATE ml_pattern_registry SET label = CASE WHEN {_WINS_UPDATE} THEN ?1 ELSE label END, "
+    f"label_source = CASE WHEN {_WINS_UPDATE} THEN ?2 ELSE label_source END, "
+    + "".join(f"{c} = CASE WHEN {_WINS_UPDATE} THEN COALESCE(?{i}, {c}) ELSE COALESCE({c}, ?{i}) END, "
+              for i, c in enumerate(_OUTCOME, start=3))
+    + "updated_at = ?8, rev = ?9 WHERE pattern_id = ?10"
+)
+"""Record one outcome. Parameters: ?1 label, ?2 source, ?3..?7 ``r_multiple, trade_outcome,
+exit_time, status, exit_reason``, ?8 updated_at, ?9 rev, ?10 pattern_id."""
+
+LABEL_USER = ("UPDATE ml_pattern_registry SET user_label = ?1, label = ?2, label_source = 'user', "
+              "trade_outcome = COALESCE(?3, trade_outcome), updated_at = ?4, rev = ?5 WHERE pattern_id = ?6")
+"""A user's label outranks everything, so it is a plain update."""
+
+TRAINABLE = ("label IS NOT NULL AND (user_label IS NULL OR user_label <> 'ignore') "
+             "AND features IS NOT NULL")
+"""The rows training and similarity use."""
+
+STAT_GROUPS = {
+    "by_symbol": "symbol",
+    "by_pattern_type": "pattern_type",
+    "by_label": ("CASE WHEN user_label = 'ignore' THEN 'ignore' WHEN label = 1 THEN 'win' "
+                 "WHEN label = 0 THEN 'loss' ELSE 'unlabeled' END"),
+    "by_label_source": "label_source",
+    "by_regime": "regime_at_detection",
+}
+"""``get_statistics`` groupings: key -> the (fixed) expression counted by."""

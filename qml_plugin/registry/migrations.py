@@ -1,0 +1,242 @@
+"""The registry's schema, built and upgraded by numbered migrations (``qml migrate``).
+
+Every change to the tables is a new :class:`Migration` appended to :data:`MIGRATIONS`; an
+applied migration is never edited. Each applied version is recorded in ``schema_migrations``
+(``version``, ``applied_at``, ``description``). :func:`apply_migrations` runs on every
+``PatternRegistry`` open, and :func:`migrate` is the ``qml migrate`` command.
+
+Rules this module keeps:
+
+- **All or nothing.** The pending migrations run in one ``BEGIN IMMEDIATE`` transaction (SQLite
+  DDL is transactional): a failure leaves the file at its previous version. Two processes opening
+  a fresh file at once are serialized by that lock; the second finds nothing left to do.
+- **No lost rows.** Migrations only add tables, columns and indexes, and back-fill the new
+  columns. As a guard, every table's row count is compared before and after each migration and a
+  shrinking table aborts the upgrade with a :class:`RegistryError`.
+- **No downgrades.** A file written by a newer qml-plugin is refused rather than misread.
+
+Versions:
+
+1. initial tables: ``ml_pattern_registry`` (SPEC §5 columns, features packed as float64 bytes
+   with their names stored once in ``feature_sets``), ``ml_model_versions``, ``ml_eval_history``.
+2. levels, outcome and decision columns on patterns (``label``, ``direction``, ``detection_bar``,
+   ``entry``, ``stop``, ``target``, ``rr``, ``status``, ``exit_reason``, ``exit_time``,
+   ``ml_decision``) plus ``rev``, the write counter behind the similarity cache; ``label`` and
+   ``direction`` are back-filled from the version 1 columns.
+3. indexes for time windows and for the cache watermark, and a partial unique index that
+   allows at most one ``production`` model per model name. Each index costs every insert, so
+   only the ones a query needs are built (counts by symbol / type scan the table).
+
+``feature_set_id`` declares its reference to ``feature_sets`` but SQLite does not enforce it:
+``PRAGMA foreign_keys`` stays off because the check halves the insert rate, and only the
+registry writes that column, always with an id it has just looked up or created.
+
+    >>> migrate("results/experiments.db")            # -> [1, 2, 3] on a new file, [] afterwards
+    >>> migrate("old.db", target=1)                  # build (or stop) at version 1, for tests
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+from dataclasses import dataclass
+
+from ..errors import RegistryError
+from .connection import connect, utc_now, write_transaction
+
+__all__ = ["Migration", "MIGRATIONS", "CURRENT_SCHEMA_VERSION", "migrate", "apply_migrations",
+           "schema_version"]
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step: its number, a one-line description, and the SQL it runs in order."""
+
+    version: int
+    description: str
+    statements: tuple[str, ...]
+
+
+_V1 = (
+    """CREATE TABLE feature_sets (
+        feature_set_id INTEGER PRIMARY KEY,
+        names_sha256   TEXT NOT NULL UNIQUE,
+        names_json     TEXT NOT NULL,
+        n_features     INTEGER NOT NULL,
+        created_at     TEXT NOT NULL)""",
+    """CREATE TABLE ml_pattern_registry (
+        pattern_id          TEXT PRIMARY KEY,
+        symbol              TEXT NOT NULL CHECK (symbol <> ''),
+        timeframe           TEXT,
+        detection_time      TEXT,
+        pattern_type        TEXT,
+        feature_set_id      INTEGER REFERENCES feature_sets (feature_set_id),
+        features            BLOB,
+        feature_schema      TEXT,
+        validity_score      REAL,
+        ml_confidence       REAL,
+        user_label          TEXT CHECK (user_label IN ('win', 'loss', 'ignore')),
+        trade_outcome       REAL,
+        r_multiple          REAL,
+        label_source        TEXT CHECK (label_source IN ('triple_barrier', 'trade', 'user')),
+        paper_traded        INTEGER NOT NULL DEFAULT 0,
+        live_traded         INTEGER NOT NULL DEFAULT 0,
+        regime_at_detection TEXT,
+        run_id              TEXT,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL)""",
+    """CREATE TABLE ml_model_versions (
+        model_id           TEXT PRIMARY KEY,
+        model_name         TEXT NOT NULL,
+        version            INTEGER NOT NULL,
+        status             TEXT NOT NULL CHECK (status IN
+                           ('staging', 'production', 'archived', 'failed', 'canary', 'shadow')),
+        trained_time       TEXT,
+        trained_on_start   TEXT,
+        trained_on_end     TEXT,
+        features_used      TEXT,
+        feature_schema     TEXT,
+        params             TEXT,
+        metrics            TEXT,
+        training_samples   INTEGER,
+        validation_samples INTEGER,
+        model_path         TEXT,
+        model_sha256       TEXT,
+        notes              TEXT,
+        UNIQUE (model_name, version))""",
+    """CREATE TABLE ml_eval_history (
+        eval_id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        evaluated_at      TEXT NOT NULL,
+        model_name        TEXT NOT NULL,
+        candidate_version INTEGER,
+        baseline_version  INTEGER,
+        metrics           TEXT,
+        drift             TEXT,
+        decision          TEXT NOT NULL CHECK (decision IN ('promote', 'reject', 'rollback')),
+        notes             TEXT)""",
+)
+
+_V2 = (
+    "ALTER TABLE ml_pattern_registry ADD COLUMN label INTEGER CHECK (label IN (0, 1))",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN direction INTEGER CHECK (direction IN (-1, 1))",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN detection_bar INTEGER",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN entry REAL",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN stop REAL",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN target REAL",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN rr REAL",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN status TEXT",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN exit_reason TEXT",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN exit_time TEXT",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN ml_decision TEXT",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN rev INTEGER NOT NULL DEFAULT 0",
+    "CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+    "INSERT INTO registry_meta (key, value) VALUES ('rev', 0)",
+    # Back-fill: a user's win/loss is the label; otherwise an automatic outcome's sign is.
+    """UPDATE ml_pattern_registry SET label = CASE
+           WHEN user_label = 'win' THEN 1
+           WHEN user_label = 'loss' THEN 0
+           WHEN user_label IS NULL AND label_source IN ('trade', 'triple_barrier')
+                AND r_multiple IS NOT NULL THEN (r_multiple > 0)
+       END""",
+    """UPDATE ml_pattern_registry SET direction = CASE
+           WHEN pattern_type LIKE 'bullish%' THEN 1 WHEN pattern_type LIKE 'bearish%' THEN -1 END""",
+)
+
+_V3 = (
+    "CREATE INDEX ix_patterns_detection_time ON ml_pattern_registry (detection_time)",
+    "CREATE INDEX ix_patterns_rev ON ml_pattern_registry (rev)",
+    "CREATE UNIQUE INDEX ux_models_one_production ON ml_model_versions (model_name) "
+    "WHERE status = 'production'",
+    "CREATE INDEX ix_eval_model_time ON ml_eval_history (model_name, evaluated_at)",
+)
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "initial tables: patterns, feature sets, model versions, evaluation history", _V1),
+    Migration(2, "pattern levels, numeric label, exit_time, ml_decision, status and rev columns", _V2),
+    Migration(3, "indexes for time windows and the similarity cache; one production model", _V3),
+)
+"""Every schema step, in order. Append new ones; never edit an applied one."""
+
+CURRENT_SCHEMA_VERSION: int = MIGRATIONS[-1].version
+"""The version this qml-plugin writes and reads."""
+
+_BOOTSTRAP = """CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    applied_at  TEXT NOT NULL,
+    description TEXT NOT NULL)"""
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The highest applied migration (0 for an empty file)."""
+    exists = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'").fetchone()
+    if not exists:
+        return 0
+    return conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()[0]
+
+
+def _row_counts(conn: sqlite3.Connection) -> dict[str, int]:
+    names = [r[0] for r in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")]
+    # Table names come from sqlite_master, quoted as identifiers; no value is formatted into SQL.
+    return {n: conn.execute('SELECT COUNT(*) FROM "{}"'.format(n.replace('"', '""'))).fetchone()[0]
+            for n in names}
+
+
+def _check_target(target: int | None) -> int:
+    if target is None:
+        return CURRENT_SCHEMA_VERSION
+    if isinstance(target, bool) or not isinstance(target, int) or not 1 <= target <= CURRENT_SCHEMA_VERSION:
+        raise RegistryError(f"migration target {target!r} is not a schema version: use an integer "
+                            f"from 1 to {CURRENT_SCHEMA_VERSION}")
+    return target
+
+
+def _refuse_newer(found: int, path: str) -> None:
+    if found > CURRENT_SCHEMA_VERSION:
+        raise RegistryError(
+            f"registry file {path!r} is at schema version {found}, newer than this qml-plugin "
+            f"understands ({CURRENT_SCHEMA_VERSION}); upgrade qml-plugin to use it")
+
+
+def apply_migrations(conn: sqlite3.Connection, target: int | None = None, *, path: str = "") -> list[int]:
+    """Bring an open connection up to ``target`` (default: current); return the versions applied."""
+    goal = _check_target(target)
+    found = schema_version(conn)
+    _refuse_newer(found, path)
+    if found == goal:
+        return []
+    applied: list[int] = []
+    with write_transaction(conn, path):
+        conn.execute(_BOOTSTRAP)
+        found = schema_version(conn)                 # re-read under the write lock
+        _refuse_newer(found, path)
+        if found > goal:
+            raise RegistryError(f"registry file {path!r} is at schema version {found}; it cannot be "
+                                f"taken back to version {goal} (downgrades are not supported)")
+        for step in MIGRATIONS:
+            if not found < step.version <= goal:
+                continue
+            before = _row_counts(conn)
+            for sql in step.statements:
+                conn.execute(sql)
+            after = _row_counts(conn)
+            lost = {t: (n, after.get(t, 0)) for t, n in before.items() if after.get(t, 0) < n}
+            if lost:
+                raise RegistryError(f"migration {step.version} would lose rows {lost}; nothing was changed")
+            conn.execute("INSERT INTO schema_migrations (version, applied_at, description) VALUES (?, ?, ?)",
+                         (step.version, utc_now(), step.description))
+            applied.append(step.version)
+    return applied
+
+
+def migrate(db: str | os.PathLike[str], target: int | None = None) -> list[int]:
+    """Create or upgrade the registry file ``db`` (path or ``sqlite:///`` URL); the ``qml migrate`` command.
+
+    Returns the versions applied now (``[]`` when already current). ``target`` stops at an older
+    version, which is how the tests build a version 1 file to upgrade.
+    """
+    conn, path = connect(db)
+    try:
+        return apply_migrations(conn, target, path=path)
+    finally:
+        conn.close()
