@@ -20,11 +20,11 @@ import yaml
 
 from ..config import load_config
 from ..errors import InsufficientDataError
+from ..mixins import record_run
 from ..ml.guard import admissible_model
 from ..ml.metrics import cross_validate_walk_forward, evaluate
 from ..ml.model import SignalQualityModel
 from ..ml.validation import PurgedWalkForward
-from ..mixins import record_run
 from ..registry import PatternRegistry
 from .common import default_config, load_data, make_backtest, resolve_strategy, strategy_params
 

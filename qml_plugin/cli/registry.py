@@ -42,8 +42,9 @@ def _stats(args: argparse.Namespace) -> int:
         print(f"{st['db']}: empty registry (run `qml run` or a backtest with the registry mixin first)")
         return 0
     wr = "n/a" if st["win_rate"] is None else f"{st['win_rate']:.1%}"
-    print(f"{st['db']}: {st['total']:,} patterns, {st['labeled']:,} labeled ({st['wins']:,} wins, win rate {wr}), "
-          f"{st['unlabeled']:,} unlabeled, {st['ignored']:,} ignored; {st['first_detection']} .. {st['last_detection']}")
+    print(f"{st['db']}: {st['total']:,} patterns, {st['labeled']:,} labeled ({st['wins']:,} wins, "
+          f"win rate {wr}), {st['unlabeled']:,} unlabeled, {st['ignored']:,} ignored; "
+          f"{st['first_detection']} .. {st['last_detection']}")
     for key, value in st.items():
         if isinstance(value, dict):
             print(f"\nby {key.removeprefix('by_')}:")
