@@ -12,7 +12,6 @@ import html
 import io
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 __all__ = ["write_report", "format_table"]
@@ -110,10 +109,3 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
     path.write_text(doc, encoding="utf-8")
     return path
 
-
-def equity_from_trades(return_pct, exit_times) -> pd.Series:
-    """Closed-trade equity curve (1.0 at start) from trade returns in percent and their exit times."""
-    r = np.asarray(return_pct, float) / 100.0
-    t = pd.DatetimeIndex(exit_times)
-    order = np.argsort(t.as_unit("ns").asi8, kind="stable")
-    return pd.Series(np.cumprod(1.0 + r[order]), index=t[order])

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["select_trades", "trade_metrics", "TABLE_COLUMNS"]
+__all__ = ["select_trades", "trade_metrics", "equity_from_trades", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ["trades", "win_rate", "profit_factor", "return_pct", "sharpe", "max_drawdown"]
 
@@ -86,3 +86,11 @@ def trade_metrics(return_pct, exit_times, start=None, end=None) -> dict:
     return dict(trades=int(n), win_rate=float((r > 0).mean() * 100), profit_factor=float(gains / losses) if losses > 0
                 else np.inf if gains > 0 else np.nan, return_pct=float((equity[-1] - 1) * 100), sharpe=sharpe,
                 max_drawdown=float(dd * 100))
+
+
+def equity_from_trades(return_pct, exit_times) -> pd.Series:
+    """Closed-trade equity curve (1.0 at start) from trade returns in percent and their exit times."""
+    r = np.asarray(return_pct, float) / 100.0
+    t = pd.DatetimeIndex(exit_times)
+    order = np.argsort(t.as_unit("ns").asi8, kind="stable")
+    return pd.Series(np.cumprod(1.0 + r[order]), index=t[order])

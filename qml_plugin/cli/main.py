@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect, models, registry, run
+from . import detect, models, registry, run, sweep
 
-_COMMANDS = [run, detect, models, registry]
+_COMMANDS = [run, detect, models, registry, sweep]
 
 
 def build_parser() -> argparse.ArgumentParser:

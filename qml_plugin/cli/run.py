@@ -23,16 +23,16 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
+from ..comparison import random_filter_band
 from ..config import load_config
 from ..data import bar_duration
 from ..errors import InsufficientDataError
-from ..filter import decide, random_filter_mask
 from ..mixins import record_run
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
-from ..report import equity_from_trades, format_table, write_report
-from ..tradesim import TABLE_COLUMNS, select_trades, trade_metrics
+from ..report import format_table, write_report
+from ..tradesim import TABLE_COLUMNS, equity_from_trades, trade_metrics
 from .common import data_name, default_config, load_data, make_backtest, resolve_strategy, strategy_params
 
 MODES = ("filter", "score_enhancement", "replace")
@@ -145,32 +145,13 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds):
     for name, t in trades.items():
         t = _in_period(t, period)
         rows.append({"mode": name, **trade_metrics(t["ReturnPct"] * 100, t["ExitTime"], period, df.index[-1])})
-    p = labeled
-    tradable = (((p["target"] - p["entry"]) * p["direction"] > 0) & ((p["entry"] - p["stop"]) * p["direction"] > 0)
-                ).to_numpy()
-    in_period = (p["detection_time"] >= period).to_numpy() if period is not None else np.ones(len(p), bool)
-    technical, _ = decide(p["validity_score"], proba, mode=None, min_score=strat.min_score)
-    filtered, _ = decide(p["validity_score"], proba, mode="filter", min_score=strat.min_score,
-                         confidence_threshold=ml["confidence_threshold"])
-    cand = technical & in_period
-    rate = (filtered & in_period).sum() / max(cand.sum(), 1)
-    closed = labeled["exit_bar"].notna().to_numpy()
-    results, curves = [], []
-    for seed in range(seeds):
-        keep = random_filter_mask(cand, rate, seed) | (technical & ~in_period)
-        chosen = select_trades(labeled, keep & tradable, max_wait=strat.max_wait)
-        tr = labeled[chosen & closed & in_period]
-        results.append(trade_metrics(tr["pnl_pct"], tr["exit_time"], period, df.index[-1]))
-        curves.append(tr)
-    res = pd.DataFrame(results)
-    med = res.median()
-    rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **med.to_dict()})
+    res, rate, curve = random_filter_band(labeled, proba, min_score=strat.min_score,
+                                          confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
+                                          start=period, end=df.index[-1], seeds=seeds)
+    rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **res.median().to_dict()})
     for q, label in ((0.05, "5%"), (0.95, "95%")):
         rows.append({"mode": f"random filter {label}", **res.quantile(q).to_dict()})
-    k = int(np.argmin(np.abs(res["return_pct"].to_numpy() - med["return_pct"])))
-    rand_curve = equity_from_trades(curves[k]["pnl_pct"], curves[k]["exit_time"])
-    table = pd.DataFrame(rows)[["mode", *TABLE_COLUMNS]]
-    return table, rand_curve
+    return pd.DataFrame(rows)[["mode", *TABLE_COLUMNS]], curve
 
 
 def run(args: argparse.Namespace) -> int:
