@@ -62,6 +62,7 @@ class _SignalMixin(Strategy):
         self._signals: list[dict] = []
         pats = getattr(self, "patterns", None)
         self._pattern_index = {} if pats is None else {pid: i for i, pid in enumerate(pats["pattern_id"])}
+        self._pattern_rows = None  # plain dict rows of self.patterns, built on the first order
         original_next = self.next
 
         def next_then_flush():
@@ -101,16 +102,18 @@ class _SignalMixin(Strategy):
         if isinstance(tag, (dict, pd.Series)):
             row = dict(tag)
         elif tag is not None and str(tag) in self._pattern_index:
-            row = pats.iloc[self._pattern_index[str(tag)]].to_dict()
+            if self._pattern_rows is None:
+                self._pattern_rows = pats.to_dict("records")
+            row = dict(self._pattern_rows[self._pattern_index[str(tag)]])
         elif pats is not None and len(pats):
             i = len(self.data) - 1
             here = pats[(pats["detection_bar"] == i) & (pats["direction"] == direction)]
             row = here.iloc[0].to_dict() if len(here) else {}
         else:
             row = {}
-        now = self.data.index[-1]
+        if "detection_time" not in row:
+            row["detection_time"] = self.data.index[-1]
         row.setdefault("detection_bar", len(self.data) - 1)
-        row.setdefault("detection_time", now)
         row.setdefault("direction", direction)
         row.setdefault("pattern_type", f"{type(self).__name__}_{'long' if direction == 1 else 'short'}")
         row.setdefault("symbol", self._symbol)
@@ -156,6 +159,7 @@ class MLFilterMixin(_SignalMixin):
             self.pattern_decisions = pd.DataFrame(
                 {"take": take, "score": score, "ml_confidence": conf,
                  "decision": [f"{x}:{self._mode or 'technical'}" for x in label]}, index=pats.index)
+            self._decision_rows = self.pattern_decisions.to_dict("records")  # O(1) lookups per order
 
     @property
     def _mode(self) -> str | None:
@@ -168,10 +172,8 @@ class MLFilterMixin(_SignalMixin):
 
     def _ml_decide(self, row: dict, direction: int) -> dict:
         pid = row["pattern_id"]
-        if pid in self._pattern_index and hasattr(self, "pattern_decisions"):
-            d = self.pattern_decisions.iloc[self._pattern_index[pid]]
-            out = {"take": bool(d["take"]), "ml_confidence": float(d["ml_confidence"]),
-                   "score": float(d["score"]), "decision": d["decision"]}
+        if pid in self._pattern_index and hasattr(self, "_decision_rows"):
+            out = dict(self._decision_rows[self._pattern_index[pid]])
         elif self._mode is None:
             return super()._ml_decide(row, direction)
         else:
@@ -228,13 +230,16 @@ class PatternRegistryMixin(_SignalMixin):
             return
         from .registry import PatternRegistry
 
+        extra = self._extra_registrations()
+        known = set(extra["patterns"]["pattern_id"]) if extra is not None else set()
         rows, feats, conf, decisions = [], [], [], []
         for s in self._signals:
+            if s["row"]["pattern_id"] in known:  # registered in bulk below, with its features and decision
+                continue
             rows.append(s["row"])
             feats.append(self._signal_features(s["row"]))
             conf.append(s["ml_confidence"])
             decisions.append(s["decision"])
-        extra = self._extra_registrations()
         with PatternRegistry(self.registry_db) as reg:
             if extra is not None:
                 reg.register_patterns(extra["patterns"], extra["features"], run_id=self._run_id)

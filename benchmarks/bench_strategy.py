@@ -1,0 +1,75 @@
+"""Benchmark: the cost of the registry and of the ML filter inside a backtesting.py run.
+
+Three runs of ``QMLStrategy`` on EURUSD_1h (74k bars), best of ``REPEAT``, measured in one process
+so the ratios are comparable on a noisy machine:
+
+1. plain: ``register_patterns=False``, no ML;
+2. registry: every pattern registered with its 190 features and outcome, trades written back;
+3. registry + ML filter (``filter`` mode, a model trained on 2007-2012, backtest from 2013): the
+   scores of all patterns are computed in ``init()`` in one batch, so the per-order cost is a
+   dictionary lookup;
+4. ``score_enhancement`` with ``ml_weight: 0``: the model is loaded and every pattern scored,
+   but the blended score equals the technical one, so the run places exactly the orders of run 2
+   and the ratio 4 / 2 is the ML filter's own cost per backtest.
+
+    python benchmarks/bench_strategy.py
+"""
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+from backtesting import Backtest
+
+from qml_plugin import load_ohlcv
+from qml_plugin.features import FeatureExtractor
+from qml_plugin.ml.model import SignalQualityModel
+from qml_plugin.patterns import detect_patterns, label_patterns
+from strategies.qml_strategy import QMLStrategy
+
+REPEAT = 5
+
+
+def best(f, repeat=REPEAT):
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        out = f()
+        times.append(time.perf_counter() - t0)
+    return min(times), out
+
+
+def main():
+    warnings.simplefilter("ignore")
+    df = load_ohlcv("EURUSD_1h")
+    tmp = Path(tempfile.mkdtemp())
+    train = df[:"2012-12-31"]
+    lab = label_patterns(train, detect_patterns(train)).dropna(subset=["label"])
+    X = FeatureExtractor().extract(train, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    SignalQualityModel().fit(X, lab["label"].astype(int), times=lab["detection_time"],
+                             exit_times=lab["exit_time"]).save(tmp / "model")
+    ml = f"enabled: true\nmodel_path: {tmp / 'model'}\nprediction_mode: filter\n"
+    test = df["2013-01-01":]
+    bt = Backtest(test, QMLStrategy, cash=100_000)
+    runs = {
+        "plain": dict(register_patterns=False),
+        "registry": dict(register_patterns=True, registry_db=str(tmp / "reg.db")),
+        "registry + ML filter": dict(register_patterns=True, registry_db=str(tmp / "reg.db"), ml_config=ml),
+        "registry + ML (w=0)": dict(register_patterns=True, registry_db=str(tmp / "reg.db"),
+                                    ml_config=ml.replace("filter", "score_enhancement") + "ml_weight: 0.0\n"),
+    }
+    bt.run(**runs["plain"])  # warm numba caches
+    res = {name: best(lambda kw=kw: bt.run(**kw)) for name, kw in runs.items()}
+    base = res["plain"][0]
+    print(f"EURUSD_1h 2013-2018, {len(test):,} bars")
+    for name, (t, stats) in res.items():
+        print(f"{name:<22} {t:6.2f} s  {t / base:5.2f}x plain  trades {stats['# Trades']:>4}")
+    same = res["registry + ML (w=0)"][1]._trades["Tag"].tolist() == res["registry"][1]._trades["Tag"].tolist()
+    print(f"ML filter cost, same orders as registry-only ({'yes' if same else 'NO'}): "
+          f"{res['registry + ML (w=0)'][0] / res['registry'][0]:.2f}x registry only")
+
+
+if __name__ == "__main__":
+    main()
