@@ -60,7 +60,7 @@ ML_SCHEMA = {
 }
 
 LEARN_SCHEMA = {
-    "psi_threshold": F(float, 0.2, lo=0.0, lo_open=True),
+    "psi_threshold": F(float, 0.1, lo=0.0, lo_open=True),
     "ks_alpha": F(float, 0.05, lo=0.0, hi=1.0, lo_open=True),
     "min_drifting_features": F(int, 3, lo=1),
     "score_psi_threshold": F(float, 0.2, lo=0.0, lo_open=True),
@@ -69,6 +69,10 @@ LEARN_SCHEMA = {
     "min_samples": F(int, 200, lo=10),
     "min_auc_improvement": F(float, 0.0, lo=-1.0, hi=1.0),
     "refit_after_promotion": F(bool, False),
+    "psi_bins": F(int, 10, lo=2, hi=100),
+    "min_holdout_samples": F(int, 30, lo=10),
+    "models_dir": F(str, "models/signal_quality"),
+    "n_jobs": F(int, 1, lo=1, hi=256),
 }
 
 RUN_SCHEMA = {
@@ -137,7 +141,6 @@ def _check_field(path: str, f: F, value: Any) -> Any:
     elif f.type is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise _fail(path, value, _describe(f))
-        value = float(value)
     elif f.type is str:
         if not isinstance(value, str):
             raise _fail(path, value, _describe(f))
@@ -157,7 +160,7 @@ def _check_field(path: str, f: F, value: Any) -> Any:
         raise _fail(path, value, _describe(f))
     if f.hi is not None and value > f.hi:
         raise _fail(path, value, _describe(f))
-    return value
+    return float(value) if f.type is float else value
 
 
 def _describe(f: F) -> str:
