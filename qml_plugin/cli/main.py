@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect, models, registry, run, sweep
+from . import detect, learn, models, registry, run, sweep
 
-_COMMANDS = [run, detect, models, registry, sweep]
+_COMMANDS = [run, detect, models, registry, sweep, learn]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,242 @@
+"""QML trades through vectorbt's Portfolio: the project's fill rules, vectorbt's accounting.
+
+**Design choice.** vectorbt 1.2's ``from_signals`` has no limit orders and measures stops as
+fractions of the close, so it cannot express "buy limit at the QML level for 20 bars, stop and
+target at absolute prices". Two routes remain: an order function for ``Portfolio.from_order_func``
+that replays the bars, or computing the trades with the project's own rules and feeding them to
+``Portfolio.from_orders``. We take the second:
+
+1. :func:`~qml_plugin.patterns.label_patterns` gives every pattern its fill and exit bar and price
+   under backtesting.py 0.6's rules (limit fill at ``min(Open, entry)``, stop and target from the bar
+   after the fill, stop first on a bar touching both, timeout at the next Open);
+2. :func:`~qml_plugin.tradesim.select_trades` keeps the patterns a one-position-at-a-time strategy
+   trades (higher score, then earlier ``p1_bar``; no new order while a trade or an order is live);
+3. each chosen trade becomes two orders at exact bars and prices: a ``targetpercent`` order of
+   ``+/-size`` of equity at the fill bar and a ``targetpercent`` 0 at the exit bar;
+   ``Portfolio.from_orders`` then does cash, units, fees, equity, drawdowns and statistics.
+
+Why: the fill rules then exist once in the project (two numba kernels, already checked trade for
+trade against backtesting.py), instead of a third copy in an order function that could drift; the
+selection walks patterns, not bars; and one ``from_orders`` call takes many parameter combinations
+as columns. The price: vectorbt sees only the orders, not the pending limit orders behind them (its
+order records have no "cancelled" entries).
+
+Sizes: ``0.9999`` of equity per trade (``QMLStrategy``'s default ``size``), or the mode's score with
+``ml.size_by_score``. vectorbt holds fractional units where backtesting.py rounds down to whole
+units, so per-trade prices and returns agree but equity and PnL differ slightly.
+
+A trade still open at the end of the data stays open in vectorbt (``Status == Open``, valued at
+the last close); backtesting.py (``finalize_trades=False``) leaves it out of ``stats._trades``.
+:func:`trades_table` therefore omits open trades unless ``include_open=True``.
+"""
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import vectorbt as vbt
+
+from ..config import MLConfig, parse_ml_block
+from ..data import validate_ohlcv
+from ..errors import ModelError
+from ..filter import decide, size_fraction
+from ..patterns import QMLParams, detect_patterns, label_patterns
+from ..patterns.qml import detect_arrays
+from ..tradesim import select_trades
+
+__all__ = ["backtest", "trades_table", "FULL_SIZE"]
+
+FULL_SIZE = 0.9999
+"""Fraction of equity per trade without ``size_by_score`` (backtesting.py's ``buy()`` default)."""
+
+MLLike = MLConfig | dict | str | Path | None
+"""An ``ml:`` block: an :class:`MLConfig`, a dict, a YAML path or string; None = ML off."""
+
+
+def backtest(ohlcv: pd.DataFrame, params: QMLParams | None = None, ml: MLLike = None, commission: float = 0.0,
+             cash: float = 100_000) -> vbt.Portfolio:
+    """One parameter combination through ``Portfolio.from_orders``: the same trades as ``QMLStrategy``.
+
+        >>> pf = backtest(load_ohlcv("EURUSD_1h"), QMLParams(swing_n=5))       # doctest: +SKIP
+        >>> pf.total_return(), trades_table(pf).head()
+
+    ``commission`` is a fraction of each order's value (backtesting.py's ``commission``), ``cash``
+    the starting equity. With an ``ml`` block whose model is in-sample or unusable the run warns
+    (``IN-SAMPLE`` / ``on_model_error: baseline``) or raises :class:`~qml_plugin.errors.ModelError`.
+    """
+    params = params or QMLParams()
+    if not isinstance(params, QMLParams):
+        raise TypeError(f"params must be a QMLParams, got {type(params).__name__}")
+    validate_ohlcv(ohlcv)
+    ml_cfg = parse_ml_block(ml) if ml is not None else MLConfig()
+    book = PatternBook(ohlcv, ml_cfg)
+    plan = book.plan(params)
+    if book.ml_status not in ("off", "out-of-sample"):
+        warnings.warn(f"ML filter status: {book.ml_status}", UserWarning, stacklevel=2)
+    name = ohlcv.attrs.get("symbol") or "QML"
+    return run_portfolio(ohlcv, [plan], pd.Index([name]), commission=commission, cash=cash, single=True)
+
+
+class PatternBook:
+    """Patterns, outcomes and ML scores of one series, cached per parameter subset.
+
+    Detection depends on the detection fields only (and on ``rr`` only when ``target="rr"``),
+    outcomes also on ``max_wait`` / ``max_hold``, decisions also on ``min_score``; a grid that varies
+    ``rr`` with ``target="swing"`` or only ``min_score`` therefore detects once.
+    """
+
+    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None) -> None:
+        self.ohlcv = ohlcv
+        self.ml = ml or MLConfig()
+        self.ml_status = "off"
+        self._hlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
+        self._patterns: dict[tuple, pd.DataFrame] = {}
+        self._labeled: dict[tuple, pd.DataFrame] = {}
+        self._confidence: dict[tuple, np.ndarray | None] = {}  # None: model unusable, baseline
+
+    @staticmethod
+    def detection_key(p: QMLParams) -> tuple:
+        return (p.swing_n, float(p.head_min_atr), p.max_span, float(p.entry_offset_atr), float(p.stop_buffer_atr),
+                p.target, float(p.rr) if p.target == "rr" else None)
+
+    def patterns(self, p: QMLParams) -> pd.DataFrame:
+        key = self.detection_key(p)
+        if key not in self._patterns:
+            if self.ml.enabled:  # pattern ids and full columns are needed for features and the guard
+                self._patterns[key] = detect_patterns(self.ohlcv, p)
+            else:
+                self._patterns[key] = pd.DataFrame(detect_arrays(*self._hlc, p))
+        return self._patterns[key]
+
+    def labeled(self, p: QMLParams) -> pd.DataFrame:
+        key = (self.detection_key(p), p.max_wait, p.max_hold)
+        if key not in self._labeled:
+            self._labeled[key] = label_patterns(self.ohlcv, self.patterns(p), p.max_wait, p.max_hold)
+        return self._labeled[key]
+
+    def score(self, grid: Sequence[QMLParams]) -> None:
+        """ML confidence of every pattern of ``grid``: one feature extraction and one model pass for all."""
+        if not self.ml.enabled:
+            return
+        from ..features import FeatureExtractor
+        from ..scoring import score_patterns
+
+        keys = list(dict.fromkeys(self.detection_key(p) for p in grid))
+        todo = [k for k in keys if k not in self._confidence]
+        if not todo:
+            return
+        by_key = {self.detection_key(p): p for p in grid}
+        frames = [self.patterns(by_key[k]) for k in todo]
+        allpats = pd.concat(frames, ignore_index=True)
+        try:
+            feats = FeatureExtractor().extract(self.ohlcv, allpats)
+            feats = feats.drop(columns=["pattern_id", "regime_at_detection"]).set_index(allpats["pattern_id"])
+            scorer = score_patterns(self.ml, self.ohlcv, allpats, feats)
+            conf, self.ml_status = scorer.confidence.to_numpy(dtype=float), scorer.status
+        except ModelError as e:
+            if self.ml.on_model_error == "fail":
+                raise
+            warnings.warn(f"ML filter off, trading unfiltered (on_model_error: baseline): {e}", stacklevel=3)
+            conf, self.ml_status = None, f"baseline: {e}"
+        bounds = np.cumsum([0, *map(len, frames)])
+        for k, a, b in zip(todo, bounds[:-1], bounds[1:], strict=True):
+            self._confidence[k] = conf[a:b] if conf is not None else None
+
+    def plan(self, p: QMLParams) -> dict[str, np.ndarray]:
+        """The trades ``QMLStrategy`` makes with ``p``: bars, prices, direction and size of each, as arrays."""
+        lab = self.labeled(p)
+        d = lab["direction"].to_numpy(np.int64)
+        entry, stop, target = (lab[k].to_numpy(float) for k in ("entry", "stop", "target"))
+        tradable = ((target - entry) * d > 0) & ((entry - stop) * d > 0)
+        mode, conf = None, None
+        if self.ml.enabled:
+            self.score([p])
+            conf = self._confidence[self.detection_key(p)]
+            mode = self.ml.prediction_mode if conf is not None else None
+        take, score = decide(lab["validity_score"].to_numpy(float), conf if conf is not None else np.nan,
+                             mode=mode, min_score=float(p.min_score), ml_weight=self.ml.ml_weight,
+                             confidence_threshold=self.ml.confidence_threshold)
+        chosen = select_trades(lab, take & tradable, score, p.max_wait)
+        traded = chosen & (lab["status"].to_numpy() == "filled")
+        size = size_fraction(score) if (self.ml.size_by_score and mode is not None) else np.full(len(d), FULL_SIZE)
+        exit_bar = lab["exit_bar"].to_numpy(float)[traded]
+        return {
+            "fill_bar": lab["fill_bar"].to_numpy(float)[traded].astype(np.int64),
+            "fill_price": lab["fill_price"].to_numpy(float)[traded],
+            "exit_bar": np.where(np.isnan(exit_bar), -1, exit_bar).astype(np.int64),
+            "exit_price": lab["exit_price"].to_numpy(float)[traded],
+            "direction": d[traded],
+            "size": size[traded],
+        }
+
+
+def run_portfolio(ohlcv: pd.DataFrame, plans: Sequence[dict], columns: pd.Index, *, commission: float = 0.0,
+                  cash: float = 100_000, single: bool = False) -> vbt.Portfolio:
+    """One ``Portfolio.from_orders`` call with one column per plan (a plan = :meth:`PatternBook.plan`)."""
+    n, c = len(ohlcv), len(plans)
+    size = np.full((n, c), np.nan)
+    price = np.full((n, c), np.inf)
+    for j, plan in enumerate(plans):  # a loop over parameter combinations; the bars are array-indexed
+        size[plan["fill_bar"], j] = plan["direction"] * plan["size"]
+        price[plan["fill_bar"], j] = plan["fill_price"]
+        closed = plan["exit_bar"] >= 0
+        size[plan["exit_bar"][closed], j] = 0.0
+        price[plan["exit_bar"][closed], j] = plan["exit_price"][closed]
+    n_orders = int(np.count_nonzero(~np.isnan(size)))
+    if single:
+        close: Any = ohlcv["Close"].rename(columns[0])
+        size, price = size[:, 0], price[:, 0]
+    else:  # close carries the column labels; size and price stay raw arrays (no pandas copies)
+        close = pd.DataFrame(np.repeat(ohlcv["Close"].to_numpy(np.float64)[:, None], c, axis=1), index=ohlcv.index,
+                             columns=columns, copy=False)
+    return vbt.Portfolio.from_orders(
+        close, size, size_type="targetpercent", price=price, direction="both", fees=float(commission),
+        init_cash=float(cash), freq=bar_length(ohlcv), max_orders=max(n_orders, 1))
+
+
+def bar_length(ohlcv: pd.DataFrame) -> pd.Timedelta:
+    """The series' typical bar (median spacing), vectorbt's ``freq`` for durations."""
+    if len(ohlcv) < 2:
+        return pd.Timedelta(hours=1)
+    return pd.Timedelta(int(np.median(np.diff(ohlcv.index.asi8))), unit="ns")
+
+
+def bars_per_year(ohlcv: pd.DataFrame) -> float:
+    """Bars per calendar year in this series (a 24x5 FX hourly series has ~6,200, not 8,760)."""
+    span = (ohlcv.index[-1] - ohlcv.index[0]) / pd.Timedelta(days=365.25)
+    return (len(ohlcv) - 1) / span if span > 0 else float("nan")
+
+
+def trades_table(pf: vbt.Portfolio, *, include_open: bool = False) -> pd.DataFrame:
+    """vectorbt's trades under backtesting.py's ``stats._trades`` names, to compare the two engines.
+
+    Columns ``Column, Size`` (negative = short), ``EntryBar, ExitBar, EntryPrice, ExitPrice, PnL,
+    ReturnPct`` (a fraction, like backtesting.py), ``EntryTime, ExitTime, Duration, Status``. Open
+    trades (still held at the last bar) are left out unless ``include_open``, as backtesting.py
+    leaves them out of ``_trades`` by default.
+    """
+    rec = pf.trades.records
+    idx = pf.wrapper.index
+    cols = pf.wrapper.columns
+    sign = np.where(rec["direction"] == 0, 1.0, -1.0)
+    out = pd.DataFrame({
+        "Column": cols[rec["col"]] if len(cols) > 1 else np.full(len(rec), cols[0] if len(cols) else 0),
+        "Size": rec["size"] * sign,
+        "EntryBar": rec["entry_idx"].astype(np.int64),
+        "ExitBar": rec["exit_idx"].astype(np.int64),
+        "EntryPrice": rec["entry_price"],
+        "ExitPrice": rec["exit_price"],
+        "PnL": rec["pnl"],
+        "ReturnPct": rec["return"],
+        "EntryTime": idx[rec["entry_idx"]],
+        "ExitTime": idx[rec["exit_idx"]],
+        "Status": np.where(rec["status"] == 1, "Closed", "Open"),
+    })
+    out["Duration"] = out["ExitTime"] - out["EntryTime"]
+    if not include_open:
+        out = out[out["Status"] == "Closed"]
+    return out.sort_values(["Column", "EntryBar"], kind="stable").reset_index(drop=True)
