@@ -22,7 +22,6 @@ Choices where SPEC.md is silent:
 from __future__ import annotations
 
 import re
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -41,14 +40,9 @@ _TIMEFRAME_RE = re.compile(r"^(\d+)(m|min|h|d|w)$", re.IGNORECASE)
 
 
 def _data_dirs() -> list[Path]:
-    """Where shipped datasets live: inside the installed package, else the repository's data/."""
-    dirs = []
-    try:
-        dirs.append(Path(str(resources.files("qml_plugin._data"))))
-    except (ModuleNotFoundError, TypeError):
-        pass
-    dirs.append(Path(__file__).resolve().parent.parent / "data")
-    return [d for d in dirs if d.is_dir()]
+    """Where shipped datasets live: ``qml_plugin/_data`` when installed, the repository's data/ in a checkout."""
+    here = Path(__file__).resolve().parent
+    return [d for d in (here / "_data", here.parent / "data") if d.is_dir()]
 
 
 def list_datasets() -> list[str]:

@@ -130,3 +130,11 @@ def test_console_script_is_installed_and_exits_2_on_bad_input():
     r = subprocess.run([sys.executable, "-m", "qml_plugin.cli.main", "detect", "--data", "NOPE"],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "valid names" in r.stderr
+
+
+def test_installed_package_finds_its_data_and_configs_from_any_folder(tmp_path):
+    code = ("import qml_plugin, qml_plugin.data as d; from qml_plugin.cli.common import default_config; "
+            "print(d.list_datasets()); print(default_config('qml_with_ml.yaml'))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "EURUSD_1h" in r.stdout and "qml_with_ml.yaml" in r.stdout

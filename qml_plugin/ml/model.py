@@ -115,7 +115,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
     def __init__(self, params: dict | None = None, *, calibration: str | None = None, n_estimators: int = 300,
                  max_depth: int = 3, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 0.5, min_child_weight: float = 5.0, reg_lambda: float = 1.0,
-                 n_jobs: int = 2, random_state: int = 0, calibration_cv: int = 3, embargo: Any = 0,
+                 n_jobs: int = 1, random_state: int = 0, calibration_cv: int = 3, embargo: Any = 0,
                  model_name: str = "signal_quality") -> None:
         self.params = params
         self.calibration = calibration
