@@ -30,7 +30,8 @@ from backtesting.lib import OHLCV_AGG
 
 from .errors import DataError
 
-__all__ = ["load_ohlcv", "validate_ohlcv", "list_datasets", "dataset_path", "bar_duration", "OHLCV_COLUMNS"]
+__all__ = ["load_ohlcv", "load_data", "validate_ohlcv", "list_datasets", "dataset_path", "bar_duration",
+           "OHLCV_COLUMNS"]
 
 OHLCV_COLUMNS = ["Open", "High", "Low", "Close", "Volume"]
 """Column order of every frame qml-plugin returns (backtesting.py's names)."""
@@ -183,3 +184,16 @@ def bar_duration(df: pd.DataFrame) -> pd.Timedelta:
     if len(df) < 2:
         return pd.Timedelta(0)
     return pd.Timedelta(int(np.median(np.diff(df.index.as_unit("ns").asi8))), unit="ns")
+
+
+def load_data(data_cfg: dict) -> pd.DataFrame:
+    """The ``data:`` section of a config (source, resample, start, end) as a validated frame."""
+    df = load_ohlcv(data_cfg["source"], resample=data_cfg.get("resample"))
+    start, end = data_cfg.get("start"), data_cfg.get("end")
+    if start is not None or end is not None:
+        attrs = dict(df.attrs)
+        df = df.loc[start:end]
+        df.attrs.update(attrs)
+    if len(df) < 100:
+        raise DataError(f"data.start/end leave {len(df)} bars of {data_cfg['source']}; need at least 100")
+    return df

@@ -13,8 +13,8 @@ from pathlib import Path
 import pandas as pd
 from backtesting import Backtest, Strategy
 
-from ..data import load_ohlcv
-from ..errors import ConfigError, DataError
+from ..data import load_data
+from ..errors import ConfigError
 
 __all__ = ["default_config", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
 
@@ -26,19 +26,6 @@ def default_config(name: str) -> Path:
         if p.is_file():
             return p
     raise ConfigError(f"shipped config {name!r} not found; pass --config FILE")
-
-
-def load_data(data_cfg: dict) -> pd.DataFrame:
-    """The ``data:`` section as a frame: source, optional resample, then the start / end slice."""
-    df = load_ohlcv(data_cfg["source"], resample=data_cfg["resample"])
-    start, end = data_cfg["start"], data_cfg["end"]
-    if start is not None or end is not None:
-        attrs = dict(df.attrs)
-        df = df.loc[start:end]
-        df.attrs.update(attrs)
-    if len(df) < 100:
-        raise DataError(f"data.start/end leave {len(df)} bars of {data_cfg['source']}; need at least 100")
-    return df
 
 
 def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:

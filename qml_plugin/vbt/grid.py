@@ -51,8 +51,8 @@ from tqdm.auto import tqdm
 from vectorbt.returns import nb as returns_nb
 
 from ..config import load_sweep_config, parse_ml_block
-from ..data import load_ohlcv
-from ..errors import ConfigError, DataError
+from ..data import load_data
+from ..errors import ConfigError
 from ..patterns import QMLParams
 from .engine import PatternBook, bars_per_year, run_portfolio
 
@@ -112,7 +112,7 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     keys = list(sw["grid"])
     heat = _heatmap_params(sw["heatmap"], keys)
     ml = parse_ml_block(cfg["ml"])
-    df = _load_data(cfg["data"]) if ohlcv is None else ohlcv
+    df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     book = PatternBook(df, ml)
     book.score(grid)  # ML: one feature extraction and one guarded model pass, before any trade
     columns = pd.MultiIndex.from_tuples([tuple(getattr(p, k) for k in keys) for p in grid], names=keys)
@@ -146,19 +146,6 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
             table.attrs["heatmap"] = str(plot_heatmap(table, heat, sw["metric"], heatmap_path(csv),
                                                       best_of_others=len(keys) > 2))
     return table
-
-
-def _load_data(data_cfg: dict) -> pd.DataFrame:
-    """The ``data:`` section as a frame (the rules of ``qml_plugin.cli.common.load_data``; cli is a layer above)."""
-    df = load_ohlcv(data_cfg["source"], resample=data_cfg["resample"])
-    start, end = data_cfg["start"], data_cfg["end"]
-    if start is not None or end is not None:
-        attrs = dict(df.attrs)
-        df = df.loc[start:end]
-        df.attrs.update(attrs)
-    if len(df) < 100:
-        raise DataError(f"data.start/end leave {len(df)} bars of {data_cfg['source']}; need at least 100")
-    return df
 
 
 def _metrics(pf: Any, ann_factor: float) -> pd.DataFrame:
