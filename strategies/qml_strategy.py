@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
+from qml_plugin.comparison import placeable
 from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 
@@ -62,17 +63,17 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         needs_features = self.register_patterns or (self.ml_config is not None)
         if needs_features and len(self.patterns):
             from qml_plugin.features import FeatureExtractor
+            from qml_plugin.features.cache import pattern_features
 
             extractor = FeatureExtractor()
-            feats = extractor.extract(df, self.patterns)
+            feats = pattern_features(df, self.patterns, extractor)  # memoized across runs on the same bars
             self.feature_schema = extractor.schema_hash
             feats = feats.drop(columns=["pattern_id"], errors="ignore")
             self.pattern_features = feats.set_index(self.patterns["pattern_id"].to_numpy())
         super().init()
         p = self.patterns
-        tradable = ((p["target"] - p["entry"]) * p["direction"] > 0) & ((p["entry"] - p["stop"]) * p["direction"] > 0)
         d = self.pattern_decisions
-        self._take = (d["take"].to_numpy() & tradable.to_numpy())
+        self._take = d["take"].to_numpy() & placeable(p)
         # per bar: candidate rows ordered by (score desc, p1_bar asc), first one wins
         order = np.lexsort((p["p1_bar"].to_numpy(), -d["score"].to_numpy()))
         self._by_bar: dict[int, list[int]] = {}

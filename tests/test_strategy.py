@@ -187,3 +187,19 @@ def test_ml_filter_on_a_signal_without_features_is_a_config_error(trained_model,
     _, path = trained_model
     with pytest.raises(ConfigError, match="has no features for the ML filter"):
         run(eurusd_4h["2013-06-01":].iloc[:2000], SmaCross, register_patterns=False, ml_config=ml_block(path))
+
+
+def test_pattern_feature_memo_returns_the_extractor_result_and_tells_data_apart(eurusd_4h):
+    from qml_plugin.features.cache import clear, pattern_features
+
+    clear()
+    df = eurusd_4h.iloc[:3000]
+    pats = detect_patterns(df)
+    direct = FeatureExtractor().extract(df, pats)
+    first = pattern_features(df, pats)
+    pd.testing.assert_frame_equal(first, direct)
+    first.iloc[0, 1] = -1.0  # callers get a copy: mutating it does not poison the memo
+    pd.testing.assert_frame_equal(pattern_features(df, pats), direct)
+    other = df.copy()
+    other.iloc[-1, other.columns.get_loc("Volume")] = 5.0  # any change in the bars is a different key
+    assert not pattern_features(other, pats).equals(direct) or other["Volume"].iloc[-1] == df["Volume"].iloc[-1]
