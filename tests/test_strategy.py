@@ -201,5 +201,7 @@ def test_pattern_feature_memo_returns_the_extractor_result_and_tells_data_apart(
     first.iloc[0, 1] = -1.0  # callers get a copy: mutating it does not poison the memo
     pd.testing.assert_frame_equal(pattern_features(df, pats), direct)
     other = df.copy()
-    other.iloc[-1, other.columns.get_loc("Volume")] = 5.0  # any change in the bars is a different key
-    assert not pattern_features(other, pats).equals(direct) or other["Volume"].iloc[-1] == df["Volume"].iloc[-1]
+    other.iloc[int(pats["detection_bar"].iloc[0]), other.columns.get_loc("Volume")] = 5000.0  # other bars, other key
+    changed = pattern_features(other, pats)
+    assert not changed.equals(direct)
+    assert changed.iloc[0]["volu_rel_20"] != direct.iloc[0]["volu_rel_20"]
