@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect, learn, models, registry, run, sweep
+from . import detect, features, learn, models, registry, run, sweep
 
-_COMMANDS = [run, detect, models, registry, sweep, learn]
+_COMMANDS = [run, detect, models, registry, sweep, learn, features]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -37,6 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         msg = " ".join(str(e).split())
         print(f"qml {args.command}: error: {msg}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # e.g. `qml features --list | head`: the reader left, nothing is wrong
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except KeyboardInterrupt:
         print("qml: interrupted", file=sys.stderr)
         return 130

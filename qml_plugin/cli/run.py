@@ -102,6 +102,7 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
                             min_train=cfg["walk_forward"]["min_train_labels"], embargo=bar * ml["embargo_bars"],
                             feature_schema=getattr(strat, "feature_schema", None))
     period = wf.first_model_time
+    _record_versions(db, wf, f"walk_forward_{df.attrs.get('symbol')}_{df.attrs.get('timeframe')}")
     step(f"{len(wf.models)} walk-forward models")
 
     trades = {"baseline": base._trades}
@@ -134,6 +135,21 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     step("report written")
     steps.close()
     return JobResult(table, trades, wf, report, period)
+
+
+def _record_versions(db: str, wf, model_name: str) -> None:
+    """Write each walk-forward model to ``ml_model_versions`` (archived: evaluation models, never production)."""
+    import json
+
+    with PatternRegistry(db) as reg:
+        for model, path in zip(wf.models, wf.paths):
+            meta = json.loads((path / "metadata.json").read_text())
+            reg.add_model_version(
+                model_name, status="archived", trained_on_start=str(model.trained_on_start_),
+                trained_on_end=str(model.trained_on_end_), features_used=model.feature_names,
+                feature_schema=model.feature_schema_, params=meta.get("params"), metrics=meta.get("metrics"),
+                training_samples=model.training_samples_, model_path=str(path),
+                model_sha256=meta.get("model_sha256"), notes="qml run walk-forward model")
 
 
 def _in_period(trades: pd.DataFrame, start) -> pd.DataFrame:

@@ -1,0 +1,75 @@
+"""The ``qml`` command line: bad input exits 2 with one line; registry commands work with piped stdin."""
+from __future__ import annotations
+
+import io
+import sqlite3
+
+import pytest
+
+from qml_plugin.cli.main import main as qml
+from qml_plugin.patterns import detect_patterns, label_patterns
+from qml_plugin.registry import PatternRegistry
+
+
+def one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_config_errors_exit_2_with_one_line_naming_key_value_and_allowed(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("ml: {enabled: true, prediction_mode: filtr}\n")
+    for cmd in (["run", "--config", str(bad)], ["backtest", "--config", str(bad)]):
+        assert qml(cmd) == 2
+        err = one_line_error(capsys)
+        assert "ml.prediction_mode = 'filtr'" in err and "allowed: filter, replace, score_enhancement" in err
+    bad.write_text("strategy: {class: os.system}\n")
+    assert qml(["backtest", "--config", str(bad)]) == 2
+    assert "strategy.class = 'os.system' is not allowed" in one_line_error(capsys)
+
+
+def test_unknown_strategy_parameter_is_named(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("strategy: {params: {swing: 3}}\n")
+    assert qml(["backtest", "--config", str(bad)]) == 2
+    assert "strategy.params.swing is not a parameter of QMLStrategy" in one_line_error(capsys)
+
+
+@pytest.fixture
+def small_registry(tmp_path, eurusd_4h):
+    db = str(tmp_path / "reg.db")
+    df = eurusd_4h.iloc[:4000]
+    lab = label_patterns(df, detect_patterns(df))
+    with PatternRegistry(db) as reg:
+        reg.register_patterns(lab, None)
+    return db, lab
+
+
+def test_stats_prints_counts_by_symbol_type_label_and_source(small_registry, capsys):
+    db, lab = small_registry
+    assert qml(["stats", "--db", db]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(lab):,} patterns" in out
+    for word in ("by symbol", "EURUSD", "by pattern_type", "bullish_qml", "by label_source", "triple_barrier"):
+        assert word in out
+
+
+def test_label_takes_piped_answers_and_user_labels_win(small_registry, capsys, monkeypatch):
+    db, _ = small_registry
+    monkeypatch.setattr("sys.stdin", io.StringIO("w\ns\nl\nq\n"))
+    assert qml(["label", "--db", db, "--limit", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "2 pattern(s) labeled" in out and "quit" in out
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT user_label, label, label_source FROM ml_pattern_registry "
+                            "WHERE user_label IS NOT NULL ORDER BY user_label").fetchall()
+    assert rows == [("loss", 0, "user"), ("win", 1, "user")]
+
+
+def test_migrate_and_bad_label_limit(tmp_path, capsys):
+    db = str(tmp_path / "new" / "reg.db")
+    assert qml(["migrate", "--db", db]) == 0
+    assert "reg.db" in capsys.readouterr().out
+    assert qml(["label", "--db", db, "--limit", "0"]) == 2
+    assert "--limit must be >= 1, got 0" in one_line_error(capsys)
