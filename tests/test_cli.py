@@ -73,3 +73,29 @@ def test_migrate_and_bad_label_limit(tmp_path, capsys):
     assert "reg.db" in capsys.readouterr().out
     assert qml(["label", "--db", db, "--limit", "0"]) == 2
     assert "--limit must be >= 1, got 0" in one_line_error(capsys)
+
+
+def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, eurusd_4h):
+    from qml_plugin.cli.run import main_job
+    from qml_plugin.config import load_config
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.ml.model import SignalQualityModel
+
+    monkeypatch.chdir(tmp_path)
+    early = eurusd_4h[:"2010-12-31"]
+    lab = label_patterns(early, detect_patterns(early)).dropna(subset=["label"])
+    X = FeatureExtractor().extract(early, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    model = SignalQualityModel(n_estimators=50).fit(X, lab["label"].astype(int), times=lab["detection_time"],
+                                                    exit_times=lab["exit_time"])
+    path = model.save(tmp_path / "canary")
+    cfg = load_config({"data": {"source": "EURUSD_1h", "resample": "4h"},
+                       "ml": {"enabled": True, "prediction_mode": "filter"},
+                       "walk_forward": {"min_train_labels": 50, "random_seeds": 20}})
+    with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
+        reg.add_model_version("signal_quality", status="canary", model_path=str(path),
+                              trained_on_end=str(model.trained_on_end_), features_used=model.feature_names)
+    table = main_job(cfg, progress=False).table
+    row = table[table["mode"].str.startswith("canary_v1")]
+    assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
+    with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
+        assert any(v["status"] == "archived" for v in reg.list_model_versions("walk_forward_EURUSD_4h"))

@@ -8,6 +8,8 @@
 3. **Backtests in each mode** (``filter``, ``score_enhancement``, ``replace``) with those scores.
 4. **Random filter**: ``walk_forward.random_seeds`` random subsets of the technical candidates with
    the same pass rate as ``filter``, traded by the same one-position rule; median and 5-95 % band.
+5. **Canary / shadow** versions of ``ml.model_name`` in the registry (``qml learn --retrain --as
+   canary``) get a row each: what they would have done, simulated, never acting.
 
 The comparison covers only the period after the first model exists (before it every mode equals
 the baseline). One table is printed and ``report.output`` (self-contained HTML) is written.
@@ -23,11 +25,12 @@ import pandas as pd
 import yaml
 from tqdm.auto import tqdm
 
-from ..comparison import random_filter_band
+from ..comparison import mode_trades, random_filter_band
 from ..config import load_config
 from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..mixins import record_run
+from ..ml.lifecycle import shadow_scores
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
@@ -118,6 +121,7 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
+    table = pd.concat([table, _shadow_rows(db, ml, X, labeled, strat, period, df.index[-1])], ignore_index=True)
     step("random filter done")
     equity = {name: equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}
@@ -150,6 +154,24 @@ def _record_versions(db: str, wf, model_name: str) -> None:
                 feature_schema=model.feature_schema_, params=meta.get("params"), metrics=meta.get("metrics"),
                 training_samples=model.training_samples_, model_path=str(path),
                 model_sha256=meta.get("model_sha256"), notes="qml run walk-forward model")
+
+
+def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:
+    """What each canary / shadow version of ``ml.model_name`` would have done (never acting; simulated)."""
+    with PatternRegistry(db) as reg:
+        waiting = [v for v in reg.list_model_versions(ml["model_name"]) if v["status"] in ("canary", "shadow")]
+    if not waiting:
+        return pd.DataFrame(columns=["mode", *TABLE_COLUMNS, "oos_auc"])
+    scores = shadow_scores(db, ml["model_name"], X, detection_times=labeled["detection_time"],
+                           statuses=("canary", "shadow"))
+    rows = []
+    for col in scores:
+        t = mode_trades(labeled, scores[col].to_numpy(), mode=ml["prediction_mode"], min_score=strat.min_score,
+                        ml_weight=ml["ml_weight"], confidence_threshold=ml["confidence_threshold"],
+                        max_wait=strat.max_wait, start=start)
+        rows.append({"mode": f"{col} ({ml['prediction_mode']}, not acting)",
+                     **trade_metrics(t["pnl_pct"], t["exit_time"], start, end), "oos_auc": np.nan})
+    return pd.DataFrame(rows)
 
 
 def _in_period(trades: pd.DataFrame, start) -> pd.DataFrame:
