@@ -10,20 +10,14 @@ from __future__ import annotations
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 
 from qml_plugin.patterns import detect_patterns, label_patterns
+from qml_plugin.synthetic import random_walk_ohlcv
 
 
 def random_walk(n: int, seed: int = 0) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))
-    open_ = np.r_[100.0, close[:-1]]
-    high = np.maximum(open_, close) * np.exp(np.abs(rng.normal(0, 0.001, n)))
-    low = np.minimum(open_, close) * np.exp(-np.abs(rng.normal(0, 0.001, n)))
-    idx = pd.date_range("2000-01-01", periods=n, freq="min")
-    return pd.DataFrame({"Open": open_, "High": high, "Low": low, "Close": close, "Volume": 0.0}, index=idx)
+    return random_walk_ohlcv(n, seed, vol=0.002, freq="min", start="2000-01-01")
 
 
 def best_of(f, repeat=3):

@@ -217,27 +217,26 @@ def _read(source: str | Path | dict | None) -> tuple[Any, str]:
         raise ConfigError(f"{where}: not valid YAML: {' '.join(str(e).split())}") from None
 
 
-def load_config(source: str | Path | dict | None = None) -> dict:
-    """Load and validate a run config (a path, a YAML string or a dict); defaults for what is absent."""
+def _load(source: str | Path | dict | None, schema: dict) -> dict:
     raw, where = _read(source)
     try:
-        cfg = validate(raw, RUN_SCHEMA)
+        cfg = validate(raw, schema)
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     _check_dates(cfg, where)
     return cfg
 
 
+def load_config(source: str | Path | dict | None = None) -> dict:
+    """Load and validate a run config (a path, a YAML string or a dict); defaults for what is absent."""
+    return _load(source, RUN_SCHEMA)
+
+
 def load_sweep_config(source: str | Path | dict | None = None) -> dict:
     """Load and validate a sweep config (SPEC §9)."""
-    raw, where = _read(source)
-    try:
-        cfg = validate(raw, SWEEP_SCHEMA)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    _check_dates(cfg, where)
-    grid = cfg["sweep"]["grid"]
-    if not grid:
+    cfg = _load(source, SWEEP_SCHEMA)
+    if not cfg["sweep"]["grid"]:
+        where = source if isinstance(source, (str, Path)) and "\n" not in str(source) else "<config>"
         raise ConfigError(f"{where}: sweep.grid is empty; give at least one QMLParams field with a list of values")
     return cfg
 
