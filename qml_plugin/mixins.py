@@ -45,6 +45,7 @@ from .scoring import score_patterns
 __all__ = ["PatternRegistryMixin", "MLFilterMixin", "record_run"]
 
 _FEATURE_PREFIXES = ("ctx_", "geo_", "temp_", "vol_", "mom_", "volu_", "regime_")
+_FULL_EQUITY = Strategy.buy.__kwdefaults__["size"]  # backtesting.py's own default size, so results match
 
 
 class _SignalMixin(Strategy):
@@ -80,13 +81,16 @@ class _SignalMixin(Strategy):
     def _on_last_bar(self) -> None:
         pass
 
-    def buy(self, *, size=0.9999, limit=None, stop=None, sl=None, tp=None, tag=None):
+    def buy(self, *, size=_FULL_EQUITY, limit=None, stop=None, sl=None, tp=None, tag=None):
         return self._signal(1, size, limit, stop, sl, tp, tag)
 
-    def sell(self, *, size=0.9999, limit=None, stop=None, sl=None, tp=None, tag=None):
+    def sell(self, *, size=_FULL_EQUITY, limit=None, stop=None, sl=None, tp=None, tag=None):
         return self._signal(-1, size, limit, stop, sl, tp, tag)
 
     def _signal(self, direction, size, limit, stop, sl, tp, tag):
+        if not hasattr(self, "_signals"):
+            raise ConfigError(f"{type(self).__name__}.init() must call super().init() so the qml mixins "
+                              "(PatternRegistryMixin, MLFilterMixin) can precompute before the first order")
         row = self._resolve_pattern(tag, direction)
         verdict = self._ml_decide(row, direction)
         self._signals.append({"row": row, "bar": len(self.data) - 1, **verdict})

@@ -205,3 +205,44 @@ def test_pattern_feature_memo_returns_the_extractor_result_and_tells_data_apart(
     changed = pattern_features(other, pats)
     assert not changed.equals(direct)
     assert changed.iloc[0]["volu_rel_20"] != direct.iloc[0]["volu_rel_20"]
+
+
+class PlainSma(Strategy):
+    def init(self):
+        close = pd.Series(self.data.Close)
+        self.fast = self.I(lambda: close.rolling(10).mean().to_numpy())
+        self.slow = self.I(lambda: close.rolling(30).mean().to_numpy())
+
+    def next(self):
+        if crossover(self.fast, self.slow):
+            self.position.close()
+            self.buy()
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+            self.sell()
+
+
+class MixedSma(MLFilterMixin, PlainSma):
+    pass
+
+
+def test_mixins_with_ml_off_leave_any_strategy_byte_identical(eurusd_4h):
+    df = eurusd_4h.iloc[:4000]
+    plain, mixed = run(df, PlainSma), run(df, MixedSma, ml_config="enabled: false")
+    cols = [k for k in plain.index if not k.startswith("_")]
+    pd.testing.assert_series_equal(plain[cols], mixed[cols])
+    pd.testing.assert_frame_equal(plain._trades.drop(columns="Tag"), mixed._trades.drop(columns="Tag"))
+
+
+class ForgetsSuper(PatternRegistryMixin, Strategy):
+    def init(self):  # no super().init(): the mixin cannot have precomputed anything
+        pass
+
+    def next(self):
+        if len(self.data) == 50:
+            self.buy()
+
+
+def test_a_strategy_that_skips_super_init_gets_a_clear_error(eurusd_4h):
+    with pytest.raises(ConfigError, match=r"ForgetsSuper.init\(\) must call super\(\).init\(\)"):
+        run(eurusd_4h.iloc[:100], ForgetsSuper)
