@@ -23,7 +23,8 @@ for is resolved to a *pattern row*: the ``tag`` itself when it is a row (dict / 
   decision in memory, tags the order with the ``pattern_id`` (so ``stats._trades["Tag"]`` joins
   trades to patterns) and writes everything in one transaction after the last bar, together with
   the outcomes of trades closed so far (``label_source="trade"``). Trades that backtesting.py
-  closes after the last ``next()`` get theirs from :func:`record_run`.
+  closes after the last ``next()`` get theirs from :func:`record_run`. Under backtesting.py's
+  ``FractionalBacktest`` prices are stored unscaled (in the instrument's own units).
 
 Settings are class attributes, so ``Backtest.run(**kw)`` and ``optimize`` can set them per run.
 """
@@ -212,6 +213,7 @@ class PatternRegistryMixin(_SignalMixin):
     def init(self):
         super().init()
         self._run_id = f"{type(self).__name__}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}"
+        self._price_unit = _fractional_unit()
 
     @cached_property
     def _market_features(self) -> pd.DataFrame:
@@ -246,21 +248,56 @@ class PatternRegistryMixin(_SignalMixin):
             decisions.append(s["decision"])
         with PatternRegistry(self.registry_db) as reg:
             if extra is not None:
-                reg.register_patterns(extra["patterns"], extra["features"], run_id=self._run_id)
+                reg.register_patterns(self._unscaled(extra["patterns"]), extra["features"], run_id=self._run_id)
                 if extra.get("outcomes") is not None:
                     reg.record_outcomes(extra["outcomes"])
             if rows:
                 pats = pd.DataFrame(rows)
                 pats["ml_decision"] = decisions
-                reg.register_patterns(pats, pd.DataFrame(feats), ml_confidence=np.asarray(conf, float),
+                reg.register_patterns(self._unscaled(pats), pd.DataFrame(feats), ml_confidence=np.asarray(conf, float),
                                       run_id=self._run_id)
             trades = _trade_outcomes(self.closed_trades)
             if len(trades):
                 reg.record_outcomes(trades)
 
+    def _unscaled(self, pats: pd.DataFrame) -> pd.DataFrame:
+        """Prices back in the instrument's own units when a FractionalBacktest scaled them."""
+        if self._price_unit == 1.0:
+            return pats
+        pats = pats.copy()
+        cols = [c for c in _PRICE_COLUMNS if c in pats.columns]
+        pats[cols] = pats[cols] / self._price_unit
+        return pats
+
     def _extra_registrations(self) -> dict | None:
         """Patterns to register besides the signals (QMLStrategy: every detected pattern and its outcome)."""
         return None
+
+
+_PRICE_COLUMNS = ("p1_price", "p2_price", "p3_price", "entry", "stop", "target", "atr", "fill_price", "exit_price")
+
+
+def _fractional_unit() -> float:
+    """The ``fractional_unit`` of the FractionalBacktest running this strategy, else 1.0.
+
+    backtesting.py's FractionalBacktest multiplies prices by ``fractional_unit`` before the
+    strategy sees them and gives the strategy no handle on it, so we look for the running
+    FractionalBacktest on the call stack (once, in ``init()``).
+    """
+    import inspect
+
+    from backtesting.lib import FractionalBacktest
+
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, FractionalBacktest):
+                return float(owner._fractional_unit)
+            frame = frame.f_back
+    finally:
+        del frame
+    return 1.0
 
 
 def _trade_outcomes(trades) -> pd.DataFrame:

@@ -246,3 +246,23 @@ class ForgetsSuper(PatternRegistryMixin, Strategy):
 def test_a_strategy_that_skips_super_init_gets_a_clear_error(eurusd_4h):
     with pytest.raises(ConfigError, match=r"ForgetsSuper.init\(\) must call super\(\).init\(\)"):
         run(eurusd_4h.iloc[:100], ForgetsSuper)
+
+
+def test_fractional_backtest_stores_prices_unscaled(tmp_path):
+    from backtesting.lib import FractionalBacktest
+
+    df = load_ohlcv("BTCUSD_1h").iloc[:4000]
+    db = str(tmp_path / "btc.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = FractionalBacktest(df, QMLStrategy, cash=10_000, fractional_unit=1e-6).run(registry_db=db)
+    record_run(stats, db)
+    pats = detect_patterns(df).set_index("pattern_id")
+    with sqlite3.connect(db) as conn:
+        rows = pd.read_sql_query("SELECT pattern_id, entry, stop, target FROM ml_pattern_registry", conn)
+    rows = rows.set_index("pattern_id")
+    assert len(rows) == len(pats) and len(stats._trades) >= 1
+    common = rows.index.intersection(pats.index)
+    assert len(common) >= 0.95 * len(pats)  # ids are price-free; scaling could only move exact ties
+    for col in ("entry", "stop", "target"):
+        np.testing.assert_allclose(rows.loc[common, col], pats.loc[common, col], rtol=1e-9)
