@@ -147,7 +147,8 @@ class MLFilterMixin(_SignalMixin):
         if self._ml.enabled:
             try:
                 self._ml_scorer = score_patterns(self._ml, self.data.df, pats,
-                                                 features=getattr(self, "pattern_features", None))
+                                                 features=getattr(self, "pattern_features", None),
+                                                 registry_db=getattr(self, "registry_db", None))
                 self._ml_status = self._ml_scorer.status
             except ModelError as e:
                 if self._ml.on_model_error == "fail":

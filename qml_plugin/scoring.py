@@ -13,6 +13,11 @@ data all exited before the pattern's detection time minus the embargo
   gets NaN (the filter then falls back to the technical rule) -> status ``out-of-sample``;
 * one model: if any pattern is inadmissible the backtest is refused with a :class:`ModelError`,
   unless ``allow_in_sample: true``, which scores everything and sets status ``IN-SAMPLE``.
+
+With a registry (the strategy's ``registry_db``), the statuses in ``ml_model_versions`` decide
+which versions of a folder may act: the ``production`` one alone if there is one; never a
+``failed``, ``canary`` or ``shadow`` one (those are scored and logged by ``qml learn`` / the report,
+never acting).
 """
 from __future__ import annotations
 
@@ -30,8 +35,13 @@ from .filter import admissible_model
 __all__ = ["score_patterns", "Scorer", "load_models"]
 
 
-def load_models(model_path: str | Path) -> tuple[list, bool]:
-    """``(models, is_versions_folder)`` for a version folder, a model.json, or a folder of versions."""
+def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple[list, bool]:
+    """``(models, is_versions_folder)`` for a version folder, a model.json, or a folder of versions.
+
+    With a registry, a folder's versions are filtered by their recorded status: if one of them is
+    ``production``, it alone acts (a fixed model); otherwise ``failed``, ``canary`` and ``shadow``
+    versions are left out (they never act) and the rest form a walk-forward set.
+    """
     from .ml.model import SignalQualityModel
 
     path = Path(model_path)
@@ -40,9 +50,33 @@ def load_models(model_path: str | Path) -> tuple[list, bool]:
     if path.is_file() or (path / "metadata.json").is_file():
         return [SignalQualityModel.load(path if path.is_dir() else path.parent)], False
     versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
+    status = _recorded_status(versions, registry_db)
+    production = [v for v in versions if status.get(v) == "production"]
+    if production:
+        return [SignalQualityModel.load(production[-1])], False
+    versions = [v for v in versions if status.get(v) not in ("failed", "canary", "shadow")]
     if not versions:
-        raise ModelError(f"ml.model_path = {str(path)!r} holds no model versions (no */metadata.json)")
+        raise ModelError(f"ml.model_path = {str(path)!r} holds no model version that may act "
+                         "(none at all, or only failed / canary / shadow ones)")
     return [SignalQualityModel.load(v) for v in versions], True
+
+
+def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path, str]:
+    """Status of each version folder as ``ml_model_versions`` records it (an existing registry only)."""
+    if not versions or registry_db is None or not Path(str(registry_db).removeprefix("sqlite:///")).is_file():
+        return {}
+    from .registry import PatternRegistry
+
+    wanted = {v.resolve(): v for v in versions}
+    with PatternRegistry(registry_db) as reg:
+        rows = reg.list_model_versions()
+    out = {}
+    for row in rows:
+        if row.get("model_path"):
+            hit = wanted.get(Path(row["model_path"]).resolve())
+            if hit is not None:
+                out[hit] = row["status"]
+    return out
 
 
 @dataclass
@@ -69,10 +103,11 @@ class Scorer:
 
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
-                   features: pd.DataFrame | None, models: list | None = None) -> Scorer:
+                   features: pd.DataFrame | None, models: list | None = None,
+                   registry_db: str | None = None) -> Scorer:
     """Batch-score ``patterns`` (their ``features`` indexed by pattern_id) under the guard above."""
     if models is None:
-        models, versions = load_models(ml.model_path)
+        models, versions = load_models(ml.model_path, registry_db)
     else:
         versions = len(models) > 1
     embargo = bar_duration(ohlcv) * ml.embargo_bars

@@ -266,3 +266,27 @@ def test_fractional_backtest_stores_prices_unscaled(tmp_path):
     assert len(common) >= 0.95 * len(pats)  # ids are price-free; scaling could only move exact ties
     for col in ("entry", "stop", "target"):
         np.testing.assert_allclose(rows.loc[common, col], pats.loc[common, col], rtol=1e-9)
+
+
+def test_canary_shadow_and_failed_versions_never_act(eurusd_4h, tmp_path):
+    from qml_plugin.scoring import load_models
+
+    early = eurusd_4h[:"2012-12-31"]
+    lab = label_patterns(early, detect_patterns(early)).dropna(subset=["label"])
+    X = FeatureExtractor().extract(early, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    folder, db = tmp_path / "models", str(tmp_path / "reg.db")
+    paths = []
+    for seed in range(3):
+        m = SignalQualityModel(n_estimators=20, random_state=seed).fit(
+            X, lab["label"].astype(int), times=lab["detection_time"], exit_times=lab["exit_time"])
+        paths.append(m.save_version(folder))
+    with PatternRegistry(db) as reg:
+        ids = [reg.add_model_version("signal_quality", status=s, model_path=str(p))
+               for s, p in zip(("staging", "failed", "canary"), paths)]
+    models, versions = load_models(folder, db)
+    assert versions and len(models) == 1  # only the staging one may act
+    with PatternRegistry(db) as reg:
+        reg.set_model_status(ids[1], "production")  # the failed one, promoted by hand
+    models, versions = load_models(folder, db)
+    assert not versions and len(models) == 1 and models[0].random_state == 1  # production alone acts
+    assert len(load_models(folder)[0]) == 3  # without a registry: every version, walk-forward
