@@ -86,7 +86,7 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None) -> pd.DataFra
         if not path.is_file():
             raise DataError(f"data file not found: {src!r}")
         stem = path.name.split(".")[0]
-        raw = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        raw = _read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     else:
         path = dataset_path(src)
         stem = src
@@ -100,6 +100,13 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None) -> pd.DataFra
     df.attrs["symbol"] = symbol
     df.attrs["timeframe"] = timeframe
     return df
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pd.read_parquet(path)
+    except ImportError as e:
+        raise DataError(f"reading {path.name} needs a parquet engine: pip install pyarrow ({e})") from None
 
 
 def _normalize(raw: pd.DataFrame, src: str) -> pd.DataFrame:

@@ -123,9 +123,10 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     table = pd.concat([table, _shadow_rows(db, ml, X, labeled, strat, period, df.index[-1])], ignore_index=True)
     step("random filter done")
-    equity = {name: equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])
+    start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
+    equity = {name: pd.concat([start, equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}
-    equity["random (median seed)"] = rand
+    equity["random (median seed)"] = pd.concat([start, rand])
     notes = [f"Data: {data_name(df)}, {df.index[0]} .. {df.index[-1]} ({len(df):,} bars), {len(pats):,} patterns, "
              f"{int(np.isfinite(y).sum()):,} with a known outcome.",
              f"Out-of-sample period: from {period} (first walk-forward model); {len(wf.models)} models, retrained "
