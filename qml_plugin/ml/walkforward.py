@@ -11,6 +11,8 @@ This is how ``qml run`` produces honest, out-of-sample ``ml_confidence`` for a w
    out-of-sample AUC describes exactly the scores the backtests used.
 
 Patterns before the first model have no score (NaN): there, every mode equals the baseline.
+A labeled pattern without an exit time (e.g. a user's label on a pattern that never filled) is
+scored but never trained on: nobody can say when its label became known, so no period may use it.
 """
 from __future__ import annotations
 
