@@ -138,3 +138,12 @@ def test_installed_package_finds_its_data_and_configs_from_any_folder(tmp_path):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "EURUSD_1h" in r.stdout and "qml_with_ml.yaml" in r.stdout
+
+
+def test_every_subpackage_of_the_checkout_is_installed(tmp_path):
+    from conftest import REPO
+
+    names = sorted(".".join(p.parent.relative_to(REPO).parts) for p in REPO.glob("qml_plugin/**/__init__.py"))
+    code = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\nprint('ok')"
+    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
