@@ -46,7 +46,8 @@ def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple
 
     path = Path(model_path)
     if not path.exists():
-        raise ModelError(f"ml.model_path = {str(path)!r} does not exist; train one first with `qml train` (or `qml learn --retrain --force`)")
+        raise ModelError(f"ml.model_path = {str(path)!r} does not exist; train one first with `qml train` "
+                         "(or `qml learn --retrain --force`)")
     if path.is_file() or (path / "metadata.json").is_file():
         return [SignalQualityModel.load(path if path.is_dir() else path.parent)], False
     versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
