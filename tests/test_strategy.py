@@ -152,14 +152,23 @@ def test_tampered_model_fails_with_a_clear_message_or_trades_unfiltered_on_basel
     pd.testing.assert_frame_equal(stats._trades, plain._trades)
 
 
-class SmaCross(PatternRegistryMixin, MLFilterMixin, Strategy):
-    """Any backtesting.py strategy: registers its own signals by passing a row as ``tag``."""
-
+class PlainSma(Strategy):
     def init(self):
-        super().init()
         close = pd.Series(self.data.Close)
         self.fast = self.I(lambda: close.rolling(10).mean().to_numpy())
         self.slow = self.I(lambda: close.rolling(30).mean().to_numpy())
+
+    def next(self):
+        if crossover(self.fast, self.slow):
+            self.position.close()
+            self.buy()
+        elif crossover(self.slow, self.fast):
+            self.position.close()
+            self.sell()
+
+
+class SmaCross(PatternRegistryMixin, MLFilterMixin, PlainSma):
+    """Any backtesting.py strategy: registers its own signals by passing a row as ``tag``."""
 
     def next(self):
         if crossover(self.fast, self.slow):
@@ -205,21 +214,6 @@ def test_pattern_feature_memo_returns_the_extractor_result_and_tells_data_apart(
     changed = pattern_features(other, pats)
     assert not changed.equals(direct)
     assert changed.iloc[0]["volu_rel_20"] != direct.iloc[0]["volu_rel_20"]
-
-
-class PlainSma(Strategy):
-    def init(self):
-        close = pd.Series(self.data.Close)
-        self.fast = self.I(lambda: close.rolling(10).mean().to_numpy())
-        self.slow = self.I(lambda: close.rolling(30).mean().to_numpy())
-
-    def next(self):
-        if crossover(self.fast, self.slow):
-            self.position.close()
-            self.buy()
-        elif crossover(self.slow, self.fast):
-            self.position.close()
-            self.sell()
 
 
 class MixedSma(MLFilterMixin, PlainSma):
