@@ -30,6 +30,7 @@ Settings are class attributes, so ``Backtest.run(**kw)`` and ``optimize`` can se
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import warnings
 from functools import cached_property
@@ -59,20 +60,25 @@ class _SignalMixin(Strategy):
         super().init()
         df = self.data.df
         self._n_bars = len(df)
-        self._symbol = self.symbol or df.attrs.get("symbol") or "UNKNOWN"
-        self._timeframe = self.timeframe or df.attrs.get("timeframe")
+        self._symbol, self._timeframe = series_identity(self)
         self._signals: list[dict] = []
         pats = getattr(self, "patterns", None)
         self._pattern_index = {} if pats is None else {pid: i for i, pid in enumerate(pats["pattern_id"])}
         self._pattern_rows = None  # plain dict rows of self.patterns, built on the first order
-        original_next = self.next
+        self._next_depth = 0
 
-        def next_then_flush():
-            original_next()
-            if len(self.data) == self._n_bars:
-                self._on_last_bar()
+    def __init_subclass__(cls, **kwargs):
+        """Wrap every ``next()`` a subclass defines so the last bar triggers ``_on_last_bar`` once.
 
-        self.next = next_then_flush
+        Done on the class (not with a closure on the instance) so strategies stay picklable for
+        ``Backtest.optimize``; a depth counter makes ``super().next()`` chains flush only after the
+        outermost ``next()`` has placed its orders.
+        """
+        super().__init_subclass__(**kwargs)
+        user_next = cls.__dict__.get("next") or getattr(cls, "next", None)  # own, or inherited from the user's base
+        if (user_next is not None and not getattr(user_next, "_qml_wrapped", False)
+                and not getattr(user_next, "__isabstractmethod__", False)):
+            cls.next = _flushing(user_next)
 
     # hooks, overridden by the mixins
     def _ml_decide(self, row: dict, direction: int) -> dict:
@@ -127,6 +133,37 @@ class _SignalMixin(Strategy):
             key = f"{row['symbol']}|{row['timeframe']}|{row['pattern_type']}|{pd.Timestamp(row['detection_time'])}"
             row["pattern_id"] = hashlib.sha256(key.encode()).hexdigest()[:16]
         return row
+
+
+def _flushing(user_next):
+    @functools.wraps(user_next)
+    def next(self):
+        self._next_depth = getattr(self, "_next_depth", 0) + 1
+        try:
+            user_next(self)
+        finally:
+            self._next_depth -= 1
+        if self._next_depth == 0 and hasattr(self, "_n_bars") and len(self.data) == self._n_bars:
+            self._on_last_bar()
+
+    next._qml_wrapped = True
+    return next
+
+
+def series_identity(strategy) -> tuple[str, str | None]:
+    """``(symbol, timeframe)`` of the strategy's data: class settings first, then ``df.attrs``.
+
+    ``Backtest.optimize`` workers receive the frame without its ``attrs``, so pass ``symbol`` and
+    ``timeframe`` there (``bt.optimize(..., symbol=["EURUSD"], timeframe=["4h"])``): both are part
+    of ``pattern_id``. Falls back to ``"UNKNOWN"`` with a warning.
+    """
+    attrs = strategy.data.df.attrs
+    symbol = strategy.symbol or attrs.get("symbol")
+    if not symbol:
+        warnings.warn("the data has no symbol (df.attrs['symbol'] or the strategy's `symbol`); registering "
+                      "its patterns under 'UNKNOWN'", stacklevel=3)
+        symbol = "UNKNOWN"
+    return symbol, strategy.timeframe or attrs.get("timeframe")
 
 
 class MLFilterMixin(_SignalMixin):

@@ -29,7 +29,7 @@ import pandas as pd
 from backtesting import Strategy
 
 from qml_plugin.comparison import placeable
-from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
+from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, series_identity
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 
 __all__ = ["QMLStrategy"]
@@ -57,7 +57,8 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
 
     def init(self):
         df = self.data.df
-        self.patterns = detect_patterns(df, self.params, symbol=self.symbol, timeframe=self.timeframe)
+        symbol, timeframe = series_identity(self)
+        self.patterns = detect_patterns(df, self.params, symbol=symbol, timeframe=timeframe)
         self.pattern_features = None
         self.feature_schema = None
         needs_features = self.register_patterns or (self.ml_config is not None)

@@ -99,3 +99,14 @@ def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, e
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         assert any(v["status"] == "archived" for v in reg.list_model_versions("walk_forward_EURUSD_4h"))
+
+
+def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):
+    from qml_plugin.cli.common import config_path
+
+    monkeypatch.chdir(tmp_path)
+    assert config_path("configs/sweep.yaml", "sweep.yaml").name == "sweep.yaml"
+    assert config_path("qml_baseline.yaml", "qml_with_ml.yaml").is_file()
+    assert qml(["run", "--config", "/nonexistent.yaml"]) == 2
+    err = one_line_error(capsys)
+    assert "config file not found: nonexistent.yaml" in err and "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err

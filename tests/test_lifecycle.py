@@ -227,6 +227,7 @@ def test_status_on_an_empty_registry_explains_what_to_do(tmp_path, capsys):
     rc = main(["learn", "--status", "--db", str(tmp_path / "empty.db"), "--models-dir", str(tmp_path / "m")])
     out = capsys.readouterr().out
     assert rc == 0 and "no production model yet" in out and "qml learn --retrain --force" in out
+    assert not (tmp_path / "empty.db").exists()  # looking does not create a registry
 
 
 def write_config(tmp_path, db):

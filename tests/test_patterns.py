@@ -224,3 +224,10 @@ def test_detection_is_deterministic_on_real_data(eurusd_4h):
 def test_flat_and_tiny_frames_give_no_patterns():
     assert detect_patterns(make_ohlcv([1.0] * 5, [1.0] * 5, [1.0] * 5)).empty
     assert swing_points(make_ohlcv([1.0], [1.0], [1.0])).empty
+
+
+def test_pattern_id_does_not_depend_on_numpy_or_python_number_types():
+    df = zigzag(BULL)
+    a = detect_patterns(df, QMLParams(swing_n=2, head_min_atr=0.5))["pattern_id"].iloc[0]
+    b = detect_patterns(df, QMLParams(swing_n=np.int64(2), head_min_atr=np.float64(0.5)))["pattern_id"].iloc[0]
+    assert a == b

@@ -14,7 +14,7 @@ from qml_plugin import ConfigError, ModelError, load_ohlcv
 from qml_plugin.features import FeatureExtractor
 from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, record_run
 from qml_plugin.ml.model import SignalQualityModel
-from qml_plugin.patterns import detect_patterns, label_patterns
+from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 from qml_plugin.registry import PatternRegistry
 from strategies.qml_strategy import QMLStrategy
 
@@ -284,3 +284,28 @@ def test_canary_shadow_and_failed_versions_never_act(eurusd_4h, tmp_path):
     models, versions = load_models(folder, db)
     assert not versions and len(models) == 1 and models[0].random_state == 1  # production alone acts
     assert len(load_models(folder)[0]) == 3  # without a registry: every version, walk-forward
+
+
+class RegisteredPlainSma(PatternRegistryMixin, PlainSma):
+    """The mixin on a strategy whose next() is inherited, not defined here."""
+
+
+def test_registry_flushes_when_next_is_inherited(eurusd_4h, tmp_path):
+    db = str(tmp_path / "inh.db")
+    stats = run(eurusd_4h.iloc[:2000], RegisteredPlainSma, registry_db=db)
+    assert len(stats._trades) > 5 and len(registry_rows(db)) >= len(stats._trades)
+
+
+def test_optimize_works_with_the_registry_on(eurusd_4h, tmp_path):
+    db = str(tmp_path / "opt.db")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h, QMLStrategy, cash=1_000_000)
+        bt.run(registry_db=db)
+        stats = bt.optimize(swing_n=[2, 3], registry_db=[db], symbol=["EURUSD"], timeframe=["4h"],
+                            maximize="Equity Final [$]")
+    assert stats._strategy.swing_n in (2, 3)
+    rows = registry_rows(db)
+    n_expected = len(set(detect_patterns(eurusd_4h, QMLParams(swing_n=2))["pattern_id"])
+                     | set(detect_patterns(eurusd_4h, QMLParams(swing_n=3))["pattern_id"]))
+    assert len(rows) == n_expected

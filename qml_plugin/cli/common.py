@@ -16,16 +16,32 @@ from backtesting import Backtest, Strategy
 from ..data import load_data
 from ..errors import ConfigError
 
-__all__ = ["default_config", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
+__all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
+
+
+def _shipped_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent.parent
+    return [d for d in (here / "_configs", here.parent / "configs") if d.is_dir()]
 
 
 def default_config(name: str) -> Path:
     """Path of a shipped config (``configs/NAME`` in the repository, ``qml_plugin/_configs`` when installed)."""
-    here = Path(__file__).resolve().parent.parent
-    for p in (Path.cwd() / "configs" / name, here / "_configs" / name, here.parent / "configs" / name):
-        if p.is_file():
-            return p
-    raise ConfigError(f"shipped config {name!r} not found; pass --config FILE")
+    for d in [Path.cwd() / "configs", *_shipped_dirs()]:
+        if (d / name).is_file():
+            return d / name
+    shipped = sorted({p.name for d in _shipped_dirs() for p in d.glob("*.yaml")})
+    raise ConfigError(f"config file not found: {name}; give a path to a YAML file or the name of a shipped "
+                      f"config: {', '.join(shipped)}")
+
+
+def config_path(arg: str | None, default: str) -> Path:
+    """``--config``: a path if it exists, else a shipped config of that name (``configs/sweep.yaml`` works
+    from any folder), else a :class:`ConfigError` listing the shipped names."""
+    if arg is None:
+        return default_config(default)
+    if Path(arg).is_file():
+        return Path(arg)
+    return default_config(Path(arg).name)
 
 
 def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:

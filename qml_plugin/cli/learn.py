@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,7 +24,7 @@ from ..config import load_config
 from ..ml.drift import drift_state_file, last_drift
 from ..ml.lifecycle import CycleResult, LearnSettings, check_drift, labeled_since, rollback, run_cycle
 from ..registry import PatternRegistry
-from .common import default_config
+from .common import config_path
 
 _ACTIONS = ("status", "check_drift", "retrain", "cycle", "history", "rollback")
 
@@ -52,10 +53,14 @@ def add_parser(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or default_config("qml_with_ml.yaml"))
+    cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
     settings = LearnSettings.from_config(cfg, model_name=args.model_name, models_dir=args.models_dir)
     db = args.db or cfg["ml_data_collection"]["db_path"]
     action = next(a for a in _ACTIONS if getattr(args, a))
+    if action in ("status", "history") and not Path(str(db).removeprefix("sqlite:///")).is_file():
+        print(f"no production model yet: no registry at {db} (nothing created); run `qml run` to fill it with "
+              f"labeled patterns, then `qml learn --retrain --force`")
+        return 0
     with PatternRegistry(db) as reg:
         if action == "status":
             print(status_text(reg, settings))

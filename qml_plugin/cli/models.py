@@ -26,7 +26,7 @@ from ..ml.metrics import cross_validate_walk_forward, evaluate
 from ..ml.model import SignalQualityModel
 from ..ml.validation import PurgedWalkForward
 from ..registry import PatternRegistry
-from .common import default_config, load_data, make_backtest, resolve_strategy, strategy_params
+from .common import config_path, load_data, make_backtest, resolve_strategy, strategy_params
 
 
 def add_parser(sub) -> None:
@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or default_config("qml_with_ml.yaml"))
+    cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
     db = args.db or cfg["ml_data_collection"]["db_path"]
     out = args.out or cfg["ml"]["model_path"] or "models/signal_quality"
     with PatternRegistry(db) as reg:
@@ -107,7 +107,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config)
+    cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
     df = load_data(cfg["data"])
     cls = resolve_strategy(cfg["strategy"]["class"], args.strategies_module)
     params = strategy_params(cls, cfg["strategy"]["params"])

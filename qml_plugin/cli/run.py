@@ -36,7 +36,7 @@ from ..patterns import label_patterns
 from ..registry import PatternRegistry
 from ..report import format_table, write_report
 from ..tradesim import TABLE_COLUMNS, equity_from_trades, trade_metrics
-from .common import data_name, default_config, load_data, make_backtest, resolve_strategy, strategy_params
+from .common import config_path, data_name, load_data, make_backtest, resolve_strategy, strategy_params
 
 MODES = ("filter", "score_enhancement", "replace")
 
@@ -194,7 +194,7 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds):
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(args.config or default_config("qml_with_ml.yaml"))
+    cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
     result = main_job(cfg, strategies_module=args.strategies_module, progress=not args.no_progress)
     shown = format_table(result.table)
     print()

@@ -11,7 +11,7 @@ import argparse
 
 import pandas as pd
 
-from .common import default_config
+from .common import config_path
 
 
 def add_parser(sub) -> None:
@@ -29,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from ..config import load_sweep_config
     from ..vbt import sweep
 
-    cfg = load_sweep_config(args.config or default_config("sweep.yaml"))
+    cfg = load_sweep_config(config_path(args.config, "sweep.yaml"))
     table = sweep(cfg, progress=not args.no_progress)
     metric = cfg["sweep"]["metric"]
     print(f"{len(table)} combinations, ranked by {metric}"

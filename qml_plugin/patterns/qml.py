@@ -151,7 +151,9 @@ def _symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _id_prefix(symbol: str | None, timeframe: str | None, params: QMLParams) -> np.uint64:
-    fields = {k: v for k, v in dataclasses.asdict(params).items() if k != "min_score"}
+    # plain Python values, so np.int64(3) (as Backtest.optimize passes it) and 3 give the same id
+    fields = {k: (v.item() if isinstance(v, np.generic) else v)
+              for k, v in dataclasses.asdict(params).items() if k != "min_score"}
     key = repr((symbol, timeframe, sorted(fields.items())))
     return np.uint64(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
 
