@@ -64,7 +64,6 @@ class _SignalMixin(Strategy):
         self._signals: list[dict] = []
         pats = getattr(self, "patterns", None)
         self._pattern_index = {} if pats is None else {pid: i for i, pid in enumerate(pats["pattern_id"])}
-        self._pattern_rows = None  # plain dict rows of self.patterns, built on the first order
         self._next_depth = 0
 
     def __init_subclass__(cls, **kwargs):
@@ -79,6 +78,11 @@ class _SignalMixin(Strategy):
         if (user_next is not None and not getattr(user_next, "_qml_wrapped", False)
                 and not getattr(user_next, "__isabstractmethod__", False)):
             cls.next = _flushing(user_next)
+
+    @cached_property
+    def pattern_rows(self) -> list[dict]:
+        """``self.patterns`` as plain dicts (built once, on the first order): O(1) row access per order."""
+        return self.patterns.to_dict("records")
 
     # hooks, overridden by the mixins
     def _ml_decide(self, row: dict, direction: int) -> dict:
@@ -100,7 +104,7 @@ class _SignalMixin(Strategy):
                               "(PatternRegistryMixin, MLFilterMixin) can precompute before the first order")
         row = self._resolve_pattern(tag, direction)
         verdict = self._ml_decide(row, direction)
-        self._signals.append({"row": row, "bar": len(self.data) - 1, **verdict})
+        self._signals.append({"row": row, **verdict})
         if not verdict["take"]:
             return None
         if verdict.get("size") is not None:
@@ -113,9 +117,7 @@ class _SignalMixin(Strategy):
         if isinstance(tag, (dict, pd.Series)):
             row = dict(tag)
         elif tag is not None and str(tag) in self._pattern_index:
-            if self._pattern_rows is None:
-                self._pattern_rows = pats.to_dict("records")
-            row = dict(self._pattern_rows[self._pattern_index[str(tag)]])
+            row = dict(self.pattern_rows[self._pattern_index[str(tag)]])
         elif pats is not None and len(pats):
             i = len(self.data) - 1
             here = pats[(pats["detection_bar"] == i) & (pats["direction"] == direction)]

@@ -97,9 +97,7 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         if self._order is not None or self.trades or self.orders:
             return
         for k in self._by_bar.get(i, ()):
-            if self._pattern_rows is None:
-                self._pattern_rows = self.patterns.to_dict("records")
-            row = self._pattern_rows[k]
+            row = self.pattern_rows[k]
             place = self.buy if row["direction"] == 1 else self.sell
             order = place(limit=row["entry"], sl=row["stop"], tp=row["target"], tag=row["pattern_id"])
             if order is not None:

@@ -25,6 +25,7 @@ from ..ml.guard import admissible_model
 from ..ml.metrics import cross_validate_walk_forward, evaluate
 from ..ml.model import SignalQualityModel
 from ..ml.validation import PurgedWalkForward
+from ..ml.versions import record_version
 from ..registry import PatternRegistry
 from .common import config_path, load_data, make_backtest, resolve_strategy, strategy_params
 
@@ -66,25 +67,13 @@ def _train(args: argparse.Namespace) -> int:
         model = SignalQualityModel(model_name=cfg["ml"]["model_name"]).fit(
             X.reset_index(drop=True), y, times=det, exit_times=ex)
         path = model.save_version(out, metrics=cv["metrics"])
-        reg.add_model_version(cfg["ml"]["model_name"], status="staging", model_path=str(path),
-                              **_version_fields(model, path, cv["metrics"]))
+        record_version(reg, model, path, model_name=cfg["ml"]["model_name"], status="staging", metrics=cv["metrics"])
     m = cv["metrics"]
     print(f"trained on {len(y):,} labeled patterns ({det.min()} .. {ex.max()}), base rate {y.mean():.1%}")
     print(f"purged walk-forward ({args.folds} folds, out of sample): AUC {m['auc']:.3f}  Brier {m['brier']:.4f}  "
           f"log loss {m['log_loss']:.4f}  precision {m['precision']:.3f}  recall {m['recall']:.3f}")
     print(f"saved {path} (staging)")
     return 0
-
-
-def _version_fields(model: SignalQualityModel, path, metrics: dict) -> dict:
-    import json
-    from pathlib import Path
-
-    meta = json.loads((Path(path) / "metadata.json").read_text())
-    return {"trained_on_start": str(model.trained_on_start_), "trained_on_end": str(model.trained_on_end_),
-            "features_used": model.feature_names, "feature_schema": model.feature_schema_,
-            "params": meta.get("params"), "metrics": metrics, "training_samples": model.training_samples_,
-            "model_sha256": meta.get("model_sha256")}
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -31,6 +31,7 @@ from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..mixins import record_run
 from ..ml.lifecycle import shadow_scores
+from ..ml.versions import record_version
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
@@ -144,17 +145,10 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
 
 def _record_versions(db: str, wf, model_name: str) -> None:
     """Write each walk-forward model to ``ml_model_versions`` (archived: evaluation models, never production)."""
-    import json
-
     with PatternRegistry(db) as reg:
         for model, path in zip(wf.models, wf.paths):
-            meta = json.loads((path / "metadata.json").read_text())
-            reg.add_model_version(
-                model_name, status="archived", trained_on_start=str(model.trained_on_start_),
-                trained_on_end=str(model.trained_on_end_), features_used=model.feature_names,
-                feature_schema=model.feature_schema_, params=meta.get("params"), metrics=meta.get("metrics"),
-                training_samples=model.training_samples_, model_path=str(path),
-                model_sha256=meta.get("model_sha256"), notes="qml run walk-forward model")
+            record_version(reg, model, path, model_name=model_name, status="archived",
+                           notes="qml run walk-forward model")
 
 
 def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:

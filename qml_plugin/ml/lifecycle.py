@@ -49,7 +49,8 @@ from .drift import DriftReport, DriftThresholds, check_model_drift, drift_state_
 from .drift import load_registered as _load
 from .drift import to_timestamp as _ts
 from .metrics import evaluate, json_safe
-from .model import METADATA_FILE, SignalQualityModel
+from .model import SignalQualityModel
+from .versions import record_version
 
 __all__ = ["LearnSettings", "Decision", "CycleResult", "check_drift", "retrain", "gate", "run_cycle", "rollback",
            "previous_production", "shadow_scores", "production_model_path", "labeled_since"]
@@ -206,12 +207,8 @@ def _fit_and_register(reg: PatternRegistry, settings: LearnSettings, factory: Ca
                           exit_times=Xr.index.get_level_values("exit_time"), feature_schema=schema)
     metrics = metrics_of(model)
     path = model.save_version(settings.models_dir, metrics=metrics)
-    meta = json.loads((path / METADATA_FILE).read_text())
-    mid = reg.add_model_version(
-        settings.model_name, status=status, trained_on_start=model.trained_on_start_,
-        trained_on_end=model.trained_on_end_, features_used=model.feature_names, feature_schema=schema,
-        params=json_safe(model.xgb_params()), metrics=json_safe(metrics), training_samples=int(model.training_samples_),
-        validation_samples=int(n_valid), model_path=str(path.resolve()), model_sha256=meta["model_sha256"], notes=notes)
+    mid = record_version(reg, model, path, model_name=settings.model_name, status=status, metrics=metrics,
+                         feature_schema=schema, validation_samples=int(n_valid), notes=notes)
     return metrics, mid, reg.get_model_version(mid)["version"]
 
 
