@@ -7,11 +7,12 @@ Not a test: it prints numbers for BENCHMARKS.md. Run from the repository root::
 
 What it measures, on a fresh file in a temporary folder (WAL, synchronous=NORMAL):
 
-1. feature encoding alone, per pattern: the packed float64 BLOB the registry stores, against
+1. feature encoding alone, per pattern: the packed float32 BLOB the registry stores, against
    ``json.dumps`` of a list and of a name -> value object (the ``features_json`` alternative);
 2. ``register_patterns`` throughput (patterns/s), one transaction per batch, each row with
    ``--features`` features: 20k patterns in batches of 500 (a sweep worker's flush), then the
-   whole set in batches of ``--batch``;
+   whole set in batches of ``--batch``, ``--repeat`` times on fresh files (this machine is shared
+   and noisy: every run is printed, and the median is the number to quote);
 3. upsert throughput: the same patterns registered again (every row hits ON CONFLICT);
 4. ``record_outcomes`` throughput (one transaction for all rows);
 5. ``find_similar_patterns`` over all (labeled) patterns: the cold call (reads and standardizes
@@ -46,7 +47,8 @@ def make_patterns(n: int, n_features: int, seed: int = 0, offset: int = 0) -> tu
     entry = 1.1 + rng.normal(0, 0.01, n)
     stop = entry - direction * np.abs(rng.normal(0.005, 0.001, n))
     patterns = pd.DataFrame({
-        "pattern_id": [f"{i + offset:016x}" for i in range(n)],
+        # 16 hex digits of a 64-bit hash, like detect_patterns' ids: random order in the key index
+        "pattern_id": [f"{x:016x}" for x in np.random.default_rng(10_000 + seed + offset).integers(0, 2**63, n)],
         "symbol": np.where(rng.random(n) < 0.5, "EURUSD", "GBPUSD"),
         "timeframe": "4h",
         "pattern_type": np.where(direction > 0, "bullish_qml", "bearish_qml"),
@@ -83,7 +85,7 @@ def bench_encoding(features: pd.DataFrame, rows: int = 5000) -> dict[str, float]
     for row in m.tolist():
         json.dumps(dict(zip(names, row, strict=True))).replace("NaN", "null")
     out["json_object_us"] = (time.perf_counter() - t) / len(m) * 1e6
-    out["blob_bytes"] = m.shape[1] * 8
+    out["blob_bytes"] = len(pack_rows(m[:1])[0])
     out["json_object_bytes"] = len(json.dumps(dict(zip(names, m[0].tolist(), strict=True))))
     return out
 
@@ -94,6 +96,7 @@ def main() -> None:
     ap.add_argument("--features", type=int, default=170, help="features per pattern (default 170)")
     ap.add_argument("--batch", type=int, default=5000, help="patterns per register_patterns call")
     ap.add_argument("--queries", type=int, default=50, help="warm similarity queries")
+    ap.add_argument("--repeat", type=int, default=3, help="fresh-file runs of the main insert measurement")
     args = ap.parse_args()
 
     print(f"python {platform.python_version()}, sqlite {__import__('sqlite3').sqlite_version}, "
@@ -113,15 +116,21 @@ def main() -> None:
             dt = time.perf_counter() - t
             print(f"register_patterns: {small} patterns in batches of 500: {small / dt:,.0f} patterns/s")
 
-        db = Path(tmp) / "bench.db"
+        rates = []
+        for run in range(args.repeat):
+            db = Path(tmp) / f"bench{run}.db"
+            with PatternRegistry(db) as reg:
+                t = time.perf_counter()
+                for lo in range(0, args.n, args.batch):
+                    reg.register_patterns(patterns.iloc[lo:lo + args.batch], features.iloc[lo:lo + args.batch])
+                rates.append(args.n / (time.perf_counter() - t))
+            if run < args.repeat - 1:
+                for p in Path(tmp).glob(f"bench{run}.db*"):
+                    p.unlink()
+        print(f"register_patterns: {args.n} patterns x {args.features} features in batches of "
+              f"{args.batch}: median {statistics.median(rates):,.0f} patterns/s "
+              f"(runs: {', '.join(f'{r:,.0f}' for r in rates)})")
         with PatternRegistry(db) as reg:
-            t = time.perf_counter()
-            for lo in range(0, args.n, args.batch):
-                reg.register_patterns(patterns.iloc[lo:lo + args.batch], features.iloc[lo:lo + args.batch])
-            dt = time.perf_counter() - t
-            print(f"register_patterns: {args.n} patterns x {args.features} features in batches of "
-                  f"{args.batch}: {dt:.2f} s = {args.n / dt:,.0f} patterns/s")
-
             t = time.perf_counter()
             for lo in range(0, args.n, args.batch):
                 reg.register_patterns(patterns.iloc[lo:lo + args.batch], features.iloc[lo:lo + args.batch])

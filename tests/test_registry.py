@@ -124,21 +124,53 @@ def test_register_pattern_takes_a_dict_or_series_and_returns_the_id(reg):
     assert row(reg, "p0")["ml_confidence"] == 0.7
 
 
-def test_features_round_trip_exactly_with_nan_kept(reg):
+def test_features_round_trip_exactly_at_float32_with_nan_and_inf_kept(reg):
     f = features(3)
     f.iloc[1, 2] = np.nan
+    f.iloc[1, 1] = 1e300                                   # beyond float32: inf, as inside XGBoost
     reg.register_patterns(patterns(3), f)
     got = reg.get_features("p1")
     assert list(got) == FEATURES
-    assert np.isnan(got[FEATURES[2]])
-    assert [got[k] for k in (FEATURES[0], FEATURES[1], FEATURES[3])] == f.iloc[1, [0, 1, 3]].tolist()
+    assert np.isnan(got[FEATURES[2]]) and got[FEATURES[1]] == np.inf
+    as_f32 = f.iloc[1, [0, 3]].to_numpy(np.float32).astype(np.float64).tolist()
+    assert [got[FEATURES[0]], got[FEATURES[3]]] == as_f32
+    assert as_f32 != f.iloc[1, [0, 3]].tolist()            # the test can tell float32 from float64
+
+
+def test_float64_rows_from_before_version_4_and_float32_rows_decode_together():
+    from qml_plugin.registry._frames import pack_rows, unpack_features
+    m = np.array([[0.1, -2.5], [np.nan, 3.0], [7.25, 1e-3]])
+    blobs = [m[0].astype("<f8").tobytes(), bytes(pack_rows(m[1:2])[0]), m[2].astype("<f8").tobytes()]
+    names, got = unpack_features([1, 1, 1], blobs, {1: ["a", "b"]})
+    assert names == ["a", "b"] and got.dtype == np.float64
+    np.testing.assert_array_equal(got[[0, 2]], m[[0, 2]])              # float64 rows stay exact
+    np.testing.assert_array_equal(got[1], m[1].astype(np.float32))
+    with pytest.raises(RegistryError, match=r"1 rows have 12 bytes where 2 features take 8 \(float32\) or 16"):
+        unpack_features([1, 1], [blobs[0], b"x" * 12], {1: ["a", "b"]})
+
+
+def test_a_model_trained_on_stored_features_equals_one_trained_on_computed_features(reg):
+    # XGBoost casts its input to float32, so float32 storage loses nothing a model can see.
+    from qml_plugin.ml.model import SignalQualityModel
+    n = 400
+    rng = np.random.default_rng(5)
+    f = pd.DataFrame(rng.normal(size=(n, 4)) * [1e-3, 1.0, 250.0, 1e5], columns=FEATURES)
+    y = (f[FEATURES[1]] + rng.normal(0, 1, n) > 0).astype(int)
+    reg.register_patterns(patterns(n), f)
+    reg.record_outcomes(outcomes([f"p{i}" for i in range(n)], y.to_numpy()))
+    X_stored, y_stored = reg.get_training_data(min_labels=n)
+    assert not np.array_equal(X_stored.to_numpy(), f.to_numpy())       # the values did change ...
+    direct = SignalQualityModel(n_estimators=30).fit(f.to_numpy(), y.to_numpy())
+    stored = SignalQualityModel(n_estimators=30).fit(X_stored.to_numpy(), y_stored)
+    assert direct.booster_.save_raw("json") == stored.booster_.save_raw("json")   # ... the model did not
+    np.testing.assert_array_equal(direct.predict_proba(f.to_numpy()), stored.predict_proba(X_stored.to_numpy()))
 
 
 def test_features_match_patterns_by_pattern_id_when_the_index_differs(reg):
     p = patterns(3)
     f = features(3).assign(pattern_id=["p2", "p0", "p1"]).iloc[::-1].reset_index(drop=True)
     reg.register_patterns(p, f)
-    assert reg.get_features("p0")[FEATURES[0]] == f.loc[f.pattern_id == "p0", FEATURES[0]].item()
+    assert reg.get_features("p0")[FEATURES[0]] == np.float32(f.loc[f.pattern_id == "p0", FEATURES[0]].item())
 
 
 def test_symbol_may_come_from_keyword_or_attrs(reg):
@@ -303,7 +335,7 @@ def test_training_data_is_time_ordered_with_ids_and_times_in_the_index(reg):
     assert X.index.get_level_values("exit_time")[0] == pd.Timestamp("2021-01-01")
     assert list(X.columns) == FEATURES and X.dtypes.eq(np.float64).all()
     assert y.tolist() == [1, 0, 1, 1, 0] and y.dtype == np.int64
-    assert X.loc["p4"].to_numpy().ravel().tolist() == features(6).iloc[4].tolist()
+    assert X.loc["p4"].to_numpy().ravel().tolist() == features(6).iloc[4].astype(np.float32).tolist()
 
 
 def test_training_window_is_start_inclusive_end_exclusive(reg):
@@ -487,6 +519,53 @@ def test_migration_from_version_1_to_current_keeps_every_row(tmp_path):
         assert len(X) == 20
         assert r.production_model("sq")["model_id"] == "sq-v1" and len(r.eval_history()) == 1
         r.register_patterns(patterns(1), features(1))                   # and it keeps working
+
+
+def test_migration_4_rebuilds_the_pattern_table_keeping_every_value(tmp_path):
+    db = tmp_path / "v3.db"
+    migrate(db, target=3)
+    with sqlite3.connect(db) as conn:                      # a version 3 file written by the v3 code path
+        conn.execute("INSERT INTO feature_sets VALUES (1, 'k', '[\"a\", \"b\"]', 2, 't')")
+        conn.executemany(
+            "INSERT INTO ml_pattern_registry (pattern_id, symbol, timeframe, detection_time, pattern_type, "
+            "feature_set_id, features, validity_score, user_label, label, label_source, r_multiple, direction, "
+            "entry, exit_time, rev, created_at, updated_at) VALUES (?, 'BTC', '1h', ?, 'bullish_qml', 1, ?, 0.5, "
+            "?, ?, ?, ?, 1, 1.25, ?, ?, 'c', 'u')",
+            [(f"q{i}", f"2020-01-{i + 1:02d}T00:00:00", np.array([i, -i], "<f8").tobytes(),
+              [None, "win", "ignore"][i % 3], [None, 1, None][i % 3], [None, "user", "user"][i % 3],
+              float(i) - 2, f"2020-02-{i + 1:02d}T00:00:00", i) for i in range(9)])
+        before = {r[0]: r for r in conn.execute("SELECT * FROM ml_pattern_registry")}
+        names_before = [d[0] for d in conn.execute("SELECT * FROM ml_pattern_registry").description]
+    assert migrate(db) == [4]
+    with sqlite3.connect(db) as conn:
+        cur = conn.execute(f"SELECT {', '.join(names_before)} FROM ml_pattern_registry")
+        after = {r[0]: r for r in cur}
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        indexes = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' "
+                                               "AND tbl_name = 'ml_pattern_registry'")}
+    assert after == before and len(after) == 9
+    assert {"ix_patterns_detection_time", "ix_patterns_rev"} <= indexes
+    with PatternRegistry(db) as r:
+        assert r.get_features("q4") == {"a": 4.0, "b": -4.0} and r.get_pattern("q1")["user_label"] == "win"
+
+
+def test_pattern_checks_still_refuse_bad_values_but_not_null(reg):
+    conn = reg._db()
+    base = ("INSERT INTO ml_pattern_registry (pattern_id, symbol, created_at, updated_at, {c}) "
+            "VALUES (?, 'X', 'c', 'u', ?)")
+    for column, bad in [("label", 2), ("direction", 0), ("user_label", "maybe"), ("label_source", "guess")]:
+        with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: {column}"):
+            conn.execute(base.format(c=column), (f"bad-{column}", bad))
+        conn.execute(base.format(c=column), (f"null-{column}", None))
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        conn.execute("INSERT INTO ml_pattern_registry (pattern_id, symbol, created_at, updated_at) "
+                     "VALUES ('empty', '', 'c', 'u')")
+
+
+def test_the_pattern_table_has_no_in_list_checks(reg):
+    # SQLite builds an ephemeral table for a CHECK's IN list on every inserted row: 7 us of 20 us.
+    ddl = reg._db().execute("SELECT sql FROM sqlite_master WHERE name = 'ml_pattern_registry'").fetchone()[0]
+    assert "CHECK" in ddl and " IN (" not in ddl.upper()
 
 
 # -- the "no lost rows" property -------------------------------------------------------------------

@@ -6,12 +6,18 @@ What is stored, and how:
   separated, in UTC without an offset: tz-aware values are converted to UTC, naive ones are taken
   as given. Seconds resolution unless a value has a fraction, so text order is time order:
   ``2024-03-01T14:00:00``.
-- **Features** are one float64 vector per pattern, packed little-endian into a BLOB (8 bytes per
-  feature; NaN kept as NaN). The feature names are stored once per distinct name list in
+- **Features** are one vector per pattern, packed little-endian into a BLOB as **float32**, the
+  precision XGBoost itself works in: ``XGBClassifier`` casts every input to float32 before it
+  sketches, splits or predicts, so a model trained on the stored features is bit-identical to one
+  trained on the computed float64 ones (``tests/test_registry.py`` trains both and compares).
+  Values beyond float32's range become +-inf, as they would inside XGBoost; NaN stays NaN. Rows
+  written before schema version 4 hold float64 (8 bytes per feature) and are read as such: a
+  blob's length tells which. The feature names are stored once per distinct name list in
   ``feature_sets`` and referenced by ``feature_set_id``. This is the "columnar equivalent" of a
-  ``features_json`` column that SPEC §5 allows. With 170 features it is 1.4 kB per pattern
-  against 5.5 kB for a JSON object, packing costs a few microseconds against 120-270 us for
-  ``json.dumps`` (``benchmarks/bench_registry.py``), and reading is ``np.frombuffer``, no parsing.
+  ``features_json`` column that SPEC §5 allows. With 170 features it is 680 B per pattern
+  against 5.5 kB for a JSON object, packing costs well under a microsecond against 120-270 us
+  for ``json.dumps`` (``benchmarks/bench_registry.py``), and reading is ``np.frombuffer``, no
+  parsing. Half the bytes of float64 is ~1.2x faster inserts: a registry write is mostly I/O.
   :meth:`PatternRegistry.get_features` gives one pattern's features back as a dict.
 - **Numbers**: NaN is bound as a float and SQLite stores it as NULL; numpy integers become
   Python ints (sqlite3 cannot bind them).
@@ -33,7 +39,9 @@ __all__ = ["iso_times", "text_values", "real_values", "int_values", "feature_blo
            "names_key", "unpack_features", "as_frame", "dumps", "AUTO_SOURCES", "pattern_ids",
            "auto_sources", "outcome_status", "time_values", "flag_values", "confidence_values"]
 
+_F4 = np.dtype("<f4")
 _F8 = np.dtype("<f8")
+_BLOB_DTYPES = (_F4, _F8)          # what a stored row may hold: float32 (now) or float64 (before v4)
 
 
 def as_frame(data: Mapping[str, Any] | pd.Series | pd.DataFrame, what: str) -> pd.DataFrame:
@@ -91,13 +99,24 @@ def int_values(frame: pd.DataFrame, column: str, allowed: Sequence[int] | None =
     """An integer column (bars, direction, 0/1 label); NaN -> None; ``allowed`` is checked."""
     if column not in frame.columns:
         return [None] * len(frame)
-    floats = real_values(frame, column)
-    out = [None if v != v else int(v) for v in floats]
+    try:
+        floats = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    except (ValueError, TypeError) as exc:
+        raise RegistryError(f"column {column!r} must be numeric: {exc}") from exc
+    nan = np.isnan(floats)
+    known = floats[~nan]
+    if not np.isfinite(known).all():
+        raise RegistryError(f"column {column!r} has infinite values; integers or NaN are allowed")
     if allowed is not None:
-        bad = sorted({v for v in out if v is not None and v not in allowed})
-        if bad:
-            raise RegistryError(f"column {column!r} has values {bad[:5]}; allowed: {list(allowed)} or NaN")
-    return out
+        bad = np.unique(known[~np.isin(known, np.asarray(allowed, dtype=np.float64))])
+        if bad.size:
+            shown = [int(v) if v.is_integer() else v for v in bad[:5].tolist()]
+            raise RegistryError(f"column {column!r} has values {shown}; allowed: {list(allowed)} or NaN")
+    if not nan.any():
+        return floats.astype(np.int64).tolist()
+    out = np.empty(len(floats), dtype=object)
+    out[~nan] = known.astype(np.int64).tolist()
+    return out.tolist()
 
 
 def names_key(names: Sequence[str]) -> str:
@@ -126,23 +145,52 @@ def feature_block(features: pd.DataFrame | None, patterns: pd.DataFrame,
                 f"features have no row for patterns {missing[:5]} ({len(missing)} missing): give the "
                 "features frame the patterns' index, a pattern_id column, or pattern ids as index")
         block = keyed.loc[pattern_ids]
-    names = [str(c) for c in block.columns]
+    names = list(map(str, block.columns.tolist()))
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise RegistryError(f"feature names must be unique, repeated: {dup[:5]}")
-    kinds = {dt: pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt)
-             for dt in set(block.dtypes.tolist())}
-    bad = [c for c, dt in block.dtypes.items() if not kinds[dt]]
-    if bad:
-        raise RegistryError(f"features must be numeric; non-numeric columns: {[str(c) for c in bad[:5]]}")
+    dtypes = block.dtypes.tolist()
+    kinds = {dt: pd.api.types.is_numeric_dtype(dt) or pd.api.types.is_bool_dtype(dt) for dt in set(dtypes)}
+    if not all(kinds.values()):
+        bad = [n for n, dt in zip(names, dtypes, strict=True) if not kinds[dt]]
+        raise RegistryError(f"features must be numeric; non-numeric columns: {bad[:5]}")
     return names, block.to_numpy(dtype=np.float64, na_value=np.nan)
 
 
-def pack_rows(matrix: np.ndarray) -> list[bytes]:
-    """One little-endian float64 BLOB per row."""
-    m = np.ascontiguousarray(matrix, dtype=_F8)
-    raw, width = m.tobytes(), m.shape[1] * 8
-    return [raw[i:i + width] for i in range(0, len(raw), width)] if width else [b""] * len(m)
+def pack_rows(matrix: np.ndarray) -> list[memoryview]:
+    """One little-endian float32 BLOB per row: zero-copy views of one contiguous buffer.
+
+    sqlite3 binds any buffer as a BLOB, so the rows are never copied into ``bytes`` first.
+    Use ``bytes(view)`` for a standalone value.
+    """
+    with np.errstate(over="ignore"):                 # beyond float32's range -> inf, as in XGBoost
+        m = np.ascontiguousarray(matrix, dtype=_F4)
+    width = m.shape[1] * _F4.itemsize
+    if not width:
+        return [memoryview(b"")] * len(m)
+    raw = memoryview(m.reshape(-1).view(np.uint8))
+    return [raw[i:i + width] for i in range(0, len(raw), width)]
+
+
+def _decode(blobs: Sequence[bytes], width: int) -> np.ndarray:
+    """Rows of one feature set as a float64 ``(len(blobs), width)`` matrix (float32 or float64 blobs)."""
+    n = len(blobs)
+    if width == 0:
+        return np.empty((n, 0))
+    sizes = np.fromiter(map(len, blobs), dtype=np.int64, count=n)
+    out = np.empty((n, width))
+    for dt in _BLOB_DTYPES:
+        rows = np.flatnonzero(sizes == width * dt.itemsize)
+        if len(rows) == n:                                           # the usual case: one dtype
+            return np.frombuffer(b"".join(blobs), dtype=dt).reshape(n, width).astype(np.float64)
+        if len(rows):
+            out[rows] = np.frombuffer(b"".join(blobs[i] for i in rows.tolist()), dtype=dt).reshape(-1, width)
+    bad = np.flatnonzero(~np.isin(sizes, [width * dt.itemsize for dt in _BLOB_DTYPES]))
+    if len(bad):
+        raise RegistryError(f"stored features of {len(bad)} rows have {sizes[bad[0]]} bytes where "
+                            f"{width} features take {width * 4} (float32) or {width * 8} (float64); "
+                            "the registry file was written by something else")
+    return out
 
 
 def unpack_features(set_ids: Sequence[int], blobs: Sequence[bytes], names_of: Mapping[int, list[str]],
@@ -162,13 +210,12 @@ def unpack_features(set_ids: Sequence[int], blobs: Sequence[bytes], names_of: Ma
                 pos[name] = len(columns)
                 columns.append(name)
     if len(present) == 1:                       # the usual case: one extractor, one order
-        block = np.frombuffer(b"".join(blobs), dtype=_F8).reshape(len(ids), len(columns))
-        return columns, block.astype(dtype, copy=True)
+        return columns, _decode(blobs, len(columns)).astype(dtype, copy=False)
     out = np.full((len(ids), len(columns)), np.nan, dtype=dtype)
     for sid in present:
         rows = np.flatnonzero(ids == sid)
         width = len(names_of[sid])
-        block = np.frombuffer(b"".join(blobs[i] for i in rows.tolist()), dtype=_F8).reshape(len(rows), width)
+        block = _decode([blobs[i] for i in rows.tolist()], width)
         cols = np.fromiter((pos[n] for n in names_of[sid]), dtype=np.int64, count=width)
         out[np.ix_(rows, cols)] = block
     return columns, out
