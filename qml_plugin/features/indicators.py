@@ -49,8 +49,16 @@ def roll(x: np.ndarray, w: int, min_periods: int | None = None) -> Rolling:
 
 
 def rolling_rank(x: np.ndarray, w: int, min_periods: int) -> np.ndarray:
-    """Percentile (0..1] of each value among the last ``w`` values (ties share their mean rank)."""
-    return roll(x, w, min_periods).rank(pct=True).to_numpy()
+    """Percentile (0..1] of each value among the last ``w`` values (ties share their mean rank).
+
+    pandas' ``rolling(w, min_periods).rank(pct=True)``, counted by :func:`.kernels.rolling_rank_codes`;
+    like pandas, +-inf counts as missing.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    known = np.isfinite(x)
+    codes = np.full(x.shape[0], -1, dtype=np.int64)
+    codes[known] = np.unique(x[known], return_inverse=True)[1]
+    return kernels.rolling_rank_codes(codes, w, min_periods)
 
 
 def shift(x: np.ndarray, k: int) -> np.ndarray:

@@ -4,7 +4,9 @@ This module owns the *loops* and nothing else: Wilder / EMA recursions, rolling 
 age of a window's extreme, mean absolute deviation, run lengths, and the per-pattern scan of the
 bars between a head and its detection. Plain float64 arrays in, new arrays out; naming, pandas and
 units live in :mod:`.indicators` and the family modules. Plain rolling sums, means, standard
-deviations, ranks and correlations are left to pandas' rolling windows (compensated, cython).
+deviations and correlations are left to pandas' rolling windows (compensated, cython). Rolling
+percentile ranks are here (:func:`rolling_rank_codes`): counting with a Fenwick tree is
+O(n log n) whatever the window, where pandas' skiplist took 12 ms per 37k bars at ``w=2000``.
 
 Every kernel walks forward in time and the value at bar ``t`` reads bars ``<= t`` only, always in
 the same order, so truncating the input never changes an earlier output, bit for bit (the
@@ -86,6 +88,57 @@ def rolling_linreg(y, w):
         slope[t] = sxy / sxx
         r2[t] = sxy * sxy / (sxx * syy) if syy > 0.0 else 0.0
     return slope, r2
+
+
+@njit(cache=True)
+def rolling_rank_codes(codes, w, min_periods):
+    """Percentile rank (0, 1] of each value among the last ``w`` values, ties at their mean rank.
+
+    ``codes`` are the values' dense ranks (0 = smallest, equal values share a code) and -1 for
+    a missing value, which is skipped. The value at bar ``t`` is ``(less + (equal + 1) / 2) / count`` over the
+    window's non-NaN values (``equal`` counts bar ``t`` itself), i.e. pandas'
+    ``rolling(w, min_periods).rank(pct=True)``. NaN when bar ``t`` is missing or fewer than
+    ``min_periods`` values are known. Only comparisons between window values enter the counts,
+    so the codes of later bars never change an earlier output.
+    """
+    n = codes.shape[0]
+    size = 1
+    for i in range(n):
+        if codes[i] + 1 > size:
+            size = codes[i] + 1
+    tree = np.zeros(size + 1, dtype=np.int64)       # Fenwick tree over codes, 1-based
+    out = np.full(n, np.nan)
+    count = 0
+    for t in range(n):
+        c = codes[t]
+        if c >= 0:
+            k = c + 1
+            while k <= size:
+                tree[k] += 1
+                k += k & -k
+            count += 1
+        if t >= w:
+            old = codes[t - w]
+            if old >= 0:
+                k = old + 1
+                while k <= size:
+                    tree[k] -= 1
+                    k += k & -k
+                count -= 1
+        if c < 0 or count < min_periods:
+            continue
+        less = 0
+        k = c                                        # prefix sum of codes < c
+        while k > 0:
+            less += tree[k]
+            k -= k & -k
+        upto = 0
+        k = c + 1                                    # prefix sum of codes <= c
+        while k > 0:
+            upto += tree[k]
+            k -= k & -k
+        out[t] = (less + (upto - less + 1) / 2.0) / count
+    return out
 
 
 @njit(cache=True)
