@@ -57,13 +57,15 @@ def as_frame(data: Mapping[str, Any] | pd.Series | pd.DataFrame, what: str) -> p
 
 def iso_times(values: Iterable[Any], column: str) -> list[str | None]:
     """Timestamps as ISO text in UTC without offset (see the module docstring); NaT -> None."""
-    try:
-        dt = pd.to_datetime(pd.Series(list(values) if not isinstance(values, pd.Series) else values))
-    except (ValueError, TypeError) as exc:
-        raise RegistryError(f"column {column!r} holds values that are not timestamps: {exc}") from exc
+    dt = values if isinstance(values, pd.Series) else pd.Series(list(values))
     if not pd.api.types.is_datetime64_any_dtype(dt.dtype):
-        raise RegistryError(f"column {column!r} holds values that are not timestamps")
-    if getattr(dt.dt, "tz", None) is not None:
+        try:
+            dt = pd.to_datetime(dt)
+        except (ValueError, TypeError) as exc:
+            raise RegistryError(f"column {column!r} holds values that are not timestamps: {exc}") from exc
+        if not pd.api.types.is_datetime64_any_dtype(dt.dtype):
+            raise RegistryError(f"column {column!r} holds values that are not timestamps")
+    if isinstance(dt.dtype, pd.DatetimeTZDtype):
         dt = dt.dt.tz_convert("UTC").dt.tz_localize(None)
     arr = dt.to_numpy("datetime64[us]")
     ticks = arr.view(np.int64)
@@ -79,9 +81,12 @@ def text_values(frame: pd.DataFrame, column: str, default: Any = None) -> list[s
     if column not in frame.columns:
         return [None if default is None else str(default)] * len(frame)
     s = frame[column]
+    fill = None if default is None else str(default)
+    if pd.api.types.is_string_dtype(s.dtype) and not pd.api.types.is_object_dtype(s.dtype):
+        return s.to_numpy(dtype=object, na_value=fill).tolist()        # already text: no per-value str()
     missing = s.isna().to_numpy()
     out = np.asarray(s.astype(str).to_numpy(), dtype=object)
-    out[missing] = None if default is None else str(default)
+    out[missing] = fill
     return out.tolist()
 
 
@@ -108,7 +113,10 @@ def int_values(frame: pd.DataFrame, column: str, allowed: Sequence[int] | None =
     if not np.isfinite(known).all():
         raise RegistryError(f"column {column!r} has infinite values; integers or NaN are allowed")
     if allowed is not None:
-        bad = np.unique(known[~np.isin(known, np.asarray(allowed, dtype=np.float64))])
+        ok = np.zeros(known.shape[0], dtype=bool)
+        for a in allowed:
+            ok |= known == a
+        bad = np.unique(known[~ok])
         if bad.size:
             shown = [int(v) if v.is_integer() else v for v in bad[:5].tolist()]
             raise RegistryError(f"column {column!r} has values {shown}; allowed: {list(allowed)} or NaN")
@@ -251,8 +259,11 @@ def pattern_ids(frame: pd.DataFrame) -> list[str]:
     else:
         raise RegistryError("patterns need a 'pattern_id' column (detect_patterns provides one); "
                             f"columns given: {list(map(str, frame.columns))[:12]}")
-    if col.isna().any():
-        raise RegistryError(f"pattern_id is missing in {int(col.isna().sum())} rows")
+    missing = col.isna().to_numpy()
+    if missing.any():
+        raise RegistryError(f"pattern_id is missing in {int(missing.sum())} rows")
+    if pd.api.types.is_string_dtype(col.dtype) and not pd.api.types.is_object_dtype(col.dtype):
+        return col.tolist()
     return col.astype(str).tolist()
 
 
