@@ -115,7 +115,10 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
             pats["regime_at_detection"] = self.pattern_features["regime_at_detection"].to_numpy()
         feats = (self.pattern_features.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore")
                  if self.pattern_features is not None else pd.DataFrame(index=pats.index))
+        # the triple-barrier outcome of every pattern rides along in the same upsert (label_source
+        # "triple_barrier", ranked below trades and users); patterns still open at the end have none
         out = label_patterns(df, self.patterns, params.max_wait, params.max_hold)
-        outcomes = out.loc[out["label"].notna(), ["pattern_id", "label", "pnl_pct", "r_multiple", "exit_time"]].copy()
-        outcomes["label_source"] = "triple_barrier"
-        return {"patterns": pats, "features": feats.reset_index(drop=True), "outcomes": outcomes}
+        known = out["label"].notna().to_numpy()
+        for column in ("label", "pnl_pct", "r_multiple", "exit_time"):
+            pats[column] = out[column].where(known).to_numpy()
+        return {"patterns": pats, "features": feats.reset_index(drop=True), "outcomes": None}
