@@ -255,8 +255,9 @@ class PatternRegistry(ModelTables):
         stored. The user's label wins where there is one. ``start`` (inclusive) and ``end``
         (exclusive) filter on ``detection_time``.
 
-        Returns ``(X, y)``: ``X`` is a float64 DataFrame, one column per feature (the order of
-        the stored feature sets, stable), indexed by a MultiIndex ``(pattern_id, detection_time,
+        Returns ``(X, y)``: ``X`` is a float64 DataFrame of the stored (float32-precision) values,
+        one column per feature (the order of the stored feature sets, stable), indexed by a
+        MultiIndex ``(pattern_id, detection_time,
         exit_time)`` (times as naive-UTC datetimes, ``exit_time`` NaT when unknown), sorted by
         ``detection_time`` then ``pattern_id``; ``y`` is an int64 ndarray of 0/1 aligned with ``X``.
         Fewer than ``min_labels`` rows raise :class:`InsufficientDataError`.
@@ -284,7 +285,11 @@ class PatternRegistry(ModelTables):
         return X, np.asarray(lab, dtype=np.int64)
 
     def get_features(self, pattern_id: str) -> dict[str, float]:
-        """One pattern's stored features, name -> value (NaN where missing); {} if none stored."""
+        """One pattern's stored features, name -> value (NaN where missing); {} if none stored.
+
+        Values are stored at float32 precision, the precision XGBoost trains and predicts in
+        (see :mod:`qml_plugin.registry._frames`), and returned as Python floats.
+        """
         row = self._db().execute("SELECT feature_set_id, features FROM ml_pattern_registry WHERE pattern_id = ?",
                                  (str(pattern_id),)).fetchone()
         if row is None:
