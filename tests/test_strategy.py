@@ -10,7 +10,7 @@ import pytest
 from backtesting import Backtest, Strategy
 from backtesting.lib import crossover
 
-from qml_plugin import ConfigError, ModelError, load_ohlcv
+from qml_plugin import ConfigError, DataError, ModelError, load_ohlcv
 from qml_plugin.features import FeatureExtractor
 from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, record_run
 from qml_plugin.ml.model import SignalQualityModel
@@ -214,6 +214,30 @@ def test_pattern_feature_memo_returns_the_extractor_result_and_tells_data_apart(
     changed = pattern_features(other, pats)
     assert not changed.equals(direct)
     assert changed.iloc[0]["volu_rel_20"] != direct.iloc[0]["volu_rel_20"]
+
+
+def test_market_feature_memo_serves_a_second_pattern_set_on_the_same_bars(eurusd_4h, monkeypatch):
+    from qml_plugin.features import cache
+
+    cache.clear()
+    df = eurusd_4h.iloc[:3000]
+    first, second = detect_patterns(df, QMLParams(swing_n=3)), detect_patterns(df, QMLParams(swing_n=2))
+    cache.pattern_features(df, first)
+    calls = []
+    real_compute = FeatureExtractor.compute
+    monkeypatch.setattr(FeatureExtractor, "compute", lambda self, o: calls.append(1) or real_compute(self, o))
+    got = cache.pattern_features(df, second)                  # new patterns, same bars: no market pass
+    assert calls == []
+    pd.testing.assert_frame_equal(got, FeatureExtractor().extract(df, second))   # bit-identical
+    cache.clear()
+    cache.pattern_features(df, second)
+    assert calls == [1]
+
+
+def test_extract_refuses_market_features_of_other_bars(eurusd_4h):
+    df = eurusd_4h.iloc[:600]
+    with pytest.raises(DataError, match=r"market must be this extractor's compute\(\) of the same 600 bars"):
+        FeatureExtractor().extract(df, detect_patterns(df), market=FeatureExtractor().compute(df.iloc[:500]))
 
 
 class MixedSma(MLFilterMixin, PlainSma):

@@ -1,14 +1,23 @@
-"""A small in-process memo of pattern features, for repeated backtests on the same data.
+"""A small in-process memo of features, for repeated backtests on the same data.
 
 ``Backtest.optimize``, ``qml run`` (four backtests of one series) and parameter studies run the same
-strategy many times on the same bars. Pattern features depend only on the bars, the patterns and
-the feature schema, so they are computed once and reused: the key is a fingerprint of the OHLCV
-values and index, the pattern ids and the extractor's ``schema_hash``. At most ``MAX_ENTRIES``
-results are kept (least recently used first out); :func:`clear` empties it. Callers get a copy.
+strategy many times on the same bars. Two things are remembered, both keyed by a fingerprint of
+the OHLCV values and index and by the extractor's ``schema_hash``:
+
+- the **market features** of every bar (:func:`market_features`), which do not depend on the
+  patterns: a new parameter set on the same bars (other swings, other patterns) only computes its
+  pattern-geometry features. At most ``MAX_MARKET_ENTRIES`` series are kept, and a series whose
+  matrix exceeds ``MAX_MARKET_BYTES`` is not kept at all (1M bars take 1.2 GB);
+- the **pattern features** of one pattern set (:func:`pattern_features`), keyed also by the
+  pattern ids. At most ``MAX_ENTRIES`` results are kept.
+
+Least recently used goes first; :func:`clear` empties both. Callers get copies, so nothing they do
+changes what the next caller sees. A lock makes the memo safe to share between threads.
 """
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -16,10 +25,15 @@ import pandas as pd
 
 from .extractor import FeatureExtractor
 
-__all__ = ["pattern_features", "clear", "MAX_ENTRIES"]
+__all__ = ["pattern_features", "market_features", "clear", "MAX_ENTRIES", "MAX_MARKET_ENTRIES",
+           "MAX_MARKET_BYTES"]
 
 MAX_ENTRIES = 8
+MAX_MARKET_ENTRIES = 2
+MAX_MARKET_BYTES = 256 * 1024 * 1024
 _memo: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_market: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_lock = threading.RLock()
 
 
 def _fingerprint(ohlcv: pd.DataFrame) -> str:
@@ -30,21 +44,55 @@ def _fingerprint(ohlcv: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def _remember(memo: OrderedDict, key: tuple, value: pd.DataFrame, limit: int) -> None:
+    memo[key] = value
+    while len(memo) > limit:
+        memo.popitem(last=False)
+
+
+def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: str) -> pd.DataFrame:
+    key = (series, extractor.schema_hash)
+    with _lock:
+        if key in _market:
+            _market.move_to_end(key)
+            return _market[key]
+    market = extractor.compute(ohlcv)
+    if market.to_numpy().nbytes <= MAX_MARKET_BYTES:
+        with _lock:
+            _remember(_market, key, market, MAX_MARKET_ENTRIES)
+    return market
+
+
+def market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor | None = None) -> pd.DataFrame:
+    """``extractor.compute(ohlcv)``, computed once per (bars, schema) while it fits the memo."""
+    extractor = extractor or FeatureExtractor()
+    return _market_features(ohlcv, extractor, _fingerprint(ohlcv)).copy()
+
+
 def pattern_features(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
                      extractor: FeatureExtractor | None = None) -> pd.DataFrame:
-    """``extractor.extract(ohlcv, patterns)``, computed once per (bars, patterns, schema)."""
+    """``extractor.extract(ohlcv, patterns)``, computed once per (bars, patterns, schema).
+
+    On a miss, the market features come from :func:`market_features`' memo when the same bars
+    were seen with other patterns.
+    """
     extractor = extractor or FeatureExtractor()
+    series = _fingerprint(ohlcv)
     ids = hashlib.blake2b("\n".join(map(str, patterns["pattern_id"])).encode(), digest_size=16).hexdigest()
-    key = (_fingerprint(ohlcv), ids, extractor.schema_hash)
-    if key in _memo:
-        _memo.move_to_end(key)
-    else:
-        _memo[key] = extractor.extract(ohlcv, patterns)
-        while len(_memo) > MAX_ENTRIES:
-            _memo.popitem(last=False)
-    return _memo[key].copy()
+    key = (series, ids, extractor.schema_hash)
+    with _lock:
+        if key in _memo:
+            _memo.move_to_end(key)
+            return _memo[key].copy()
+    market = _market_features(ohlcv, extractor, series)
+    feats = extractor.extract(ohlcv, patterns, market=market)
+    with _lock:
+        _remember(_memo, key, feats, MAX_ENTRIES)
+    return feats.copy()
 
 
 def clear() -> None:
     """Forget every memoized result."""
-    _memo.clear()
+    with _lock:
+        _memo.clear()
+        _market.clear()

@@ -125,21 +125,33 @@ class FeatureExtractor:
         self._fill(self._selected(self.market_families()), bars, market, out, rows=None, start=0)
         return pd.DataFrame(out, index=ohlcv.index, columns=[f.name for f in market], copy=False)
 
-    def extract(self, ohlcv: pd.DataFrame, patterns: pd.DataFrame) -> pd.DataFrame:
+    def extract(self, ohlcv: pd.DataFrame, patterns: pd.DataFrame, *,
+                market: pd.DataFrame | None = None) -> pd.DataFrame:
         """One row per pattern (index = ``patterns.index``): market features at ``detection_bar``,
         then the pattern features, plus ``pattern_id`` and ``regime_at_detection`` columns.
 
         ``detection_bar`` etc. are positions in ``ohlcv`` (as :func:`detect_patterns` returns them).
+        ``market``: this extractor's :meth:`compute` of the same ``ohlcv``, when already at hand
+        (another parameter set on the same bars); its rows are used instead of recomputing them.
         """
         if not isinstance(patterns, pd.DataFrame):
             raise DataError(f"patterns must be a DataFrame from detect_patterns, got {type(patterns).__name__}")
         bars = Bars(_check_ohlcv(ohlcv))
         view = PatternView(bars, patterns)
-        market, pattern = self._plan()
-        out = np.empty((view.m, len(market) + len(pattern)), order="F")
-        self._fill(self._selected(self.market_families()), bars, market, out, rows=view.t, start=0)
-        self._fill(self._selected(self.pattern_families()), view, pattern, out, rows=None, start=len(market))
-        frame = pd.DataFrame(out, index=patterns.index, columns=[f.name for f in market + pattern], copy=False)
+        market_infos, pattern = self._plan()
+        out = np.empty((view.m, len(market_infos) + len(pattern)), order="F")
+        if market is None:
+            self._fill(self._selected(self.market_families()), bars, market_infos, out, rows=view.t, start=0)
+        else:
+            names = [f.name for f in market_infos]
+            if not isinstance(market, pd.DataFrame) or len(market) != bars.n or list(market.columns) != names:
+                raise DataError(f"market must be this extractor's compute() of the same {bars.n} bars "
+                                f"({len(names)} columns from {names[0]!r}); got {type(market).__name__} "
+                                f"of shape {getattr(market, 'shape', None)}")
+            out[:, :len(names)] = market.to_numpy(dtype=np.float64)[view.t]
+        self._fill(self._selected(self.pattern_families()), view, pattern, out, rows=None, start=len(market_infos))
+        frame = pd.DataFrame(out, index=patterns.index, columns=[f.name for f in market_infos + pattern],
+                             copy=False)
         if "pattern_id" in patterns.columns:
             frame.insert(0, "pattern_id", patterns["pattern_id"].to_numpy())
         code = regime_codes(bars)[view.t] if view.m else np.empty(0)
