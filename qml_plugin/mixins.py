@@ -289,8 +289,6 @@ class PatternRegistryMixin(_SignalMixin):
         with PatternRegistry(self.registry_db) as reg:
             if extra is not None:
                 reg.register_patterns(self._unscaled(extra["patterns"]), extra["features"], run_id=self._run_id)
-                if extra.get("outcomes") is not None:
-                    reg.record_outcomes(extra["outcomes"])
             if rows:
                 pats = pd.DataFrame(rows)
                 pats["ml_decision"] = decisions
@@ -310,7 +308,12 @@ class PatternRegistryMixin(_SignalMixin):
         return pats
 
     def _extra_registrations(self) -> dict | None:
-        """Patterns to register besides the signals (QMLStrategy: every detected pattern and its outcome)."""
+        """Patterns to register besides the signals: ``{"patterns": frame, "features": frame}``.
+
+        QMLStrategy returns every detected pattern; outcome columns in the patterns frame
+        (``label``, ``pnl_pct``, ``r_multiple``, ``exit_time``) are stored by the same upsert as
+        triple-barrier outcomes (see :meth:`PatternRegistry.register_patterns`).
+        """
         return None
 
 

@@ -121,4 +121,4 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         known = out["label"].notna().to_numpy()
         for column in ("label", "pnl_pct", "r_multiple", "exit_time"):
             pats[column] = out[column].where(known).to_numpy()
-        return {"patterns": pats, "features": feats.reset_index(drop=True), "outcomes": None}
+        return {"patterns": pats, "features": feats.reset_index(drop=True)}

@@ -151,6 +151,33 @@ def test_features_do_not_depend_on_price_or_volume_units(frame):
                                rtol=1e-9, atol=1e-9, equal_nan=True)
 
 
+values_ = st.lists(st.one_of(st.sampled_from([0.0, 1.0, -1.0, 2.5, np.nan, np.inf]),
+                              st.floats(-3, 3, allow_nan=False)), max_size=120)
+
+
+@settings(max_examples=150, deadline=None)
+@given(values_, st.integers(1, 40), st.data())
+def test_rolling_rank_equals_pandas_rolling_rank_and_is_causal(values, w, data):
+    from qml_plugin.features.indicators import rolling_rank
+
+    x = np.array(values, dtype=np.float64)
+    mp = data.draw(st.integers(0, w))
+    got = rolling_rank(x, w, mp)
+    want = pd.Series(x).rolling(w, min_periods=mp).rank(pct=True).to_numpy()
+    np.testing.assert_array_equal(got, want)                    # ties, NaN and inf as pandas has them
+    c = data.draw(st.integers(0, max(len(x) - 1, 0)))
+    np.testing.assert_array_equal(rolling_rank(x[:c + 1], w, mp), got[:c + 1])
+
+
+def test_rolling_rank_refuses_impossible_windows_like_pandas():
+    from qml_plugin.features.indicators import rolling_rank
+
+    with pytest.raises(ValueError, match=r"w >= 1 and 0 <= min_periods <= w, got w=5, min_periods=6"):
+        rolling_rank(np.arange(10.0), 5, 6)
+    with pytest.raises(ValueError, match="got w=0"):
+        rolling_rank(np.arange(10.0), 0, 0)
+
+
 def test_atr14_is_the_detectors_atr14_and_ctx_atr_pct_is_it_in_percent():
     df = random_walk(300, seed=3)
     np.testing.assert_array_equal(Bars(df).atr(14), atr14(df).to_numpy())

@@ -315,6 +315,26 @@ def test_outcome_label_must_be_one_zero_or_nan(reg):
         reg.record_outcomes(outcomes(["p0"], 2))
 
 
+@pytest.mark.parametrize("bad, shown", [(1.5, r"\[1\.5\]"), (np.inf, r"\[inf\]"), (1e20, r"\[1e\+20\]")])
+def test_integer_columns_refuse_fractions_infinity_and_overflow_by_name(reg, bad, shown):
+    p = patterns(2).astype({"detection_bar": float})
+    p.loc[1, "detection_bar"] = bad
+    with pytest.raises(RegistryError, match=rf"column 'detection_bar' must hold whole numbers \(or NaN\), got {shown}"):
+        reg.register_patterns(p, None)
+    assert reg.get_statistics()["total"] == 0                       # nothing written
+
+
+def test_integer_columns_keep_large_ints_exact_and_nan_as_null(reg):
+    p = patterns(3)
+    p["detection_bar"] = np.array([2**53 + 1, 7, 0], dtype=np.int64)
+    reg.register_patterns(p, None)
+    assert row(reg, "p0")["detection_bar"] == 2**53 + 1
+    q = patterns(1, start=5).astype({"detection_bar": float})
+    q.loc[0, "detection_bar"] = np.nan
+    reg.register_patterns(q, None)
+    assert row(reg, "p5")["detection_bar"] is None
+
+
 def test_a_user_source_in_an_outcome_frame_is_refused(reg):
     reg.register_patterns(patterns(1), None)
     with pytest.raises(RegistryError, match="label_pattern"):

@@ -235,9 +235,28 @@ def test_market_feature_memo_serves_a_second_pattern_set_on_the_same_bars(eurusd
 
 
 def test_extract_refuses_market_features_of_other_bars(eurusd_4h):
-    df = eurusd_4h.iloc[:600]
-    with pytest.raises(DataError, match=r"market must be this extractor's compute\(\) of the same 600 bars"):
-        FeatureExtractor().extract(df, detect_patterns(df), market=FeatureExtractor().compute(df.iloc[:500]))
+    df, pats = eurusd_4h.iloc[:600], detect_patterns(eurusd_4h.iloc[:600])
+    msg = r"market must be this extractor's compute\(\) of the same 600 bars \(same index"
+    for other in (eurusd_4h.iloc[:500], eurusd_4h.iloc[100:700]):        # shorter; same length, other bars
+        with pytest.raises(DataError, match=msg):
+            FeatureExtractor().extract(df, pats, market=FeatureExtractor().compute(other))
+    geo = FeatureExtractor({"families": ["geo"]})                          # no market families at all
+    with pytest.raises(DataError, match=msg):
+        geo.extract(df, pats, market=FeatureExtractor().compute(df))
+    pd.testing.assert_frame_equal(geo.extract(df, pats, market=geo.compute(df)), geo.extract(df, pats))
+
+
+def test_market_feature_memo_never_builds_a_matrix_too_big_to_keep(eurusd_4h, monkeypatch):
+    from qml_plugin.features import cache
+
+    df = eurusd_4h.iloc[:1500]
+    pats = detect_patterns(df)
+    expected = FeatureExtractor().extract(df, pats)
+    cache.clear()
+    monkeypatch.setattr(cache, "MAX_MARKET_BYTES", 0)
+    monkeypatch.setattr(FeatureExtractor, "compute", lambda self, o: pytest.fail("built the whole market matrix"))
+    pd.testing.assert_frame_equal(cache.pattern_features(df, pats), expected)
+    cache.clear()
 
 
 class MixedSma(MLFilterMixin, PlainSma):

@@ -6,8 +6,9 @@ the OHLCV values and index and by the extractor's ``schema_hash``:
 
 - the **market features** of every bar (:func:`market_features`), which do not depend on the
   patterns: a new parameter set on the same bars (other swings, other patterns) only computes its
-  pattern-geometry features. At most ``MAX_MARKET_ENTRIES`` series are kept, and a series whose
-  matrix exceeds ``MAX_MARKET_BYTES`` is not kept at all (1M bars take 1.2 GB);
+  pattern-geometry features. At most ``MAX_MARKET_ENTRIES`` series are kept. A series whose
+  matrix would exceed ``MAX_MARKET_BYTES`` (1M bars take 1.2 GB) is never built whole for a
+  pattern lookup: :meth:`FeatureExtractor.extract` then computes the pattern rows as usual;
 - the **pattern features** of one pattern set (:func:`pattern_features`), keyed also by the
   pattern ids. At most ``MAX_ENTRIES`` results are kept.
 
@@ -50,6 +51,11 @@ def _remember(memo: OrderedDict, key: tuple, value: pd.DataFrame, limit: int) ->
         memo.popitem(last=False)
 
 
+def _fits(ohlcv: pd.DataFrame, extractor: FeatureExtractor) -> bool:
+    """Whether the market matrix of ``ohlcv`` is small enough to keep (known before computing it)."""
+    return len(ohlcv) * len(extractor.market_feature_names) * 8 <= MAX_MARKET_BYTES
+
+
 def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: str) -> pd.DataFrame:
     key = (series, extractor.schema_hash)
     with _lock:
@@ -57,7 +63,7 @@ def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: s
             _market.move_to_end(key)
             return _market[key]
     market = extractor.compute(ohlcv)
-    if market.to_numpy().nbytes <= MAX_MARKET_BYTES:
+    if _fits(ohlcv, extractor):
         with _lock:
             _remember(_market, key, market, MAX_MARKET_ENTRIES)
     return market
@@ -84,8 +90,10 @@ def pattern_features(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
         if key in _memo:
             _memo.move_to_end(key)
             return _memo[key].copy()
-    market = _market_features(ohlcv, extractor, series)
-    feats = extractor.extract(ohlcv, patterns, market=market)
+    if _fits(ohlcv, extractor):
+        feats = extractor.extract(ohlcv, patterns, market=_market_features(ohlcv, extractor, series))
+    else:                      # too long to keep: extract's row lookup never holds the whole matrix
+        feats = extractor.extract(ohlcv, patterns)
     with _lock:
         _remember(_memo, key, feats, MAX_ENTRIES)
     return feats.copy()

@@ -144,10 +144,11 @@ class FeatureExtractor:
             self._fill(self._selected(self.market_families()), bars, market_infos, out, rows=view.t, start=0)
         else:
             names = [f.name for f in market_infos]
-            if not isinstance(market, pd.DataFrame) or len(market) != bars.n or list(market.columns) != names:
+            if (not isinstance(market, pd.DataFrame) or list(market.columns) != names
+                    or not market.index.equals(ohlcv.index)):
                 raise DataError(f"market must be this extractor's compute() of the same {bars.n} bars "
-                                f"({len(names)} columns from {names[0]!r}); got {type(market).__name__} "
-                                f"of shape {getattr(market, 'shape', None)}")
+                                f"(same index, its {len(names)} market columns); got "
+                                f"{type(market).__name__} of shape {getattr(market, 'shape', None)}")
             out[:, :len(names)] = market.to_numpy(dtype=np.float64)[view.t]
         self._fill(self._selected(self.pattern_families()), view, pattern, out, rows=None, start=len(market_infos))
         frame = pd.DataFrame(out, index=patterns.index, columns=[f.name for f in market_infos + pattern],

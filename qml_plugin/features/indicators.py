@@ -54,6 +54,8 @@ def rolling_rank(x: np.ndarray, w: int, min_periods: int) -> np.ndarray:
     pandas' ``rolling(w, min_periods).rank(pct=True)``, counted by :func:`.kernels.rolling_rank_codes`;
     like pandas, +-inf counts as missing.
     """
+    if not 1 <= w or not 0 <= min_periods <= w:
+        raise ValueError(f"rolling_rank needs w >= 1 and 0 <= min_periods <= w, got w={w}, min_periods={min_periods}")
     x = np.asarray(x, dtype=np.float64)
     known = np.isfinite(x)
     codes = np.full(x.shape[0], -1, dtype=np.int64)

@@ -6,10 +6,13 @@ What is stored, and how:
   separated, in UTC without an offset: tz-aware values are converted to UTC, naive ones are taken
   as given. Seconds resolution unless a value has a fraction, so text order is time order:
   ``2024-03-01T14:00:00``.
-- **Features** are one vector per pattern, packed little-endian into a BLOB as **float32**, the
-  precision XGBoost itself works in: ``XGBClassifier`` casts every input to float32 before it
-  sketches, splits or predicts, so a model trained on the stored features is bit-identical to one
-  trained on the computed float64 ones (``tests/test_registry.py`` trains both and compares).
+- **Features** are one vector per pattern, packed little-endian into a BLOB as **float32**. So the
+  stored values are *not* the computed float64 ones: they are rounded to float32 (about 6e-8
+  relative), and that is what :meth:`PatternRegistry.get_features`, the similarity search and
+  any outside analysis of the file see. It is the precision XGBoost itself works in:
+  ``XGBClassifier`` casts every input to float32 before it sketches, splits or predicts, so a
+  model trained on the stored features is bit-identical to one trained on the computed float64
+  ones (``tests/test_registry.py`` trains both and compares).
   Values beyond float32's range become +-inf, as they would inside XGBoost; NaN stays NaN. Rows
   written before schema version 4 hold float64 (8 bytes per feature) and are read as such: a
   blob's length tells which. The feature names are stored once per distinct name list in
@@ -100,31 +103,47 @@ def real_values(frame: pd.DataFrame, column: str) -> list[float | None]:
         raise RegistryError(f"column {column!r} must be numeric: {exc}") from exc
 
 
+_EXACT_INT = 2.0 ** 53        # beyond this a float no longer holds every integer
+
+
 def int_values(frame: pd.DataFrame, column: str, allowed: Sequence[int] | None = None) -> list[int | None]:
-    """An integer column (bars, direction, 0/1 label); NaN -> None; ``allowed`` is checked."""
+    """An integer column (bars, direction, 0/1 label); NaN -> None; ``allowed`` is checked.
+
+    Integer and bool columns are taken as they are. Float columns (what a NaN turns an integer
+    column into) must hold whole numbers below 2**53 in magnitude: 1.5, inf or 1e20 raise a
+    :class:`RegistryError` naming the column and the values, never a silent truncation.
+    """
     if column not in frame.columns:
         return [None] * len(frame)
+    col = frame[column]
+    if pd.api.types.is_bool_dtype(col.dtype) or (pd.api.types.is_integer_dtype(col.dtype) and not col.hasnans):
+        ints = col.to_numpy(dtype=np.int64)
+        _check_allowed(column, ints, allowed)
+        return ints.tolist()
     try:
-        floats = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        floats = col.to_numpy(dtype=np.float64, na_value=np.nan)
     except (ValueError, TypeError) as exc:
-        raise RegistryError(f"column {column!r} must be numeric: {exc}") from exc
+        raise RegistryError(f"column {column!r} must hold integers: {exc}") from exc
     nan = np.isnan(floats)
     known = floats[~nan]
-    if not np.isfinite(known).all():
-        raise RegistryError(f"column {column!r} has infinite values; integers or NaN are allowed")
-    if allowed is not None:
-        ok = np.zeros(known.shape[0], dtype=bool)
-        for a in allowed:
-            ok |= known == a
-        bad = np.unique(known[~ok])
-        if bad.size:
-            shown = [int(v) if v.is_integer() else v for v in bad[:5].tolist()]
-            raise RegistryError(f"column {column!r} has values {shown}; allowed: {list(allowed)} or NaN")
-    if not nan.any():
-        return floats.astype(np.int64).tolist()
-    out = np.empty(len(floats), dtype=object)
+    bad = known[~((np.abs(known) < _EXACT_INT) & (known == np.trunc(known)))]
+    if bad.size:
+        raise RegistryError(f"column {column!r} must hold whole numbers (or NaN), got {np.unique(bad)[:5].tolist()}")
+    _check_allowed(column, known, allowed)
+    out = np.full(len(floats), None, dtype=object)
     out[~nan] = known.astype(np.int64).tolist()
     return out.tolist()
+
+
+def _check_allowed(column: str, known: np.ndarray, allowed: Sequence[int] | None) -> None:
+    if allowed is None:
+        return
+    ok = np.zeros(known.shape[0], dtype=bool)
+    for a in allowed:
+        ok |= known == a
+    if not ok.all():
+        shown = [int(v) for v in np.unique(known[~ok])[:5].tolist()]
+        raise RegistryError(f"column {column!r} has values {shown}; allowed: {list(allowed)} or NaN")
 
 
 def names_key(names: Sequence[str]) -> str:

@@ -257,9 +257,9 @@ class PatternRegistry(ModelTables):
 
         Returns ``(X, y)``: ``X`` is a float64 DataFrame of the stored (float32-precision) values,
         one column per feature (the order of the stored feature sets, stable), indexed by a
-        MultiIndex ``(pattern_id, detection_time,
-        exit_time)`` (times as naive-UTC datetimes, ``exit_time`` NaT when unknown), sorted by
-        ``detection_time`` then ``pattern_id``; ``y`` is an int64 ndarray of 0/1 aligned with ``X``.
+        MultiIndex ``(pattern_id, detection_time, exit_time)`` (times as naive-UTC datetimes,
+        ``exit_time`` NaT when unknown), sorted by ``detection_time`` then ``pattern_id``; ``y``
+        is an int64 ndarray of 0/1 aligned with ``X``.
         Fewer than ``min_labels`` rows raise :class:`InsufficientDataError`.
         """
         lo = fr.iso_times([start], "start")[0] if start is not None else None
