@@ -56,14 +56,14 @@ def _fits(ohlcv: pd.DataFrame, extractor: FeatureExtractor) -> bool:
     return len(ohlcv) * len(extractor.market_feature_names) * 8 <= MAX_MARKET_BYTES
 
 
-def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: str) -> pd.DataFrame:
+def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: str, keep: bool) -> pd.DataFrame:
     key = (series, extractor.schema_hash)
     with _lock:
         if key in _market:
             _market.move_to_end(key)
             return _market[key]
     market = extractor.compute(ohlcv)
-    if _fits(ohlcv, extractor):
+    if keep:
         with _lock:
             _remember(_market, key, market, MAX_MARKET_ENTRIES)
     return market
@@ -72,7 +72,7 @@ def _market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor, series: s
 def market_features(ohlcv: pd.DataFrame, extractor: FeatureExtractor | None = None) -> pd.DataFrame:
     """``extractor.compute(ohlcv)``, computed once per (bars, schema) while it fits the memo."""
     extractor = extractor or FeatureExtractor()
-    return _market_features(ohlcv, extractor, _fingerprint(ohlcv)).copy()
+    return _market_features(ohlcv, extractor, _fingerprint(ohlcv), _fits(ohlcv, extractor)).copy()
 
 
 def pattern_features(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
@@ -91,7 +91,7 @@ def pattern_features(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
             _memo.move_to_end(key)
             return _memo[key].copy()
     if _fits(ohlcv, extractor):
-        feats = extractor.extract(ohlcv, patterns, market=_market_features(ohlcv, extractor, series))
+        feats = extractor.extract(ohlcv, patterns, market=_market_features(ohlcv, extractor, series, keep=True))
     else:                      # too long to keep: extract's row lookup never holds the whole matrix
         feats = extractor.extract(ohlcv, patterns)
     with _lock:

@@ -27,7 +27,7 @@ import re
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -161,10 +161,9 @@ def connect(db: str | os.PathLike[str] = DEFAULT_DB) -> tuple[sqlite3.Connection
 
 
 @contextmanager
-def write_transaction(conn: sqlite3.Connection, path: str = "") -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception: all or nothing."""
+def _transaction(conn: sqlite3.Connection, path: str, begin: str) -> Iterator[sqlite3.Connection]:
     with translate_errors(path):
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         try:
             yield conn
         except BaseException:
@@ -174,13 +173,11 @@ def write_transaction(conn: sqlite3.Connection, path: str = "") -> Iterator[sqli
         conn.execute("COMMIT")
 
 
-@contextmanager
-def read_snapshot(conn: sqlite3.Connection, path: str = "") -> Iterator[sqlite3.Connection]:
+def write_transaction(conn: sqlite3.Connection, path: str = "") -> AbstractContextManager[sqlite3.Connection]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, or ``ROLLBACK`` on any exception: all or nothing."""
+    return _transaction(conn, path, "BEGIN IMMEDIATE")
+
+
+def read_snapshot(conn: sqlite3.Connection, path: str = "") -> AbstractContextManager[sqlite3.Connection]:
     """A deferred read transaction: every statement inside sees the same committed state."""
-    with translate_errors(path):
-        conn.execute("BEGIN")
-        try:
-            yield conn
-        finally:
-            if conn.in_transaction:
-                conn.execute("COMMIT")
+    return _transaction(conn, path, "BEGIN")
