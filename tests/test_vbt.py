@@ -11,11 +11,12 @@ from backtesting import Backtest
 
 from qml_plugin import ConfigError, ModelError, load_ohlcv
 from qml_plugin.cli.main import main
+from qml_plugin.data import bar_duration
 from qml_plugin.features import FeatureExtractor
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 from qml_plugin.vbt import METRICS, QML, backtest, sweep, trades_table
-from qml_plugin.vbt.engine import bar_length, bars_per_year
+from qml_plugin.vbt.engine import bars_per_year
 from qml_plugin.vbt.indicator import one_pattern_per_bar
 from strategies.qml_strategy import QMLStrategy
 
@@ -102,6 +103,13 @@ def test_vbt_trades_equal_backtesting_py_qmlstrategy_trades(data, dataset, param
     assert_same_trades(trades_table(pf), bt)
 
 
+def test_portfolio_frequency_is_the_datas_bar_whatever_the_index_resolution(data):
+    df = data["EURUSD_1h"].iloc[:3000]
+    for index in (df.index.as_unit("us"), df.index.as_unit("ns")):      # pandas 3 loads as us or ns
+        pf = backtest(df.set_axis(index), cash=CASH)
+        assert pf.wrapper.freq == pd.Timedelta(hours=1)
+
+
 def test_a_trade_open_at_the_end_is_open_in_vbt_and_absent_from_backtesting_py_trades(data):
     df = data["EURUSD_1h"]
     closed = trades_table(backtest(df, cash=CASH))
@@ -150,7 +158,7 @@ def test_sweep_returns_one_row_per_combination_sorted_by_metric_and_writes_csv_a
     df = load_ohlcv("EURUSD_1h").loc["2011-01-01":"2012-06-30"]
     pf = backtest(df, QMLParams(swing_n=int(row.swing_n), head_min_atr=float(row.head_min_atr), target=row.target))
     assert row.n_trades == len(trades_table(pf)) and row.total_return == pytest.approx(pf.total_return() * 100)
-    year = bar_length(df) * bars_per_year(df)  # Sharpe annualized with the data's own bars per year
+    year = bar_duration(df) * bars_per_year(df)  # Sharpe annualized with the data's own bars per year
     assert row.sharpe == pytest.approx(pf.sharpe_ratio(year_freq=year))
     assert row.max_drawdown == pytest.approx(pf.max_drawdown() * 100)
     assert row.win_rate == pytest.approx(pf.trades.closed.win_rate() * 100)

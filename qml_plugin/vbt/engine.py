@@ -41,7 +41,7 @@ import pandas as pd
 import vectorbt as vbt
 
 from ..config import MLConfig, parse_ml_block
-from ..data import validate_ohlcv
+from ..data import bar_duration, validate_ohlcv
 from ..errors import ModelError
 from ..filter import decide, size_fraction
 from ..patterns import QMLParams, detect_patterns, label_patterns
@@ -195,14 +195,7 @@ def run_portfolio(ohlcv: pd.DataFrame, plans: Sequence[dict], columns: pd.Index,
                              columns=columns, copy=False)
     return vbt.Portfolio.from_orders(
         close, size, size_type="targetpercent", price=price, direction="both", fees=float(commission),
-        init_cash=float(cash), freq=bar_length(ohlcv), max_orders=max(n_orders, 1))
-
-
-def bar_length(ohlcv: pd.DataFrame) -> pd.Timedelta:
-    """The series' typical bar (median spacing), vectorbt's ``freq`` for durations."""
-    if len(ohlcv) < 2:
-        return pd.Timedelta(hours=1)
-    return pd.Timedelta(int(np.median(np.diff(ohlcv.index.asi8))), unit="ns")
+        init_cash=float(cash), freq=bar_duration(ohlcv) or pd.Timedelta(hours=1), max_orders=max(n_orders, 1))
 
 
 def bars_per_year(ohlcv: pd.DataFrame) -> float:
