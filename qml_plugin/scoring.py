@@ -87,13 +87,13 @@ class Scorer:
     confidence: pd.Series
     status: str
     models: list = field(default_factory=list)
-    model_of: np.ndarray | None = None
+    embargo: pd.Timedelta | None = None
 
     def score_row(self, row: dict) -> float:
-        """Score one signal row given at run time (generic strategies): the latest admissible model."""
+        """Score one signal row given at run time (generic strategies): the latest admissible model,
+        under the same guard and embargo as the batch in :func:`score_patterns`."""
         t = pd.Timestamp(row["detection_time"])
-        ends = [m.trained_on_end_ for m in self.models]
-        k = admissible_model([t], ends)[0]
+        k = admissible_model([t], [m.trained_on_end_ for m in self.models], self.embargo)[0]
         if k < 0:
             if self.status != "IN-SAMPLE":
                 return float("nan")
@@ -113,7 +113,7 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         versions = len(models) > 1
     embargo = bar_duration(ohlcv) * ml.embargo_bars
     if patterns is None or len(patterns) == 0:
-        return Scorer(pd.Series(dtype=float), "out-of-sample", models)
+        return Scorer(pd.Series(dtype=float), "out-of-sample", models, embargo)
     det = pd.DatetimeIndex(patterns["detection_time"])
     ends = [m.trained_on_end_ for m in models]
     which = admissible_model(det, ends, embargo)
@@ -135,5 +135,5 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         rows = np.flatnonzero(which == k)
         if len(rows):
             conf[rows] = model.predict_proba(feats.iloc[rows])[:, 1]
-    return Scorer(pd.Series(conf, index=patterns["pattern_id"].to_numpy()), status, models, which)
+    return Scorer(pd.Series(conf, index=patterns["pattern_id"].to_numpy()), status, models, embargo)
 

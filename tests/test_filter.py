@@ -64,6 +64,22 @@ def test_out_of_sample_guard_picks_the_latest_model_trained_before_each_pattern(
     assert admissible_model(det, []).tolist() == [-1, -1]
 
 
+def test_a_row_scored_at_run_time_obeys_the_same_embargo_as_the_batch():
+    from qml_plugin.ml.model import SignalQualityModel
+    from qml_plugin.scoring import Scorer
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"f": rng.normal(size=200)})
+    times = pd.date_range("2010-01-01", periods=200, freq="D")
+    model = SignalQualityModel(n_estimators=5).fit(X, (X["f"] > 0).astype(int), times=times, exit_times=times)
+    end = model.trained_on_end_
+    row = {"detection_time": end + pd.Timedelta(days=5), "f": 1.0}
+    assert np.isfinite(Scorer(pd.Series(dtype=float), "out-of-sample", [model]).score_row(row))
+    embargoed = Scorer(pd.Series(dtype=float), "out-of-sample", [model], pd.Timedelta(days=10))
+    assert np.isnan(embargoed.score_row(row))                       # 5 days after training < 10-day embargo
+    assert np.isfinite(embargoed.score_row({**row, "detection_time": end + pd.Timedelta(days=11)}))
+
+
 def test_random_filter_keeps_the_same_pass_rate_among_candidates():
     cand = np.array([True] * 80 + [False] * 20)
     masks = [random_filter_mask(cand, 0.25, seed) for seed in range(5)]

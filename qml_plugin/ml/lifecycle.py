@@ -32,11 +32,9 @@ candidates never act; :func:`shadow_scores` shows what they would have said::
 """
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,16 +42,17 @@ import pandas as pd
 
 from ..errors import RegistryError
 from ..registry import PatternRegistry
-from ..registry.connection import utc_now, write_transaction
+from ..registry.connection import write_transaction
 from .drift import DriftReport, DriftThresholds, check_model_drift, drift_state_file, score_reference
 from .drift import load_registered as _load
 from .drift import to_timestamp as _ts
+from .guard import admissible_model
 from .metrics import evaluate, json_safe
 from .model import SignalQualityModel
 from .versions import record_version
 
 __all__ = ["LearnSettings", "Decision", "CycleResult", "check_drift", "retrain", "gate", "run_cycle", "rollback",
-           "previous_production", "shadow_scores", "production_model_path", "labeled_since"]
+           "previous_production", "shadow_scores", "labeled_since"]
 
 _KEEP = object()          # "do not check which version is production" in _transition
 
@@ -139,17 +138,12 @@ def _transition(reg: PatternRegistry, name: str, *, expect: Any = _KEEP, product
         if expect is not _KEEP and (row[0] if row else None) != expect:
             return None
         if production is not None:
-            conn.execute("UPDATE ml_model_versions SET status = 'archived' WHERE model_name = ? AND "
-                         "status = 'production'", (name,))
+            reg._archive_production(conn, name)
             conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (production,))
         for mid, status in (statuses or {}).items():
             conn.execute("UPDATE ml_model_versions SET status = ? WHERE model_id = ?", (status, mid))
-        e = {k: (None if v is None else json.dumps(json_safe(v))) if k in ("metrics", "drift") else v
-             for k, v in eval_row.items()}
-        return int(conn.execute(
-            "INSERT INTO ml_eval_history (evaluated_at, model_name, candidate_version, baseline_version, metrics, "
-            "drift, decision, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", (utc_now(), name, *(e.get(k) for k in (
-                "candidate_version", "baseline_version", "metrics", "drift", "decision", "notes")))).lastrowid)
+        e = {k: json_safe(v) if k in ("metrics", "drift") else v for k, v in eval_row.items()}
+        return reg._insert_eval(conn, name, e.pop("decision"), **e)
 
 
 def check_drift(reg: PatternRegistry, settings: LearnSettings) -> DriftReport | None:
@@ -365,12 +359,6 @@ def _versions(db: str | PatternRegistry, model_name: str) -> list[dict[str, Any]
         return reg.list_model_versions(model_name)
 
 
-def production_model_path(db: str | PatternRegistry, model_name: str = "signal_quality") -> Path | None:
-    """Folder of the ``production`` version of ``model_name`` (what a filter should load), or None."""
-    rows = [v for v in _versions(db, model_name) if v["status"] == "production" and v.get("model_path")]
-    return Path(rows[0]["model_path"]) if rows else None
-
-
 def shadow_scores(db: str | PatternRegistry, model_name: str, features: pd.DataFrame, *, detection_times: Any = None,
                   statuses: tuple[str, ...] = ("production", "canary", "shadow")) -> pd.DataFrame:
     """``ml_confidence`` of each ``production`` / ``canary`` / ``shadow`` version for the given patterns.
@@ -391,6 +379,6 @@ def shadow_scores(db: str | PatternRegistry, model_name: str, features: pd.DataF
         p = model.predict_proba(features.reindex(columns=model.feature_names))[:, 1]
         end = _ts(row["trained_on_end"]) or _ts(model.trained_on_end_)
         if det is not None and end is not None:
-            p = np.where(np.asarray(det > end), p, np.nan)
+            p = np.where(admissible_model(det, [end]) == 0, p, np.nan)
         out[f"{row['status']}_v{row['version']}"] = p
     return out

@@ -143,13 +143,21 @@ class ModelTables:
                  baseline_version: int | None = None, metrics: dict[str, Any] | None = None,
                  drift: dict[str, Any] | None = None, notes: str | None = None) -> int:
         """Log one evaluation (``promote`` / ``reject`` / ``rollback``); return its ``eval_id``."""
-        _check(decision, EVAL_DECISIONS, "evaluation decision")
         with write_transaction(self._db(), self.path) as conn:
-            cur = conn.execute(
-                "INSERT INTO ml_eval_history (evaluated_at, model_name, candidate_version, baseline_version, "
-                "metrics, drift, decision, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (utc_now(), model_name, candidate_version, baseline_version, dumps(metrics), dumps(drift),
-                 decision, notes))
+            return self._insert_eval(conn, model_name, decision, candidate_version=candidate_version,
+                                     baseline_version=baseline_version, metrics=metrics, drift=drift, notes=notes)
+
+    @staticmethod
+    def _insert_eval(conn: Any, model_name: str, decision: str, *, candidate_version: int | None = None,
+                     baseline_version: int | None = None, metrics: dict[str, Any] | None = None,
+                     drift: dict[str, Any] | None = None, notes: str | None = None) -> int:
+        """The ``ml_eval_history`` row, inside the caller's write transaction (lifecycle transitions too)."""
+        _check(decision, EVAL_DECISIONS, "evaluation decision")
+        cur = conn.execute(
+            "INSERT INTO ml_eval_history (evaluated_at, model_name, candidate_version, baseline_version, "
+            "metrics, drift, decision, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (utc_now(), model_name, candidate_version, baseline_version, dumps(metrics), dumps(drift),
+             decision, notes))
         return int(cur.lastrowid)
 
     def eval_history(self, model_name: str | None = None) -> list[dict[str, Any]]:
