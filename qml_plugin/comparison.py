@@ -18,16 +18,14 @@ import numpy as np
 import pandas as pd
 
 from .filter import decide, random_filter_mask
-from .tradesim import equity_from_trades, select_trades, trade_metrics
+from .tradesim import equity_from_trades, levels_placeable, select_trades, trade_metrics
 
 __all__ = ["mode_trades", "random_filter_band", "placeable"]
 
 
 def placeable(labeled: pd.DataFrame) -> np.ndarray:
-    """Patterns whose levels backtesting.py accepts (stop < entry < target for a long, mirrored)."""
-    d = labeled["direction"]
-    above = (labeled["target"] - labeled["entry"]) * d > 0
-    return (above & ((labeled["entry"] - labeled["stop"]) * d > 0)).to_numpy()
+    """Patterns whose levels backtesting.py accepts (:func:`.tradesim.levels_placeable`)."""
+    return levels_placeable(*(labeled[k].to_numpy() for k in ("direction", "entry", "stop", "target")))
 
 
 def _in_period(labeled: pd.DataFrame, start) -> np.ndarray:

@@ -273,11 +273,9 @@ def parse_ml_block(source: str | Path | dict | MLConfig | None) -> MLConfig:
         return source
     raw, where = _read(source)
     if isinstance(raw, dict) and "ml" in raw and isinstance(raw["ml"], dict):
-        raw, prefix = raw["ml"], "ml"
-    else:
-        prefix = "ml"
+        raw = raw["ml"]
     try:
-        block = validate(raw, ML_SCHEMA, prefix)
+        block = validate(raw, ML_SCHEMA, "ml")
     except ConfigError as e:
         raise ConfigError(f"{where}: {e}") from None
     return MLConfig(**block)

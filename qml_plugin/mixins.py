@@ -40,9 +40,9 @@ import pandas as pd
 from backtesting import Strategy
 
 from .config import MLConfig, parse_ml_block
-from .errors import ConfigError, ModelError
+from .errors import ConfigError
 from .filter import decide, size_fraction
-from .scoring import score_patterns
+from .scoring import score_or_baseline
 
 __all__ = ["PatternRegistryMixin", "MLFilterMixin", "record_run"]
 
@@ -157,15 +157,20 @@ def series_identity(strategy) -> tuple[str, str | None]:
 
     ``Backtest.optimize`` workers receive the frame without its ``attrs``, so pass ``symbol`` and
     ``timeframe`` there (``bt.optimize(..., symbol=["EURUSD"], timeframe=["4h"])``): both are part
-    of ``pattern_id``. Falls back to ``"UNKNOWN"`` with a warning.
+    of ``pattern_id``. Falls back to ``"UNKNOWN"`` with a warning (once per run: the answer is kept
+    on the strategy instance).
     """
+    known = strategy.__dict__.get("_series_identity")
+    if known is not None:
+        return known
     attrs = strategy.data.df.attrs
     symbol = strategy.symbol or attrs.get("symbol")
     if not symbol:
         warnings.warn("the data has no symbol (df.attrs['symbol'] or the strategy's `symbol`); registering "
                       "its patterns under 'UNKNOWN'", stacklevel=3)
         symbol = "UNKNOWN"
-    return symbol, strategy.timeframe or attrs.get("timeframe")
+    strategy._series_identity = (symbol, strategy.timeframe or attrs.get("timeframe"))
+    return strategy._series_identity
 
 
 class MLFilterMixin(_SignalMixin):
@@ -184,16 +189,9 @@ class MLFilterMixin(_SignalMixin):
         self._ml_status = "off"
         pats = getattr(self, "patterns", None)
         if self._ml.enabled:
-            try:
-                self._ml_scorer = score_patterns(self._ml, self.data.df, pats,
-                                                 features=getattr(self, "pattern_features", None),
-                                                 registry_db=getattr(self, "registry_db", None))
-                self._ml_status = self._ml_scorer.status
-            except ModelError as e:
-                if self._ml.on_model_error == "fail":
-                    raise
-                warnings.warn(f"ML filter off, trading unfiltered (on_model_error: baseline): {e}", stacklevel=2)
-                self._ml_status = f"baseline: {e}"
+            self._ml_scorer, self._ml_status = score_or_baseline(
+                self._ml, self.data.df, pats, getattr(self, "pattern_features", None),
+                registry_db=getattr(self, "registry_db", None))
         if pats is not None:
             conf = (self._ml_scorer.confidence.reindex(pats["pattern_id"]).to_numpy()
                     if self._ml_scorer is not None else np.full(len(pats), np.nan))
@@ -257,9 +255,9 @@ class PatternRegistryMixin(_SignalMixin):
 
     @cached_property
     def _market_features(self) -> pd.DataFrame:
-        from .features import FeatureExtractor
+        from .features.cache import market_features
 
-        return FeatureExtractor().compute(self.data.df)
+        return market_features(self.data.df)  # memoized per series: optimize reruns reuse it
 
     def _signal_features(self, row: dict) -> dict:
         feats = getattr(self, "pattern_features", None)
@@ -288,7 +286,8 @@ class PatternRegistryMixin(_SignalMixin):
             decisions.append(s["decision"])
         with PatternRegistry(self.registry_db) as reg:
             if extra is not None:
-                reg.register_patterns(self._unscaled(extra["patterns"]), extra["features"], run_id=self._run_id)
+                reg.register_patterns(self._unscaled(extra["patterns"]), extra["features"], run_id=self._run_id,
+                                      feature_schema=getattr(self, "feature_schema", None))
             if rows:
                 pats = pd.DataFrame(rows)
                 pats["ml_decision"] = decisions
@@ -344,8 +343,7 @@ def _fractional_unit() -> float:
 
 
 def _trade_outcomes(trades) -> pd.DataFrame:
-    rows = [{"pattern_id": str(t.tag), "pnl_pct": t.pl_pct * 100, "exit_time": t.exit_time,
-             "exit_price": t.exit_price, "entry_price": t.entry_price, "size": t.size}
+    rows = [{"pattern_id": str(t.tag), "pnl_pct": t.pl_pct * 100, "exit_time": t.exit_time}
             for t in trades if t.tag is not None]
     return _outcome_frame(pd.DataFrame(rows))
 

@@ -21,6 +21,7 @@ never acting).
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,7 +33,7 @@ from .data import bar_duration
 from .errors import ModelError
 from .filter import admissible_model
 
-__all__ = ["score_patterns", "Scorer", "load_models"]
+__all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models"]
 
 
 def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple[list, bool]:
@@ -64,9 +65,11 @@ def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple
 
 def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path, str]:
     """Status of each version folder as ``ml_model_versions`` records it (an existing registry only)."""
-    if not versions or registry_db is None or not Path(str(registry_db).removeprefix("sqlite:///")).is_file():
-        return {}
     from .registry import PatternRegistry
+    from .registry.connection import resolve_db_path
+
+    if not versions or registry_db is None or not Path(resolve_db_path(registry_db)).is_file():
+        return {}
 
     wanted = {v.resolve(): v for v in versions}
     with PatternRegistry(registry_db) as reg:
@@ -137,3 +140,18 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
             conf[rows] = model.predict_proba(feats.iloc[rows])[:, 1]
     return Scorer(pd.Series(conf, index=patterns["pattern_id"].to_numpy()), status, models, embargo)
 
+
+
+def score_or_baseline(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
+                      features: pd.DataFrame | None, registry_db: str | None = None) -> tuple[Scorer | None, str]:
+    """:func:`score_patterns` under ``ml.on_model_error``: ``(scorer, its status)``, or with
+    ``baseline`` a warning and ``(None, "baseline: <why>")`` so the engine trades unfiltered.
+    Every engine (backtesting.py mixin, vectorbt) goes through here."""
+    try:
+        scorer = score_patterns(ml, ohlcv, patterns, features, registry_db=registry_db)
+    except ModelError as e:
+        if ml.on_model_error == "fail":
+            raise
+        warnings.warn(f"ML filter off, trading unfiltered (on_model_error: baseline): {e}", stacklevel=3)
+        return None, f"baseline: {e}"
+    return scorer, scorer.status

@@ -23,9 +23,17 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["select_trades", "trade_metrics", "equity_from_trades", "TABLE_COLUMNS"]
+__all__ = ["select_trades", "trade_metrics", "equity_from_trades", "levels_placeable", "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ["trades", "win_rate", "profit_factor", "return_pct", "sharpe", "max_drawdown"]
+
+
+def levels_placeable(direction, entry, stop, target) -> np.ndarray:
+    """Levels backtesting.py accepts for an order: stop < entry < target for a long, mirrored for a
+    short. Every engine asks this one function, so they never disagree on what can be traded."""
+    d = np.asarray(direction, dtype=np.float64)
+    entry = np.asarray(entry, dtype=np.float64)
+    return ((np.asarray(target, dtype=np.float64) - entry) * d > 0) & ((entry - np.asarray(stop, np.float64)) * d > 0)
 
 
 @njit(cache=True)

@@ -259,6 +259,27 @@ def test_market_feature_memo_never_builds_a_matrix_too_big_to_keep(eurusd_4h, mo
     cache.clear()
 
 
+def test_data_without_a_symbol_warns_once_and_registers_under_unknown(eurusd_4h, tmp_path):
+    df = eurusd_4h.iloc[:1500].copy()
+    df.attrs = {}
+    db = str(tmp_path / "u.db")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        Backtest(df, QMLStrategy, cash=1_000_000).run(registry_db=db)
+    said = [w for w in caught if "has no symbol" in str(w.message)]
+    assert len(said) == 1
+    with PatternRegistry(db) as reg:
+        assert list(reg.get_statistics()["by_symbol"]) == ["UNKNOWN"]
+
+
+def test_qml_strategy_stores_the_extractors_schema_hash(eurusd_4h, tmp_path):
+    db = str(tmp_path / "s.db")
+    run(eurusd_4h.iloc[:1500], registry_db=db)
+    with sqlite3.connect(db) as conn:
+        schemas = {r[0] for r in conn.execute("SELECT DISTINCT feature_schema FROM ml_pattern_registry")}
+    assert schemas == {FeatureExtractor().schema_hash}
+
+
 class MixedSma(MLFilterMixin, PlainSma):
     pass
 

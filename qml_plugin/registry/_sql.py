@@ -13,7 +13,7 @@ the same statement that writes the row (no read-modify-write race between proces
 """
 from __future__ import annotations
 
-__all__ = ["COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
+__all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
 
 COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "pattern_type", "direction",
            "detection_bar", "entry", "stop", "target", "rr", "validity_score", "ml_confidence",
@@ -31,9 +31,13 @@ _NEWEST_WINS = ("timeframe", "detection_time", "pattern_type", "direction", "det
 _OUTCOME = ("r_multiple", "trade_outcome", "exit_time", "status", "exit_reason")
 
 
+LABEL_RANK = {"user": 3, "trade": 2, "triple_barrier": 1}
+"""Which label source may overwrite which: higher or equal rank replaces, lower only fills gaps."""
+
+
 def _rank(expr: str) -> str:
-    return (f"(CASE {expr} WHEN 'user' THEN 3 WHEN 'trade' THEN 2 "
-            "WHEN 'triple_barrier' THEN 1 ELSE 0 END)")
+    # the sources and ranks are the fixed constants above, never user input
+    return f"(CASE {expr} {' '.join(f'WHEN {s!r} THEN {r}' for s, r in LABEL_RANK.items())} ELSE 0 END)"
 
 
 _WINS = f"(excluded.label IS NOT NULL AND {_rank('excluded.label_source')} >= {_rank('label_source')})"

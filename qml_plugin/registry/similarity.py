@@ -32,13 +32,13 @@ import numpy as np
 
 from ..errors import RegistryError
 from ._frames import unpack_features
+from ._sql import TRAINABLE
 
 __all__ = ["SimilarityIndex"]
 
 _META = ("pattern_id", "symbol", "timeframe", "pattern_type", "detection_time", "label", "user_label",
          "label_source", "r_multiple", "trade_outcome")
-_USABLE = ("(label IS NOT NULL AND (user_label IS NULL OR user_label <> 'ignore') "
-           "AND features IS NOT NULL)")
+_USABLE = f"({TRAINABLE})"
 _SELECT = f"SELECT {', '.join(_META)}, feature_set_id, features, {_USABLE} FROM ml_pattern_registry"
 _RERANK_MARGIN = 16
 NamesOf = Callable[[Sequence[int]], Mapping[int, list[str]]]

@@ -52,7 +52,7 @@ PUBLIC_COLUMNS = sql.PUBLIC_COLUMNS
 USER_LABELS = ("win", "loss", "ignore")
 """What ``label_pattern`` accepts (case-insensitive)."""
 
-LABEL_RANK = {"user": 3, "trade": 2, "triple_barrier": 1}
+LABEL_RANK = sql.LABEL_RANK
 """Which label source may overwrite which: higher or equal rank replaces, lower only fills gaps."""
 
 _USER_TO_LABEL = {"win": 1, "loss": 0, "ignore": None}

@@ -42,11 +42,10 @@ import vectorbt as vbt
 
 from ..config import MLConfig, parse_ml_block
 from ..data import bar_duration, validate_ohlcv
-from ..errors import ModelError
 from ..filter import decide, size_fraction
 from ..patterns import QMLParams, detect_patterns, label_patterns
 from ..patterns.qml import detect_arrays
-from ..tradesim import select_trades
+from ..tradesim import levels_placeable, select_trades
 
 __all__ = ["backtest", "trades_table", "FULL_SIZE"]
 
@@ -123,7 +122,7 @@ class PatternBook:
         if not self.ml.enabled:
             return
         from ..features import FeatureExtractor
-        from ..scoring import score_patterns
+        from ..scoring import score_or_baseline
 
         keys = list(dict.fromkeys(self.detection_key(p) for p in grid))
         todo = [k for k in keys if k not in self._confidence]
@@ -132,16 +131,10 @@ class PatternBook:
         by_key = {self.detection_key(p): p for p in grid}
         frames = [self.patterns(by_key[k]) for k in todo]
         allpats = pd.concat(frames, ignore_index=True)
-        try:
-            feats = FeatureExtractor().extract(self.ohlcv, allpats)
-            feats = feats.drop(columns=["pattern_id", "regime_at_detection"]).set_index(allpats["pattern_id"])
-            scorer = score_patterns(self.ml, self.ohlcv, allpats, feats)
-            conf, self.ml_status = scorer.confidence.to_numpy(dtype=float), scorer.status
-        except ModelError as e:
-            if self.ml.on_model_error == "fail":
-                raise
-            warnings.warn(f"ML filter off, trading unfiltered (on_model_error: baseline): {e}", stacklevel=3)
-            conf, self.ml_status = None, f"baseline: {e}"
+        feats = FeatureExtractor().extract(self.ohlcv, allpats)
+        feats = feats.drop(columns=["pattern_id", "regime_at_detection"]).set_index(allpats["pattern_id"])
+        scorer, self.ml_status = score_or_baseline(self.ml, self.ohlcv, allpats, feats)
+        conf = None if scorer is None else scorer.confidence.to_numpy(dtype=float)
         bounds = np.cumsum([0, *map(len, frames)])
         for k, a, b in zip(todo, bounds[:-1], bounds[1:], strict=True):
             self._confidence[k] = conf[a:b] if conf is not None else None
@@ -151,7 +144,7 @@ class PatternBook:
         lab = self.labeled(p)
         d = lab["direction"].to_numpy(np.int64)
         entry, stop, target = (lab[k].to_numpy(float) for k in ("entry", "stop", "target"))
-        tradable = ((target - entry) * d > 0) & ((entry - stop) * d > 0)
+        tradable = levels_placeable(d, entry, stop, target)
         mode, conf = None, None
         if self.ml.enabled:
             self.score([p])

@@ -46,6 +46,7 @@ import vectorbt as vbt
 from ..errors import DataError
 from ..patterns import QMLParams
 from ..patterns.qml import detect_arrays
+from ..tradesim import levels_placeable
 
 __all__ = ["QML", "OUTPUT_NAMES", "one_pattern_per_bar"]
 
@@ -78,7 +79,7 @@ def _one_column(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: QM
     entries[t] = True
     direction[t] = d
     levels[:, t] = entry, stop, target, score
-    passes[t] = (score >= params.min_score) & ((target - entry) * d > 0) & ((entry - stop) * d > 0)
+    passes[t] = (score >= params.min_score) & levels_placeable(d, entry, stop, target)
     return entries, direction, levels[0], levels[1], levels[2], levels[3], passes
 
 
