@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .filter import decide, random_filter_mask
-from .tradesim import equity_from_trades, levels_placeable, select_trades, trade_metrics
+from .tradesim import equity_from_trades, levels_placeable, select_trades, trade_metrics, trade_selector
 
 __all__ = ["mode_trades", "random_filter_band", "placeable"]
 
@@ -59,15 +59,15 @@ def random_filter_band(labeled: pd.DataFrame, proba, *, min_score: float = 0.5, 
     cand = technical & period
     rate = float((filtered & period).sum() / max(cand.sum(), 1))
     ok = placeable(labeled)
-    closed = labeled["exit_bar"].notna().to_numpy()
+    counted = labeled["exit_bar"].notna().to_numpy() & period     # closed trades entered in the period
     before = technical & ~period
+    select = trade_selector(labeled, v.to_numpy(float), max_wait=max_wait)   # prepared once for all seeds
+    pnl, exits = labeled["pnl_pct"].to_numpy(float), pd.DatetimeIndex(labeled["exit_time"])
     rows, picks = [], []
     for seed in range(seeds):
-        keep = random_filter_mask(cand, rate, seed) | before
-        chosen = select_trades(labeled, keep & ok, v.to_numpy(float), max_wait=max_wait)
-        tr = labeled[chosen & closed & period]
-        rows.append(trade_metrics(tr["pnl_pct"], tr["exit_time"], start, end))
-        picks.append(tr)
+        traded = select((random_filter_mask(cand, rate, seed) | before) & ok) & counted
+        rows.append(trade_metrics(pnl[traded], exits[traded], start, end))
+        picks.append(traded)
     res = pd.DataFrame(rows)
     k = int(np.argmin(np.abs(res["return_pct"].to_numpy() - res["return_pct"].median())))
-    return res, rate, equity_from_trades(picks[k]["pnl_pct"], picks[k]["exit_time"])
+    return res, rate, equity_from_trades(pnl[picks[k]], exits[picks[k]])

@@ -9,7 +9,8 @@ new order may go out at ``x``. Given the triple-barrier outcomes of every patter
 :func:`select_trades` walks the *patterns* (not the bars) in one cached numba pass.
 
 This is what makes an honest random-filter band cheap: 200 random subsets with the ML filter's pass
-rate cost milliseconds, and a test checks that the selection equals backtesting.py's own trades.
+rate take about 0.5 s on EURUSD_1h's 1,909 patterns (the selection itself is the small part; most
+is the metrics' calendar work), and a test checks that the selection equals backtesting.py's own trades.
 
 :func:`trade_metrics` turns a list of trades into the comparison-table row (trades, win rate,
 profit factor, return %, Sharpe, max drawdown) the same way for every row of the table, whether the
@@ -19,11 +20,15 @@ closed-trade equity returns (sqrt(252)).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from numba import njit
 
-__all__ = ["select_trades", "trade_metrics", "equity_from_trades", "levels_placeable", "TABLE_COLUMNS"]
+__all__ = ["select_trades", "trade_selector", "trade_metrics", "equity_from_trades", "levels_placeable",
+           "TABLE_COLUMNS"]
 
 TABLE_COLUMNS = ["trades", "win_rate", "profit_factor", "return_pct", "sharpe", "max_drawdown"]
 
@@ -58,13 +63,26 @@ def select_trades(labeled: pd.DataFrame, take, score=None, max_wait: int = 20) -
     including "levels are placeable"); ``score`` ranks patterns of the same bar (default
     ``validity_score``). Orders that expire are in the mask too; trades are the filled ones.
     """
-    take = np.asarray(take, dtype=bool)
+    return trade_selector(labeled, score, max_wait)(take)
+
+
+def trade_selector(labeled: pd.DataFrame, score=None, max_wait: int = 20) -> Callable[[Any], np.ndarray]:
+    """:func:`select_trades` with everything but ``take`` prepared once: ``selector(take) -> mask``.
+
+    For many decisions over the same patterns (the random-filter band's 200 seeds): the bars and
+    the per-bar order are built once, and each call is only the numba walk.
+    """
     score = labeled["validity_score"].to_numpy(float) if score is None else np.asarray(score, float)
     fill = labeled["fill_bar"].fillna(-1).to_numpy(np.int64)
     exit_ = labeled["exit_bar"].fillna(-1).to_numpy(np.int64)
     t = labeled["detection_bar"].to_numpy(np.int64)
     order = np.lexsort((labeled["p1_bar"].to_numpy(np.int64), -np.nan_to_num(score, nan=-np.inf), t))
-    return _select(order, t, take, fill, exit_, int(max_wait), np.iinfo(np.int64).max)
+    never = np.iinfo(np.int64).max
+
+    def select(take) -> np.ndarray:
+        return _select(order, t, np.asarray(take, dtype=bool), fill, exit_, int(max_wait), never)
+
+    return select
 
 
 def trade_metrics(return_pct, exit_times, start=None, end=None) -> dict:

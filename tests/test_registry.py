@@ -452,6 +452,16 @@ def test_statistics_count_by_symbol_type_label_source_and_regime(reg):
     assert s["win_rate"] == 0.5
 
 
+def test_recent_features_are_the_newest_after_a_time_oldest_first_in_one_frame(reg):
+    reg.register_patterns(patterns(6), features(6))
+    reg.register_patterns(patterns(1, start=6), None)                  # no features: not included
+    got = reg.get_recent_features(after="2020-01-01 04:00", limit=3)
+    assert got.index.get_level_values("pattern_id").tolist() == ["p3", "p4", "p5"]
+    assert got.index.get_level_values("detection_time")[0] == pd.Timestamp("2020-01-01 12:00")
+    assert got.loc["p4"].iloc[0].to_dict() == reg.get_features("p4")
+    assert len(reg.get_recent_features(after="2020-01-01 16:00")) == 1 and reg.get_recent_features().shape == (6, 4)
+
+
 def test_unlabeled_patterns_come_newest_first_up_to_the_limit(reg):
     reg.register_patterns(patterns(5), features(5))
     reg.record_outcomes(outcomes(["p4"], 1))

@@ -155,7 +155,7 @@ class FeatureExtractor:
                              copy=False)
         if "pattern_id" in patterns.columns:
             frame.insert(0, "pattern_id", patterns["pattern_id"].to_numpy())
-        code = regime_codes(bars)[view.t] if view.m else np.empty(0)
+        code = _regime_at(bars, view.t, market)
         labels = np.array(REGIMES, dtype=object)[np.where(np.isnan(code), 0, code).astype(np.int64)]
         labels[np.isnan(code)] = None
         frame["regime_at_detection"] = pd.Series(labels, index=patterns.index, dtype=object)
@@ -217,6 +217,16 @@ class FeatureExtractor:
             column = collector.column
         if column != start + len(infos):
             raise RuntimeError("feature families declared a different set of features than they computed")
+
+
+def _regime_at(bars: Bars, rows: np.ndarray, market: pd.DataFrame | None) -> np.ndarray:
+    """Regime codes at ``rows``: read off the one-hot ``regime_*`` columns of a precomputed market
+    matrix when it has them (no second pass over the series), else computed from the bars."""
+    onehot = [f"regime_{name}" for name in REGIMES]
+    if market is None or not set(onehot) <= set(market.columns):
+        return regime_codes(bars)[rows] if len(rows) else np.empty(0)
+    hot = market[onehot].to_numpy(dtype=np.float64)[rows]
+    return np.where(np.isnan(hot[:, 0]), np.nan, hot @ np.arange(len(REGIMES), dtype=np.float64))
 
 
 def _str_list(value: Any, key: str) -> list[str]:

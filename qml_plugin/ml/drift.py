@@ -62,7 +62,7 @@ from .model import SignalQualityModel
 
 __all__ = ["DriftThresholds", "DriftReport", "detect_drift", "population_stability_index", "bin_edges",
            "bin_shares", "ks_two_sample", "score_reference", "score_psi", "PSI_EPS", "check_model_drift",
-           "recent_features", "load_registered", "to_timestamp", "drift_state_file", "last_drift", "MIN_DRIFT_ROWS"]
+           "load_registered", "to_timestamp", "drift_state_file", "last_drift", "MIN_DRIFT_ROWS"]
 
 PSI_EPS = 1e-4
 """Share given to an empty bin so ``ln(r / e)`` stays finite: ``np.maximum(shares, PSI_EPS)``."""
@@ -316,17 +316,6 @@ def load_registered(row: dict[str, Any]) -> SignalQualityModel:
     return model
 
 
-def recent_features(reg: PatternRegistry, after: Any, limit: int) -> pd.DataFrame:
-    """Features of the newest ``limit`` patterns detected after ``after`` (labeled or not), oldest first."""
-    text = None if after is None else to_timestamp(after).isoformat()
-    rows = reg._db().execute(        # the registry's own connection; one parameterized read
-        "SELECT pattern_id, detection_time FROM ml_pattern_registry WHERE features IS NOT NULL "
-        "AND (?1 IS NULL OR detection_time > ?1) ORDER BY detection_time DESC, pattern_id DESC LIMIT ?2",
-        (text, int(limit))).fetchall()[::-1]
-    index = pd.MultiIndex.from_tuples([(p, pd.Timestamp(t)) for p, t in rows], names=["pattern_id", "detection_time"])
-    return pd.DataFrame([reg.get_features(p) for p, _ in rows], index=index, dtype=np.float64)
-
-
 def drift_state_file(models_dir: str | os.PathLike[str], model_name: str) -> Path:
     """Where the last drift check of ``model_name`` is kept: ``<models_dir>/last_drift_<name>.json``."""
     return Path(models_dir) / f"last_drift_{model_name}.json"
@@ -351,7 +340,7 @@ def check_model_drift(reg: PatternRegistry, model_name: str, *, thresholds: Drif
     ref, _ = reg.get_training_data(min_labels=0, start=start, end=end)
     if end is not None:
         ref = ref[ref.index.get_level_values("exit_time") <= end]
-    recent = recent_features(reg, end, recent_patterns)
+    recent = reg.get_recent_features(end, recent_patterns)
     if min(len(ref), len(recent)) < MIN_DRIFT_ROWS:
         empty = pd.DataFrame({"psi": [], "ks_stat": [], "ks_pvalue": [], "ks_qvalue": [], "drifting": []})
         report = DriftReport(empty.astype({"drifting": bool}), False,

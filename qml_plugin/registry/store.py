@@ -284,6 +284,22 @@ class PatternRegistry(ModelTables):
         X = pd.DataFrame(matrix, index=index, columns=pd.Index(names, dtype=object))
         return X, np.asarray(lab, dtype=np.int64)
 
+    def get_recent_features(self, after: Any = None, limit: int = 300) -> pd.DataFrame:
+        """Features of the newest ``limit`` patterns detected after ``after`` (labeled or not), oldest
+        first, indexed by ``(pattern_id, detection_time)``: what drift detection compares. One read."""
+        text = fr.iso_times([after], "after")[0] if after is not None else None
+        with translate_errors(self.path):
+            rows = self._db().execute(
+                "SELECT pattern_id, detection_time, feature_set_id, features FROM ml_pattern_registry "
+                "WHERE features IS NOT NULL AND (?1 IS NULL OR detection_time > ?1) "
+                "ORDER BY detection_time DESC, pattern_id DESC LIMIT ?2", (text, int(limit))).fetchall()[::-1]
+        pids, det, sets, blobs = zip(*rows, strict=True) if rows else ([],) * 4
+        names, matrix = fr.unpack_features(sets, blobs, self._feature_names(sets))
+        index = pd.MultiIndex.from_arrays(
+            [pd.Index(pids, dtype=object), pd.to_datetime(pd.Series(det, dtype=object), format="ISO8601")],
+            names=["pattern_id", "detection_time"])
+        return pd.DataFrame(matrix, index=index, columns=pd.Index(names, dtype=object))
+
     def get_features(self, pattern_id: str) -> dict[str, float]:
         """One pattern's stored features, name -> value (NaN where missing); {} if none stored.
 
