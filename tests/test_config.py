@@ -91,3 +91,9 @@ def test_sweep_config_is_validated_the_same_way():
         load_sweep_config("sweep: {metric: alpha}")
     with pytest.raises(ConfigError, match=r"sweep.grid is empty"):
         load_sweep_config("sweep: {grid: {}}")
+
+
+def test_ml_config_defaults_are_the_schema_defaults():
+    from qml_plugin.config import ML_SCHEMA
+
+    assert MLConfig() == parse_ml_block("enabled: false") == MLConfig(**{k: f.default for k, f in ML_SCHEMA.items()})

@@ -34,6 +34,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from ..data import OHLCV_COLUMNS
 from ..errors import ConfigError, DataError
 from .catalog import FAMILIES, Collector, Family, FeatureInfo
 from .geometry import REQUIRED_PATTERN_COLUMNS, PatternView, geometry_features, timing_features
@@ -57,7 +58,6 @@ PATTERN_FAMILIES: tuple[Family, ...] = (
 """Families with one value per pattern, in column order (after the market features)."""
 
 _CONFIG_KEYS = ("families", "exclude")
-_OHLCV = ("Open", "High", "Low", "Close", "Volume")
 
 
 class FeatureExtractor:
@@ -185,7 +185,7 @@ class FeatureExtractor:
         _, exclude = self._config()
         lists: list[list[FeatureInfo]] = []
         everything: set[str] = set()
-        empty = Bars(pd.DataFrame({c: np.empty(0) for c in _OHLCV}, index=pd.DatetimeIndex([])))
+        empty = Bars(pd.DataFrame({c: np.empty(0) for c in OHLCV_COLUMNS}, index=pd.DatetimeIndex([])))
         no_patterns = PatternView(empty, pd.DataFrame({c: np.empty(0) for c in REQUIRED_PATTERN_COLUMNS}))
         for families, src in ((self.market_families(), empty), (self.pattern_families(), no_patterns)):
             infos: list[FeatureInfo] = []
@@ -239,7 +239,7 @@ def _str_list(value: Any, key: str) -> list[str]:
 def _check_ohlcv(ohlcv: pd.DataFrame) -> pd.DataFrame:
     if not isinstance(ohlcv, pd.DataFrame):
         raise DataError(f"expected a pandas DataFrame of OHLCV bars, got {type(ohlcv).__name__}")
-    missing = [c for c in _OHLCV if c not in ohlcv.columns]
+    missing = [c for c in OHLCV_COLUMNS if c not in ohlcv.columns]
     if missing:
-        raise DataError(f"missing columns {missing}; need {list(_OHLCV)} (see load_ohlcv)")
+        raise DataError(f"missing columns {missing}; need {list(OHLCV_COLUMNS)} (see load_ohlcv)")
     return ohlcv
