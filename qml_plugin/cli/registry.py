@@ -26,6 +26,9 @@ def add_parser(sub) -> None:
         p.add_argument("--db", default="results/experiments.db", help="registry path or sqlite:/// URL")
         if name == "label":
             p.add_argument("--limit", type=int, default=20, help="how many patterns to show (default 20)")
+            p.add_argument("--web", action="store_true",
+                           help="label in the browser instead: a local page on 127.0.0.1 with a token (SPEC §14)")
+            p.add_argument("--port", type=int, default=8765, help="port of the --web page (default 8765; 0 = any)")
         p.set_defaults(func=func)
 
 
@@ -58,6 +61,11 @@ def _fmt(v) -> str:
 
 
 def _label(args: argparse.Namespace) -> int:
+    if args.web:
+        from ..web import serve
+
+        serve(args.db, port=args.port)
+        return 0
     if args.limit < 1:
         raise ValueError(f"--limit must be >= 1, got {args.limit}")
     done = 0
