@@ -62,8 +62,8 @@ def test_gallery_draws_the_six_highest_and_six_lowest_scored_patterns(labeled):
     known = pats[np.isfinite(pats["r_multiple"])].sort_values("ml_confidence")
     for name, expect in (("highest", known.tail(6)), ("lowest", known.head(6))):
         titles = sorted(f.title.text for f in lay.select({"name": f"gallery:{name}"}))
-        want = sorted(f"EURUSD_1h {t:%Y-%m-%d} ml_confidence {s:.2f}: {x} {r:+.2f} R" for t, s, x, r in
-                      zip(expect["detection_time"], expect["ml_confidence"], expect["exit_reason"], expect["r_multiple"]))
+        cols = [expect[c] for c in ("detection_time", "ml_confidence", "exit_reason", "r_multiple")]
+        want = sorted(f"EURUSD_1h {t:%Y-%m-%d} ml_confidence {s:.2f}: {x} {r:+.2f} R" for t, s, x, r in zip(*cols))
         assert titles == want
 
 
