@@ -1,0 +1,399 @@
+"""The verdict of a universe run (SPEC §11): does the model choose better than chance, and how sure are we?
+
+The universe run (:mod:`qml_plugin.job`) backtests every market, trains walk-forward models under one or
+more schemes, and hands this module what happened out of sample. :func:`verdict_table` turns it into
+**the verdict table**: for each level (``pattern``, ``trade``), scheme and mode, one row pooled over
+markets (``market == "all"``) and one per market, each next to the **random filter** that keeps, in every
+market, as many of that market's candidates as the mode kept there, drawn from the pool the mode draws
+from, so the model is credited only for choosing *within* markets. One row is the **primary test**
+(pooled scheme, the config's ``ml.prediction_mode``, pattern level); every other row is exploratory and
+its ``p_random`` is Holm-corrected across them. :func:`verdict_sentence` states the primary result in
+words, :func:`format_verdict` rounds the table for print and the report, :func:`write_verdict_csv` writes it.
+
+What it leaves to others: the decisions themselves come from :func:`qml_plugin.filter.decide` (the caller
+fills the ``taken_<mode>`` columns with it, so the verdict judges exactly what the backtests did); the
+one-position rule of the trade-level random filter is :func:`qml_plugin.tradesim.trade_selector`; the
+statistics (:func:`~qml_plugin.comparison.random_keep`, ``p_random``, Holm, the block bootstrap, the
+minimum detectable effect) are in :mod:`qml_plugin.comparison`; ECE is :mod:`qml_plugin.ml.calibration`.
+
+Input ``patterns`` (required): one row per out-of-sample pattern per scheme (a pattern appears once in
+each scheme that scored it; out of sample = detected after the scheme's first admissible model):
+
+==========================  =================  =========================================================
+column                      dtype              meaning
+==========================  =================  =========================================================
+``scheme``                  str                ``pooled`` / ``per_market`` / ``leave_market_out``
+``dataset``                 str                ``SYMBOL_TIMEFRAME`` (``AAPL_1h``)
+``market``                  str                the symbol (``AAPL``): AAPL_1h and AAPL_1d are one market
+``known_at_utc``            datetime64[UTC]    close of the detection bar (tz-aware); gives the month block
+``r_net``                   float              R multiple net of costs; NaN = no outcome (expired / open)
+``placeable``               bool               levels an order accepts (``tradesim.levels_placeable``)
+``technical``               bool               the technical rule: ``validity_score >= min_score``
+``taken_<mode>``            bool               the mode's decision, for each of :data:`MODES`
+==========================  =================  =========================================================
+
+Pools (SPEC §11): ``filter`` and ``expected_value`` draw from ``technical & placeable``; ``replace`` and
+``score_enhancement`` from every ``placeable`` pattern. A taken pattern outside its mode's pool is a bug
+of the caller (``ValueError``). At the pattern level only patterns with a known outcome count, on both
+sides: the mode's set is ``taken & r_net known``, and the random filter draws from ``pool & r_net known``.
+
+For the **trade level** (optional) also pass, in ``patterns``, the columns the one-position simulator needs
+(``detection_bar``, ``p1_bar``, ``fill_bar``, ``exit_bar`` as bar positions within the dataset, NaN when
+never filled / never exited, and ``validity_score``, which ranks patterns of the same bar), and:
+
+- ``trades``: one row per closed trade the backtest made out of sample: ``scheme``, ``mode`` (one of
+  :data:`MODES`, or ``baseline`` for the technical rule, reported without a random filter), ``dataset``,
+  ``market``, ``entry_time_utc`` (tz-aware; gives the month block), ``r_net`` (float, R net of costs);
+- ``equity``: daily (or finer) mark-to-market equity per (scheme, mode, dataset) over the out-of-sample
+  period: ``scheme``, ``mode``, ``dataset``, ``market``, ``time_utc`` (tz-aware), ``equity`` (float, any
+  scale). Each curve is read as its last value per UTC day, divided by its first value.
+
+The trade-level random filter keeps, in every market, as many pool members (known outcome or not: an
+order that expires is a candidate in a backtest too) as the mode took there, then replays the
+one-position rule per dataset (ranking same-bar patterns by ``validity_score``); its trades are the
+chosen patterns with a known ``r_net``. The replay starts flat at the first out-of-sample pattern, where
+a backtest may still hold a position: a small difference, the same for every seed.
+
+Output: one DataFrame with :data:`VERDICT_COLUMNS`, rows ordered level (pattern first), scheme, mode,
+``market`` (``all`` first). ``win_rate`` is in percent (R > 0); ``profit_factor`` is on R (sum of winning R
+over the sum of losing R); ``mean_r`` with ``mean_r_lo`` / ``mean_r_hi`` its 95 % CI (bootstrap over
+market-month blocks); ``total_return`` and ``max_drawdown`` in percent and ``sharpe`` from the daily
+equity (trade level only; pooled = an equal-weight portfolio of the per-market curves, each market's own
+curve the equal-weight mean of its datasets'); ``random_median`` / ``random_p05`` / ``random_p95`` the
+random filters' mean R; ``p_random`` (:func:`~qml_plugin.comparison.p_random`, one-sided: is the mode
+better than chance?); ``p_holm`` (Holm across every exploratory row; on the primary row, its own
+``p_random``); ``mde`` (pooled rows only: :func:`~qml_plugin.comparison.minimum_detectable_effect` from the
+pooled SD of the mode's R and the pool's); ``primary`` (True on at most one row; none when the pooled scheme
+was not run). Mode rows with no pool (``n_pool == 0``) have NaN statistics.
+"""
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..comparison import block_bootstrap_ci, holm, minimum_detectable_effect, p_random, random_keep, random_keep_sums
+from ..tradesim import trade_selector
+
+__all__ = ["MODES", "POOLS", "VERDICT_COLUMNS", "verdict_table", "pattern_rows", "trade_rows", "format_verdict",
+           "verdict_sentence", "write_verdict_csv"]
+
+MODES = ("filter", "score_enhancement", "replace", "expected_value")
+"""The ML modes the verdict judges, in table order (SPEC §7)."""
+
+POOLS = {"filter": "technical", "expected_value": "technical", "score_enhancement": "placeable",
+         "replace": "placeable"}
+"""Which candidates each mode chooses from, so its random filter draws from the same: ``POOLS["filter"]``."""
+
+VERDICT_COLUMNS = ["level", "scheme", "mode", "market", "pool", "n_pool", "n", "win_rate", "profit_factor", "mean_r",
+                   "mean_r_lo", "mean_r_hi", "total_return", "sharpe", "max_drawdown", "random_median", "random_p05",
+                   "random_p95", "p_random", "p_holm", "mde", "primary"]
+"""Columns of :func:`verdict_table`, in order."""
+
+_PATTERN_NEEDS = ["scheme", "dataset", "market", "known_at_utc", "r_net", "placeable", "technical"]
+_SIM_NEEDS = ["detection_bar", "p1_bar", "fill_bar", "exit_bar", "validity_score"]
+
+
+def _need(frame: pd.DataFrame, cols: list[str], name: str) -> None:
+    missing = [c for c in cols if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{name} lacks columns {missing}; see qml_plugin.job.verdict's docstring for the interface")
+
+
+def _utc(s: pd.Series, name: str) -> pd.Series:
+    if not isinstance(s.dtype, pd.DatetimeTZDtype):
+        raise ValueError(f"{name} must be tz-aware (UTC) timestamps, got dtype {s.dtype}")
+    return s.dt.tz_convert("UTC")
+
+
+def _bool(frame: pd.DataFrame, col: str) -> np.ndarray:
+    v = frame[col]
+    if v.isna().any():
+        raise ValueError(f"column {col!r} holds missing values; it must be bool")
+    return v.to_numpy(bool)
+
+
+def _rng(seed: int, *keys: str) -> np.random.Generator:
+    return np.random.default_rng([seed, zlib.crc32("/".join(keys).encode())])
+
+
+def _blocks(market_codes: np.ndarray, times: pd.Series) -> np.ndarray:
+    """Market-month block of each row: trades of one market and month are not independent."""
+    return market_codes.astype(np.int64) * 100_000 + (times.dt.year * 12 + times.dt.month).to_numpy(np.int64)
+
+
+def _per_trade(r: np.ndarray, blocks: np.ndarray, rng: np.random.Generator, n_boot: int, level: float) -> dict:
+    """The per-trade figures of a row: n, win rate, profit factor, mean R and its block-bootstrap CI."""
+    n = len(r)
+    if n == 0:
+        return {"n": 0, "win_rate": np.nan, "profit_factor": np.nan, "mean_r": np.nan, "mean_r_lo": np.nan,
+                "mean_r_hi": np.nan}
+    gains, losses = r[r > 0].sum(), -r[r < 0].sum()
+    lo, hi = block_bootstrap_ci(r, blocks, level=level, n_boot=n_boot, rng=rng)
+    return {"n": n, "win_rate": float((r > 0).mean() * 100.0),
+            "profit_factor": float(gains / losses) if losses > 0 else (np.inf if gains > 0 else np.nan),
+            "mean_r": float(r.mean()), "mean_r_lo": lo, "mean_r_hi": hi}
+
+
+def _band(observed: float, means: np.ndarray) -> dict:
+    m = means[~np.isnan(means)]
+    if len(m) == 0:
+        return {"random_median": np.nan, "random_p05": np.nan, "random_p95": np.nan, "p_random": np.nan}
+    q05, q50, q95 = np.quantile(m, [0.05, 0.5, 0.95])
+    return {"random_median": float(q50), "random_p05": float(q05), "random_p95": float(q95),
+            "p_random": p_random(observed, m)}
+
+
+def _pooled_sd(a: np.ndarray, b_var: float) -> float:
+    return float(np.sqrt((np.var(a, ddof=1) + b_var) / 2.0)) if len(a) > 1 else np.nan
+
+
+def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 1000, n_boot: int = 2000, level: float = 0.95,
+                 alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> pd.DataFrame:
+    """Pattern-level rows of the verdict (meta-labeling's own test), without ``p_holm`` / ``primary``.
+
+    Every out-of-sample pattern with a known outcome that the mode would take, without the one-position
+    rule, against ``seeds`` random subsets of the same size per market from the same pool. One
+    ``baseline`` row per scheme (the technical rule's patterns) is shown for reference, with no random
+    filter.
+    """
+    _need(patterns, _PATTERN_NEEDS + [f"taken_{m}" for m in MODES], "patterns")
+    rows = []
+    for scheme, sub in patterns.groupby("scheme", sort=False):
+        codes, markets = pd.factorize(sub["market"], sort=True)
+        r = sub["r_net"].to_numpy(float)
+        known = ~np.isnan(r)
+        blocks = _blocks(codes, _utc(sub["known_at_utc"], "patterns.known_at_utc"))
+        placeable, technical = _bool(sub, "placeable"), _bool(sub, "technical")
+        base = {"level": "pattern", "scheme": scheme}
+        for mode in ("baseline",) + MODES:
+            pool = placeable & (technical if POOLS.get(mode, "technical") == "technical" else True)
+            taken = pool if mode == "baseline" else _bool(sub, f"taken_{mode}")
+            stray = taken & ~pool
+            if stray.any():
+                raise ValueError(f"scheme {scheme!r}, mode {mode!r}: {int(stray.sum())} taken patterns lie outside "
+                                 f"the mode's pool ({POOLS[mode]} & placeable), e.g. row {sub.index[stray][0]!r}")
+            pool, taken = pool & known, taken & known
+            rng = _rng(seed, "pattern", str(scheme), mode)
+            keep = np.bincount(codes[taken], minlength=len(markets))
+            if mode != "baseline":
+                sums = random_keep_sums(r, pool, codes, keep, seeds=seeds, rng=rng)   # (seeds, markets)
+            for g in [-1, *range(len(markets))]:
+                inside = np.ones(len(r), bool) if g < 0 else codes == g
+                sel, in_pool = taken & inside, pool & inside
+                row = base | {"mode": mode, "market": "all" if g < 0 else markets[g],
+                              "pool": "technical" if mode == "baseline" else POOLS[mode], "n_pool": int(in_pool.sum())}
+                row |= _per_trade(r[sel], blocks[sel], rng, n_boot, level)
+                if mode != "baseline":
+                    k = keep.sum() if g < 0 else keep[g]
+                    means = (sums.sum(axis=1) if g < 0 else sums[:, g]) / k if k else np.full(seeds, np.nan)
+                    row |= _band(row["mean_r"], means)
+                    if g < 0:
+                        row["mde"] = minimum_detectable_effect(
+                            _pooled_sd(r[sel], float(np.var(r[in_pool], ddof=1)) if in_pool.sum() > 1 else np.nan),
+                            int(sel.sum()), alpha=alpha, power=power)
+                rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _daily(curve: pd.DataFrame) -> pd.Series:
+    t = _utc(curve["time_utc"], "equity.time_utc")
+    s = pd.Series(curve["equity"].to_numpy(float), index=t.to_numpy()).sort_index()
+    s = s.groupby(s.index.normalize()).last()
+    return s / s.iloc[0]
+
+
+def _equal_weight(curves: list[pd.Series]) -> pd.Series:
+    """Equal-weight, buy-and-hold portfolio of curves that each start at 1.0 (a curve before its start counts
+    1.0, after its end its last value): the mean of the curves over the union of their days."""
+    frame = pd.concat(curves, axis=1).sort_index().ffill().fillna(1.0)
+    return frame.mean(axis=1)
+
+
+def _equity_figures(curve: pd.Series | None) -> dict:
+    """Total return %, Sharpe and max drawdown % of a daily equity curve.
+
+    TODO(s3-sweep): use tradesim's one Sharpe definition (SPEC §9: daily mark-to-market equity over the
+    days the market has bars, annualized by sqrt(such days per year)) once it lands; this is the same rule.
+    """
+    if curve is None or len(curve) < 2:
+        return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
+    v = curve.to_numpy(float)
+    rets = v[1:] / v[:-1] - 1.0
+    years = (curve.index[-1] - curve.index[0]).days / 365.25
+    per_year = len(curve) / years if years > 0 else np.nan
+    sd = rets.std(ddof=1) if len(rets) > 1 else np.nan
+    return {"total_return": float((v[-1] / v[0] - 1.0) * 100.0),
+            "sharpe": float(rets.mean() / sd * np.sqrt(per_year)) if sd > 0 else np.nan,
+            "max_drawdown": float((v / np.maximum.accumulate(v) - 1.0).min() * 100.0)}
+
+
+def _random_trades(sub: pd.DataFrame, codes: np.ndarray, n_markets: int, masks: np.ndarray, max_wait: int):
+    """Replay the one-position rule for every seed's random decisions: R sums, counts and R^2 sums
+    per (seed, market)."""
+    seeds = len(masks)
+    sums, counts, squares = (np.zeros((seeds, n_markets)) for _ in range(3))
+    r = sub["r_net"].to_numpy(float)
+    for _, idx in sub.groupby("dataset", sort=False).indices.items():
+        select = trade_selector(sub.iloc[idx], sub["validity_score"].to_numpy(float)[idx], max_wait=max_wait)
+        rd, g = r[idx], codes[idx][0]
+        known = ~np.isnan(rd)
+        for s in range(seeds):                   # one cached numba walk per seed; the work is in the walk
+            traded = select(masks[s, idx]) & known
+            x = rd[traded]
+            sums[s, g] += x.sum()
+            counts[s, g] += len(x)
+            squares[s, g] += (x * x).sum()
+    return sums, counts, squares
+
+
+def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFrame | None = None, *,
+               seeds: int = 200, max_wait: int = 20, n_boot: int = 2000, level: float = 0.95, alpha: float = 0.05,
+               power: float = 0.8, seed: int = 0) -> pd.DataFrame:
+    """Trade-level rows of the verdict (what a trader would have earned), without ``p_holm`` / ``primary``.
+
+    One row per (scheme, mode) found in ``trades`` (``baseline`` included, without a random filter),
+    pooled then per market of that scheme's patterns. ``max_wait`` is the strategy's order expiry in bars.
+    """
+    _need(patterns, _PATTERN_NEEDS + _SIM_NEEDS, "patterns")
+    _need(trades, ["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net"], "trades")
+    if equity is not None:
+        _need(equity, ["scheme", "mode", "dataset", "market", "time_utc", "equity"], "equity")
+    rows = []
+    for (scheme, mode), tr in trades.groupby(["scheme", "mode"], sort=False):
+        sub = patterns[patterns["scheme"] == scheme].reset_index(drop=True)
+        if len(sub) == 0 and mode != "baseline":
+            raise ValueError(f"trades name scheme {scheme!r} but patterns hold none of its rows")
+        markets = pd.Index(sorted(set(sub["market"]) | set(tr["market"])))
+        codes = markets.get_indexer(sub["market"])
+        tcodes = markets.get_indexer(tr["market"])
+        r_tr = tr["r_net"].to_numpy(float)
+        blocks = _blocks(tcodes, _utc(tr["entry_time_utc"], "trades.entry_time_utc"))
+        rng = _rng(seed, "trade", str(scheme), str(mode))
+        curves: dict[str, list[pd.Series]] = {}
+        if equity is not None:
+            eq = equity[(equity["scheme"] == scheme) & (equity["mode"] == mode)]
+            for (market, _), c in eq.groupby(["market", "dataset"], sort=True):
+                curves.setdefault(market, []).append(_daily(c))
+        per_market = {m: _equal_weight(c) for m, c in curves.items()}
+        pool = _bool(sub, "placeable") & (_bool(sub, "technical") if POOLS.get(mode) != "placeable" else True)
+        if mode in MODES:
+            taken = _bool(sub, f"taken_{mode}")
+            if (taken & ~pool).any():
+                raise ValueError(f"scheme {scheme!r}, mode {mode!r}: taken patterns outside the mode's pool")
+            keep = np.bincount(codes[taken], minlength=len(markets))
+            masks = random_keep(pool, codes, keep, seeds=seeds, rng=rng)
+            sums, counts, squares = _random_trades(sub, codes, len(markets), masks, max_wait)
+        for g in [-1, *range(len(markets))]:
+            sel = np.ones(len(r_tr), bool) if g < 0 else tcodes == g
+            row = {"level": "trade", "scheme": scheme, "mode": mode, "market": "all" if g < 0 else markets[g],
+                   "pool": POOLS.get(mode, "technical"),
+                   "n_pool": int(pool.sum() if g < 0 else (pool & (codes == g)).sum())}
+            row |= _per_trade(r_tr[sel], blocks[sel], rng, n_boot, level)
+            curve = (_equal_weight(list(per_market.values())) if per_market else None) if g < 0 \
+                else per_market.get(markets[g])
+            row |= _equity_figures(curve)
+            if mode in MODES:
+                s, c, q = (x.sum(axis=1) if g < 0 else x[:, g] for x in (sums, counts, squares))
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    row |= _band(row["mean_r"], np.where(c > 0, s / np.maximum(c, 1), np.nan))
+                if g < 0 and c.sum() > 1:
+                    var_random = (q.sum() - s.sum() ** 2 / c.sum()) / (c.sum() - 1)
+                    row["mde"] = minimum_detectable_effect(_pooled_sd(r_tr[sel], var_random), int(sel.sum()),
+                                                           alpha=alpha, power=power)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None, equity: pd.DataFrame | None = None,
+                  primary_mode: str, seeds: int = 1000, trade_seeds: int = 200, max_wait: int = 20,
+                  n_boot: int = 2000, level: float = 0.95, alpha: float = 0.05, power: float = 0.8,
+                  seed: int = 0) -> pd.DataFrame:
+    """The verdict table of a universe run (module docstring: inputs, columns, rules).
+
+    ``primary_mode`` is the config's ``ml.prediction_mode``: the primary test is the pooled scheme's
+    pattern-level row of that mode, pooled over markets. ``seeds`` random filters per pattern-level row
+    (``trade_seeds`` per trade-level row, each a full one-position replay), ``n_boot`` bootstrap
+    replicates per CI, all drawn from generators seeded by ``seed`` and the row's level, scheme and mode:
+    the same inputs give the same table, whichever scheduler produced them.
+    """
+    if primary_mode not in MODES:
+        raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")
+    parts = [pattern_rows(patterns, seeds=seeds, n_boot=n_boot, level=level, alpha=alpha, power=power, seed=seed)]
+    if trades is not None:
+        parts.append(trade_rows(patterns, trades, equity, seeds=trade_seeds, max_wait=max_wait, n_boot=n_boot,
+                                level=level, alpha=alpha, power=power, seed=seed))
+    table = pd.concat(parts, ignore_index=True).reindex(columns=VERDICT_COLUMNS)
+    table["primary"] = ((table["level"] == "pattern") & (table["scheme"] == "pooled")
+                        & (table["mode"] == primary_mode) & (table["market"] == "all"))
+    p = table["p_random"].to_numpy(float)
+    explore = ~table["primary"].to_numpy()
+    adjusted = np.where(explore, holm(np.where(explore, p, np.nan)), p)
+    table["p_holm"] = adjusted
+    for col in ("n", "n_pool"):
+        table[col] = table[col].astype(np.int64)
+    return table
+
+
+_FORMATS = {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "mean_r": "{:+.3f}", "mean_r_lo": "{:+.3f}",
+            "mean_r_hi": "{:+.3f}", "total_return": "{:+.2f}", "sharpe": "{:+.2f}", "max_drawdown": "{:.2f}",
+            "random_median": "{:+.3f}", "random_p05": "{:+.3f}", "random_p95": "{:+.3f}", "p_random": "{:.3f}",
+            "p_holm": "{:.3f}", "mde": "{:.3f}"}
+
+
+def format_verdict(table: pd.DataFrame, *, markets: bool = True) -> pd.DataFrame:
+    """The verdict table as text for print and the report: R to 3 decimals, percentages to 1-2, blanks for NaN.
+
+    ``mean_r`` and its CI become one ``mean_r [95% CI]`` column, the random band one ``random [5-95%]``
+    column, and the primary row is marked ``*`` in a leading column. ``markets=False`` keeps only the
+    pooled rows (``market == "all"``).
+    """
+    t = table if markets else table[table["market"] == "all"]
+    def f(col):
+        return [("" if pd.isna(v) else _FORMATS[col].format(v)) for v in t[col]]
+    out = pd.DataFrame({"": np.where(t["primary"], "*", ""), "level": t["level"], "scheme": t["scheme"],
+                        "mode": t["mode"], "market": t["market"], "n": t["n"].astype(str),
+                        "win_rate": f("win_rate"), "pf": f("profit_factor")})
+    out["mean_r [95% CI]"] = [m if not m else f"{m} [{lo}, {hi}]"
+                              for m, lo, hi in zip(f("mean_r"), f("mean_r_lo"), f("mean_r_hi"))]
+    for col in ("total_return", "sharpe", "max_drawdown"):
+        out[col] = f(col)
+    out["random [5-95%]"] = [m if not m else f"{m} [{lo}, {hi}]"
+                             for m, lo, hi in zip(f("random_median"), f("random_p05"), f("random_p95"))]
+    for col in ("p_random", "p_holm", "mde"):
+        out[col] = f(col)
+    return out.reset_index(drop=True)
+
+
+def write_verdict_csv(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write the verdict table (raw numbers, 6 significant digits, empty cells for NaN) and return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    table.reindex(columns=VERDICT_COLUMNS).to_csv(path, index=False, float_format="%.6g")
+    return path
+
+
+def verdict_sentence(table: pd.DataFrame, *, alpha: float = 0.05) -> str:
+    """The primary test in one or two sentences: "edge" or "no edge this data can detect", with its figures.
+
+    The verdict is "edge" when the primary row's ``p_random < alpha``: the mode chose better patterns
+    than chance would have within the same markets and pools. Whether those patterns also pay after
+    costs is said separately (the CI of mean R against 0).
+    """
+    prim = table[table["primary"]]
+    if prim.empty:
+        return ("No primary test: it is the pooled scheme's pattern-level row of ml.prediction_mode, and the "
+                "pooled scheme was not run; every row of this table is exploratory.")
+    r = prim.iloc[0]
+    head = (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): mean R {r['mean_r']:+.3f} "
+            f"(95 % CI {r['mean_r_lo']:+.3f} to {r['mean_r_hi']:+.3f}) over {int(r['n'])} patterns, against "
+            f"{r['random_median']:+.3f} (5-95 %: {r['random_p05']:+.3f} to {r['random_p95']:+.3f}) for random "
+            f"filters of the same size per market; p_random = {r['p_random']:.3f}; the smallest edge this data "
+            f"can detect is {r['mde']:.3f} R.")
+    if r["p_random"] < alpha:
+        pays = ("and its patterns pay after costs (CI above 0)" if r["mean_r_lo"] > 0 else
+                "though its patterns' mean R is not shown to be above 0 after costs")
+        return f"{head} Verdict: edge: the model chooses better than chance, {pays}."
+    return f"{head} Verdict: no edge this data can detect."
