@@ -11,7 +11,9 @@ import pytest
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ../shared/data beside the repository (/work/main), or two levels up from a worktree (/work/wt/<name>)
+SHARED_DATA = next((p for p in (REPO.parent / "shared" / "data", REPO.parent.parent / "shared" / "data")
+                    if p.is_dir()), REPO.parent / "shared" / "data")
 
 
 def make_ohlcv(high, low, close, open_=None, start="2020-01-01", freq="1h", symbol="TEST", volume=None):

@@ -94,7 +94,7 @@ def test_validation_never_drops_rows():
 
 
 def test_unknown_dataset_lists_the_valid_names():
-    with pytest.raises(DataError, match=r"unknown dataset 'EURUSD'; valid names: BTCUSD_1h, EURUSD_1h"):
+    with pytest.raises(DataError, match=r"unknown dataset 'EURUSD'; valid names: AAPL_1d, AAPL_1h, BAC_1d"):
         load_ohlcv("EURUSD")
 
 
