@@ -25,7 +25,7 @@ from numba import njit
 from scipy.stats import norm
 
 from .filter import decide, random_filter_mask
-from .tradesim import equity_from_trades, levels_placeable, select_trades, trade_metrics, trade_selector
+from .tradesim import Market, daily_equity, levels_placeable, select_trades, trade_metrics, trade_selector
 
 __all__ = ["mode_trades", "random_filter_band", "placeable", "random_keep", "random_keep_sums", "p_random", "holm",
            "block_bootstrap_ci", "minimum_detectable_effect"]
@@ -52,13 +52,15 @@ def mode_trades(labeled: pd.DataFrame, proba, *, mode: str | None, min_score: fl
     return labeled[chosen & closed & _in_period(labeled, start)]
 
 
-def random_filter_band(labeled: pd.DataFrame, proba, *, min_score: float = 0.5, confidence_threshold: float = 0.5,
-                       max_wait: int = 20, start=None, end=None, seeds: int = 200,
+def random_filter_band(labeled: pd.DataFrame, proba, *, ohlcv: pd.DataFrame | Market, min_score: float = 0.5,
+                       confidence_threshold: float = 0.5, max_wait: int = 20, start=None, end=None, seeds: int = 200,
                        ) -> tuple[pd.DataFrame, float, pd.Series]:
     """Metrics of ``seeds`` random filters with the ``filter`` mode's pass rate among technical candidates.
 
     Before ``start`` (no model yet) the random filter, like every mode, equals the technical rule.
-    Returns ``(per_seed_metrics, pass_rate, equity_of_the_median_seed)``.
+    ``ohlcv`` is the series ``labeled`` was detected on (each seed is scored on its daily
+    mark-to-market equity, :func:`qml_plugin.tradesim.trade_metrics`).
+    Returns ``(per_seed_metrics, pass_rate, daily_equity_of_the_median_seed)``.
     """
     v = labeled["validity_score"]
     technical, _ = decide(v, proba, mode=None, min_score=min_score)
@@ -70,15 +72,16 @@ def random_filter_band(labeled: pd.DataFrame, proba, *, min_score: float = 0.5, 
     counted = labeled["exit_bar"].notna().to_numpy() & period     # closed trades entered in the period
     before = technical & ~period
     select = trade_selector(labeled, v.to_numpy(float), max_wait=max_wait)   # prepared once for all seeds
-    pnl, exits = labeled["pnl_pct"].to_numpy(float), pd.DatetimeIndex(labeled["exit_time"])
+    market = Market.of(ohlcv)
+    fills = labeled[["fill_bar", "exit_bar", "fill_price", "exit_price", "direction"]]
     rows, picks = [], []
     for seed in range(seeds):
         traded = select((random_filter_mask(cand, rate, seed) | before) & ok) & counted
-        rows.append(trade_metrics(pnl[traded], exits[traded], start, end))
+        rows.append(trade_metrics(fills[traded], market, start=start, end=end))
         picks.append(traded)
     res = pd.DataFrame(rows)
     k = int(np.argmin(np.abs(res["return_pct"].to_numpy() - res["return_pct"].median())))
-    return res, rate, equity_from_trades(pnl[picks[k]], exits[picks[k]])
+    return res, rate, daily_equity(fills[picks[k]], market, start=start, end=end)
 
 
 # --- The statistics of the universe verdict (SPEC §11), shared by job/verdict.py and the tests. ---

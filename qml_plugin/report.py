@@ -23,7 +23,7 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     if "trades" in out:
         out["trades"] = [f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}" for v in out["trades"]]
     for col, fmt in {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "return_pct": "{:+.2f}", "sharpe": "{:+.2f}",
-                     "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}"}.items():
+                     "calmar": "{:+.2f}", "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}"}.items():
         if col in out:
             out[col] = [v if isinstance(v, str) else ("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
     return out

@@ -9,7 +9,7 @@ from conftest import random_walk
 from qml_plugin.errors import ConfigError
 from qml_plugin.filter import admissible_model, decide, random_filter_mask, size_fraction
 from qml_plugin.patterns import detect_patterns, label_patterns
-from qml_plugin.tradesim import select_trades, trade_metrics
+from qml_plugin.tradesim import select_trades
 
 V = np.array([0.2, 0.4, 0.6, 0.8, 0.6])  # validity_score
 C = np.array([0.9, 0.2, 0.2, 0.9, np.nan])  # ml_confidence (last one: no admissible model)
@@ -97,15 +97,6 @@ def test_trade_selection_is_one_position_at_a_time():
         busy_until = r.exit_bar if r.status == "filled" else r.detection_bar + 20
         if np.isnan(busy_until):
             busy_until = np.inf
-
-
-def test_trade_metrics_of_known_trades():
-    m = trade_metrics([10.0, -5.0, 20.0], pd.to_datetime(["2020-01-02", "2020-01-03", "2020-01-06"]))
-    assert m["trades"] == 3 and m["win_rate"] == pytest.approx(200 / 3)
-    assert m["profit_factor"] == pytest.approx(0.30 / 0.05)
-    assert m["return_pct"] == pytest.approx((1.1 * 0.95 * 1.2 - 1) * 100)
-    assert m["max_drawdown"] == pytest.approx(-5.0)
-    assert trade_metrics([], [])["trades"] == 0
 
 
 def test_guard_compares_times_of_different_resolutions_correctly():

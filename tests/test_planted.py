@@ -74,8 +74,8 @@ def _filter_vs_band(seed: int, oracle: bool = False, metric: str = "return_pct")
     start, end = wf.first_model_time, df.index[-1]
     rule = {"min_score": 0.0, "confidence_threshold": THRESHOLD}  # every pattern is a technical candidate
     filt = mode_trades(labeled, proba, mode="filter", start=start, **rule)
-    res, _, _ = random_filter_band(labeled, proba, start=start, end=end, seeds=200, **rule)
-    value = trade_metrics(filt["pnl_pct"], filt["exit_time"], start, end)[metric]
+    res, _, _ = random_filter_band(labeled, proba, ohlcv=df, start=start, end=end, seeds=200, **rule)
+    value = trade_metrics(filt, df, start=start, end=end)[metric]
     return value, res[metric].quantile(0.05), res[metric].quantile(0.95), len(filt)
 
 

@@ -36,7 +36,7 @@ from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
 from ..report import format_table, write_report
-from ..tradesim import TABLE_COLUMNS, equity_from_trades, trade_metrics
+from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
 from .common import config_path, data_name, load_data, make_backtest, resolve_strategy, strategy_params
 
 MODES = ("filter", "score_enhancement", "replace")
@@ -122,10 +122,10 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
-    table = pd.concat([table, _shadow_rows(db, ml, X, labeled, strat, period, df.index[-1])], ignore_index=True)
+    table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
     step("random filter done")
     start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
-    equity = {name: pd.concat([start, equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])])
+    equity = {name: pd.concat([start, daily_equity(t, df, start=period)])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}
     equity["random (median seed)"] = pd.concat([start, rand])
     notes = [f"Data: {data_name(df)}, {df.index[0]} .. {df.index[-1]} ({len(df):,} bars), {len(pats):,} patterns, "
@@ -151,7 +151,7 @@ def _record_versions(db: str, wf, model_name: str) -> None:
                            notes="qml run walk-forward model")
 
 
-def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:
+def _shadow_rows(db, ml, X, df, labeled, strat, start, end) -> pd.DataFrame:
     """What each canary / shadow version of ``ml.model_name`` would have done (never acting; simulated)."""
     with PatternRegistry(db) as reg:
         waiting = [v for v in reg.list_model_versions(ml["model_name"]) if v["status"] in ("canary", "shadow")]
@@ -165,7 +165,7 @@ def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:
                         ml_weight=ml["ml_weight"], confidence_threshold=ml["confidence_threshold"],
                         max_wait=strat.max_wait, start=start)
         rows.append({"mode": f"{col} ({ml['prediction_mode']}, not acting)",
-                     **trade_metrics(t["pnl_pct"], t["exit_time"], start, end), "oos_auc": np.nan})
+                     **trade_metrics(t, df, start=start, end=end), "oos_auc": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -177,8 +177,8 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds):
     rows = []
     for name, t in trades.items():
         t = _in_period(t, period)
-        rows.append({"mode": name, **trade_metrics(t["ReturnPct"] * 100, t["ExitTime"], period, df.index[-1])})
-    res, rate, curve = random_filter_band(labeled, proba, min_score=strat.min_score,
+        rows.append({"mode": name, **trade_metrics(t, df, start=period, end=df.index[-1])})
+    res, rate, curve = random_filter_band(labeled, proba, ohlcv=df, min_score=strat.min_score,
                                           confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
                                           start=period, end=df.index[-1], seeds=seeds)
     rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **res.median().to_dict()})

@@ -45,12 +45,9 @@ from ..data import bar_duration, validate_ohlcv
 from ..filter import decide, size_fraction
 from ..patterns import QMLParams, detect_patterns, label_patterns
 from ..patterns.qml import detect_arrays
-from ..tradesim import levels_placeable, select_trades
+from ..tradesim import FULL_SIZE, levels_placeable, select_trades
 
 __all__ = ["backtest", "trades_table", "FULL_SIZE"]
-
-FULL_SIZE = 0.9999
-"""Fraction of equity per trade without ``size_by_score`` (backtesting.py's ``buy()`` default)."""
 
 MLLike = MLConfig | dict | str | Path | None
 """An ``ml:`` block: an :class:`MLConfig`, a dict, a YAML path or string; None = ML off."""
