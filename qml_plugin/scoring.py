@@ -7,7 +7,7 @@ called per bar.
 
 The out-of-sample guard (SPEC §7), per pattern: a model may score a pattern only when its training
 data all exited before the pattern's detection time minus the embargo
-(``trained_on_end < detection_time - embargo_bars * bar``).
+(``trained_on_end < detection_time - embargo``, :func:`qml_plugin.config.embargo_timedelta`).
 
 * folder of versions: each pattern is scored by the latest admissible version; a pattern with none
   gets NaN (the filter then falls back to the technical rule) -> status ``out-of-sample``;
@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .config import MLConfig
+from .config import MLConfig, embargo_timedelta
 from .data import bar_duration
 from .errors import ModelError
 from .filter import admissible_model
@@ -114,7 +114,7 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         models, versions = load_models(ml.model_path, registry_db)
     else:
         versions = len(models) > 1
-    embargo = bar_duration(ohlcv) * ml.embargo_bars
+    embargo = embargo_timedelta(ml, bar_duration(ohlcv))
     if patterns is None or len(patterns) == 0:
         return Scorer(pd.Series(dtype=float), "out-of-sample", models, embargo)
     det = pd.DatetimeIndex(patterns["detection_time"])

@@ -109,4 +109,4 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert config_path("qml_baseline.yaml", "qml_with_ml.yaml").is_file()
     assert qml(["run", "--config", "/nonexistent.yaml"]) == 2
     err = one_line_error(capsys)
-    assert "config file not found: nonexistent.yaml" in err and "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err
+    assert "config file not found: /nonexistent.yaml" in err and "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err

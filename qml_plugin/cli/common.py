@@ -7,41 +7,29 @@ a module the user names on the command line with ``--strategies-module``); it mu
 from __future__ import annotations
 
 import importlib
+import inspect
 import warnings
 from pathlib import Path
 
 import pandas as pd
 from backtesting import Backtest, Strategy
 
+from ..config import MIXIN_SETTINGS, resolve_config
 from ..data import load_data
 from ..errors import ConfigError
 
 __all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
 
 
-def _shipped_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent.parent
-    return [d for d in (here / "_configs", here.parent / "configs") if d.is_dir()]
-
-
 def default_config(name: str) -> Path:
-    """Path of a shipped config (``configs/NAME`` in the repository, ``qml_plugin/_configs`` when installed)."""
-    for d in [Path.cwd() / "configs", *_shipped_dirs()]:
-        if (d / name).is_file():
-            return d / name
-    shipped = sorted({p.name for d in _shipped_dirs() for p in d.glob("*.yaml")})
-    raise ConfigError(f"config file not found: {name}; give a path to a YAML file or the name of a shipped "
-                      f"config: {', '.join(shipped)}")
+    """Path of a shipped config by name (see :func:`qml_plugin.config.resolve_config`)."""
+    return resolve_config(name)
 
 
 def config_path(arg: str | None, default: str) -> Path:
-    """``--config``: a path if it exists, else a shipped config of that name (``configs/sweep.yaml`` works
-    from any folder), else a :class:`ConfigError` listing the shipped names."""
-    if arg is None:
-        return default_config(default)
-    if Path(arg).is_file():
-        return Path(arg)
-    return default_config(Path(arg).name)
+    """``--config``: :func:`qml_plugin.config.resolve_config` (an existing file, else a shipped config of
+    that bare name, else a :class:`ConfigError` listing the shipped names); ``None`` = ``default``."""
+    return resolve_config(arg, default=default)
 
 
 def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:
@@ -63,12 +51,30 @@ def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:
     return cls
 
 
+def _parameters(cls: type[Strategy]) -> list[str]:
+    """Public class attributes of ``cls`` that are plain values: the parameters ``Backtest.run(**kw)`` may set."""
+    out = []
+    for k in dir(cls):
+        if k.startswith("_") or k in MIXIN_SETTINGS:
+            continue
+        raw = inspect.getattr_static(cls, k)
+        if not (callable(raw) or isinstance(raw, (property, classmethod, staticmethod))):
+            out.append(k)
+    return sorted(out)
+
+
 def strategy_params(cls: type[Strategy], params: dict) -> dict:
-    """Check that every ``strategy.params`` key is a class attribute of the strategy."""
+    """Check that every ``strategy.params`` key is a parameter of the strategy: a plain class attribute,
+    not a method or property, and not a mixin setting (``registry_db``, ``ml_config``, ...), which the
+    job sets from the config's own sections."""
+    allowed = _parameters(cls)
     for key in params:
-        if not hasattr(cls, key):
-            allowed = sorted(k for k in dir(cls) if not k.startswith("_") and not callable(getattr(cls, k, None)))
-            raise ConfigError(f"strategy.params.{key} is not a parameter of {cls.__name__}; "
+        if key in MIXIN_SETTINGS:
+            raise ConfigError(f"strategy.params.{key} is a mixin setting, not a strategy parameter; "
+                              f"set it with {MIXIN_SETTINGS[key]}")
+        if key not in allowed:
+            what = "a method or property" if hasattr(cls, key) else "not an attribute"
+            raise ConfigError(f"strategy.params.{key} is not a parameter of {cls.__name__} ({what}); "
                               f"allowed: {', '.join(allowed)}")
     return dict(params)
 

@@ -26,7 +26,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from ..comparison import mode_trades, random_filter_band
-from ..config import load_config
+from ..config import embargo_timedelta, load_config
 from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..mixins import record_run
@@ -103,7 +103,7 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
     bar = bar_duration(df)
     wf = train_walk_forward(X, y, labeled["detection_time"], labeled["exit_time"], root=root,
                             every_months=cfg["walk_forward"]["retrain_every_months"],
-                            min_train=cfg["walk_forward"]["min_train_labels"], embargo=bar * ml["embargo_bars"],
+                            min_train=cfg["walk_forward"]["min_train_labels"], embargo=embargo_timedelta(ml, bar),
                             feature_schema=getattr(strat, "feature_schema", None))
     period = wf.first_model_time
     _record_versions(db, wf, f"walk_forward_{df.attrs.get('symbol')}_{df.attrs.get('timeframe')}")
@@ -136,7 +136,9 @@ def main_job(cfg: dict, *, strategies_module: str | None = None, progress: bool 
              f"Random filter: {cfg['walk_forward']['random_seeds']} seeds keeping the same share of technical "
              f"candidates as 'filter'; the table shows the median and the 5-95 % band.",
              "Commission: {:.4%} per side.".format(cfg["backtest"]["commission"])]
-    report = write_report(cfg["report"]["output"], title=f"qml run: {data_name(df)}", table=table, equity=equity,
+    # report.output null = inside the run folder (the job package, s3-job, owns that folder)
+    report = write_report(cfg["report"]["output"] or "results/report.html", title=f"qml run: {data_name(df)}",
+                          table=table, equity=equity,
                           calibration=wf.calibration, importances=wf.models[-1].feature_importances(), notes=notes)
     step("report written")
     steps.close()
