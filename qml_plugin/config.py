@@ -83,7 +83,7 @@ RUN_SCHEMA = {
         "end": F("date", None, nullable=True),
     },
     "strategy": {
-        "class": F(str, "strategies.qml_strategy.QMLStrategy"),
+        "class": F(str, "qml_plugin.strategies.QMLStrategy"),
         "params": F(dict, {}),
     },
     "backtest": {
