@@ -32,7 +32,7 @@ from qml_plugin.features import FeatureExtractor
 from qml_plugin.features.cache import _memo, clear
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import detect_patterns, label_patterns
-from strategies.qml_strategy import QMLStrategy
+from qml_plugin.strategies import QMLStrategy
 
 REPEAT = 7
 

@@ -63,7 +63,7 @@ def _no_registry_strategy() -> type:
     """QMLStrategy with register_patterns=False and ml_config=None as class attributes (module level, so the
     optimize() workers can unpickle it; as optimize() arguments they would land in its heatmap index)."""
     global NoRegistry
-    from strategies.qml_strategy import QMLStrategy
+    from qml_plugin.strategies import QMLStrategy
 
     class NoRegistry(QMLStrategy):
         register_patterns = False

@@ -47,7 +47,7 @@ SWEEP_METRICS = ("n_trades", "win_rate", "profit_factor", "total_return", "sharp
 """``sweep.metric`` values: the sweep table's metric columns (SPEC §9)."""
 OPTIMIZE_OBJECTIVES = ("sharpe", "calmar", "profit_factor", "total_return")
 """``optimize.objective`` values (SPEC §9)."""
-DEFAULT_STRATEGY = "strategies.qml_strategy.QMLStrategy"
+DEFAULT_STRATEGY = "qml_plugin.strategies.QMLStrategy"
 """``strategy.class`` when a config does not name one."""
 MIXIN_SETTINGS = {
     "registry_db": "ml_data_collection.db_path", "register_patterns": "ml_data_collection.enabled",

@@ -9,7 +9,7 @@ from qml_plugin.errors import ConfigError
 
 GOOD = """
 data: {source: EURUSD_1h, resample: 4h, start: 2007-01-01, end: 2018-12-31}
-strategy: {class: strategies.qml_strategy.QMLStrategy, params: {swing_n: 3, rr: 2.0}}
+strategy: {class: qml_plugin.strategies.QMLStrategy, params: {swing_n: 3, rr: 2.0}}
 backtest: {cash: 100000, commission: 0.0002, margin: 1.0, exclusive_orders: false}
 ml_data_collection: {enabled: true, db_path: results/experiments.db}
 ml:

@@ -16,7 +16,7 @@ from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, record_run
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 from qml_plugin.registry import PatternRegistry
-from strategies.qml_strategy import QMLStrategy
+from qml_plugin.strategies import QMLStrategy
 
 warnings.filterwarnings("ignore", message=".*trades remain open.*")
 
@@ -292,18 +292,25 @@ def test_mixins_with_ml_off_leave_any_strategy_byte_identical(eurusd_4h):
     pd.testing.assert_frame_equal(plain._trades.drop(columns="Tag"), mixed._trades.drop(columns="Tag"))
 
 
-class ForgetsSuper(PatternRegistryMixin, Strategy):
-    def init(self):  # no super().init(): the mixin cannot have precomputed anything
-        pass
+class ForgetsSuper(PatternRegistryMixin, MLFilterMixin, Strategy):
+    def init(self):  # no super().init(): the mixins hook init() themselves
+        self.sma = self.I(lambda c: pd.Series(c).rolling(5).mean(), self.data.Close)
 
     def next(self):
-        if len(self.data) == 50:
+        if len(self.data) in (50, 80) and not self.position:
             self.buy()
+        elif len(self.data) in (60, 90):
+            self.position.close()
 
 
-def test_a_strategy_that_skips_super_init_gets_a_clear_error(eurusd_4h):
-    with pytest.raises(ConfigError, match=r"ForgetsSuper.init\(\) must call super\(\).init\(\)"):
-        run(eurusd_4h.iloc[:100], ForgetsSuper)
+def test_a_strategy_that_never_calls_super_init_still_registers_its_signals(eurusd_4h, tmp_path):
+    db = str(tmp_path / "forgets.db")
+    stats = run(eurusd_4h.iloc[:100], ForgetsSuper, registry_db=db)
+    assert len(stats._trades) == 2
+    rows = registry_rows(db).set_index("pattern_id")
+    assert list(rows.index) == list(stats._trades["Tag"])          # untagged orders carry their pattern id
+    assert (rows["label_source"] == "trade").all()
+    np.testing.assert_allclose(rows["trade_outcome"], stats._trades["ReturnPct"] * 100)
 
 
 def test_fractional_backtest_stores_prices_unscaled(tmp_path):
@@ -313,7 +320,8 @@ def test_fractional_backtest_stores_prices_unscaled(tmp_path):
     db = str(tmp_path / "btc.db")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        stats = FractionalBacktest(df, QMLStrategy, cash=10_000, fractional_unit=1e-6).run(registry_db=db)
+        stats = FractionalBacktest(df, QMLStrategy, cash=10_000, fractional_unit=1e-6).run(registry_db=db,
+                                                                                           price_unit=1e-6)
     record_run(stats, db)
     pats = detect_patterns(df).set_index("pattern_id")
     with sqlite3.connect(db) as conn:

@@ -15,10 +15,10 @@ from qml_plugin.data import bar_duration
 from qml_plugin.features import FeatureExtractor
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
+from qml_plugin.strategies import QMLStrategy
 from qml_plugin.vbt import METRICS, QML, backtest, sweep, trades_table
 from qml_plugin.vbt.engine import bars_per_year
 from qml_plugin.vbt.indicator import one_pattern_per_bar
-from strategies.qml_strategy import QMLStrategy
 
 REPO = Path(__file__).resolve().parent.parent
 CASH = 1e9  # whole units in backtesting.py: large cash keeps its rounding (and order rejections) out of the way

@@ -1,6 +1,6 @@
 """What several ``qml`` commands share: config lookup, data slicing, strategy lookup, Backtest setup.
 
-``strategy.class`` from a config is resolved **only** inside the ``strategies`` package (or inside
+``strategy.class`` from a config is resolved **only** inside ``qml_plugin.strategies`` (or inside
 a module the user names on the command line with ``--strategies-module``); it must name a
 ``backtesting.Strategy`` subclass. Nothing else in a config is imported or executed.
 """
@@ -32,14 +32,34 @@ def config_path(arg: str | None, default: str) -> Path:
     return resolve_config(arg, default=default)
 
 
+_PACKAGE = "qml_plugin.strategies"
+_OLD_PACKAGE = "strategies."  # the spelling before the strategies moved inside the package (SPEC §0)
+
+
 def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:
-    """The Strategy class named ``name`` from the ``strategies`` package (or the given module)."""
+    """The ``backtesting.Strategy`` subclass that a config's ``strategy.class`` names.
+
+    ``name`` is looked up in :mod:`qml_plugin.strategies` only: ``qml_plugin.strategies.QMLStrategy``
+    (or ``qml_plugin.strategies.qml_strategy.QMLStrategy``). The old spelling
+    ``strategies.qml_strategy.QMLStrategy`` resolves to the same class with a ``DeprecationWarning``;
+    it never imports a top-level ``strategies`` module, so a user's own folder of that name is left alone.
+    With ``module`` (``--strategies-module``, named on the command line, never in a config) the
+    class of that name is taken from that module instead. Anything else is a :class:`ConfigError`.
+
+    >>> resolve_strategy("qml_plugin.strategies.QMLStrategy").__name__
+    'QMLStrategy'
+    """
     if module is not None:
         mod_name, cls_name = module, name.rsplit(".", 1)[-1]
     else:
-        if not name.startswith("strategies.") or name.count(".") < 2:
-            raise ConfigError(f"strategy.class = {name!r} is not allowed; allowed: a class in the strategies "
-                              f"package, e.g. strategies.qml_strategy.QMLStrategy (or pass --strategies-module)")
+        if name.startswith(_OLD_PACKAGE) and name.count(".") >= 2:
+            new = _PACKAGE + name[len("strategies"):]
+            warnings.warn(f"strategy.class = {name!r} is deprecated; write {new!r} (the strategies now live "
+                          "inside the package: qml_plugin.strategies)", DeprecationWarning, stacklevel=2)
+            name = new
+        if not name.startswith(_PACKAGE + ".") or name.count(".") < 2:
+            raise ConfigError(f"strategy.class = {name!r} is not allowed; allowed: a class in the "
+                              f"{_PACKAGE} package, e.g. {_PACKAGE}.QMLStrategy (or pass --strategies-module)")
         mod_name, cls_name = name.rsplit(".", 1)
     try:
         mod = importlib.import_module(mod_name)

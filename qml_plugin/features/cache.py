@@ -39,7 +39,9 @@ _lock = threading.RLock()
 
 def _fingerprint(ohlcv: pd.DataFrame) -> str:
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(ohlcv.index.as_unit("ns").asi8).tobytes())
+    idx = ohlcv.index  # any index backtesting.py accepts (a RangeIndex too)
+    stamps = idx.as_unit("ns").asi8 if isinstance(idx, pd.DatetimeIndex) else pd.util.hash_pandas_object(idx).to_numpy()
+    h.update(np.ascontiguousarray(stamps).tobytes())
     for col in ("Open", "High", "Low", "Close", "Volume"):
         h.update(np.ascontiguousarray(ohlcv[col].to_numpy(np.float64)).tobytes())
     return h.hexdigest()

@@ -2,7 +2,7 @@
 
     from backtesting import Backtest
     from qml_plugin import load_ohlcv
-    from strategies.qml_strategy import QMLStrategy
+    from qml_plugin.strategies import QMLStrategy
 
     bt = Backtest(load_ohlcv("EURUSD_1h", resample="4h"), QMLStrategy, cash=100_000)
     stats = bt.run(swing_n=3, rr=2.0, registry_db="results/experiments.db")
@@ -24,13 +24,15 @@ decision and its triple-barrier outcome; traded ones also carry the trade's outc
 """
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
-from qml_plugin.comparison import placeable
-from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin, series_identity
-from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
+from ..comparison import placeable
+from ..mixins import MLFilterMixin, PatternRegistryMixin, series_identity
+from ..patterns import QMLParams, detect_patterns, label_patterns
 
 __all__ = ["QMLStrategy"]
 
@@ -63,25 +65,30 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         self.feature_schema = None
         needs_features = self.register_patterns or (self.ml_config is not None)
         if needs_features and len(self.patterns):
-            from qml_plugin.features import FeatureExtractor
-            from qml_plugin.features.cache import pattern_features
+            from ..features import FeatureExtractor
+            from ..features.cache import pattern_features
 
             extractor = FeatureExtractor()
             feats = pattern_features(df, self.patterns, extractor)  # memoized across runs on the same bars
             self.feature_schema = extractor.schema_hash
             feats = feats.drop(columns=["pattern_id"], errors="ignore")
             self.pattern_features = feats.set_index(self.patterns["pattern_id"].to_numpy())
-        super().init()
-        p = self.patterns
-        d = self.pattern_decisions
-        self._take = d["take"].to_numpy() & placeable(p)
-        # per bar: candidate rows ordered by (score desc, p1_bar asc), first one wins
-        order = np.lexsort((p["p1_bar"].to_numpy(), -d["score"].to_numpy()))
-        self._by_bar: dict[int, list[int]] = {}
-        for k in order[self._take[order]]:
-            self._by_bar.setdefault(int(p["detection_bar"].iat[k]), []).append(int(k))
         self._order = None
         self._order_bar = -1
+
+    @cached_property
+    def _by_bar(self) -> dict[int, list[int]]:
+        """Per detection bar, the tradable patterns ordered by (score desc, p1_bar asc): first one wins.
+
+        Built on the first ``next()``, from the decisions the mixins computed after ``init()``.
+        """
+        p, d = self.patterns, self.pattern_decisions
+        take = d["take"].to_numpy() & placeable(p)
+        order = np.lexsort((p["p1_bar"].to_numpy(), -d["score"].to_numpy()))
+        by_bar: dict[int, list[int]] = {}
+        for k in order[take[order]]:
+            by_bar.setdefault(int(p["detection_bar"].iat[k]), []).append(int(k))
+        return by_bar
 
     def next(self):
         i = len(self.data) - 1
@@ -117,7 +124,7 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
                  if self.pattern_features is not None else pd.DataFrame(index=pats.index))
         # the triple-barrier outcome of every pattern rides along in the same upsert (label_source
         # "triple_barrier", ranked below trades and users); patterns still open at the end have none
-        out = label_patterns(df, self.patterns, params.max_wait, params.max_hold)
+        out = label_patterns(df, self.patterns, max_wait=params.max_wait, max_hold=params.max_hold)
         known = out["label"].notna().to_numpy()
         for column in ("label", "pnl_pct", "r_multiple", "exit_time"):
             pats[column] = out[column].where(known).to_numpy()

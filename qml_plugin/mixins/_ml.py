@@ -1,0 +1,82 @@
+"""``MLFilterMixin``: the ``ml:`` block (SPEC §7) applied to every ``buy()`` / ``sell()``."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..config import MLConfig, parse_ml_block
+from ..errors import ConfigError
+from ..filter import decide, size_fraction
+from ..scoring import score_or_baseline
+from ._signals import _SignalMixin
+
+FEATURE_PREFIXES = ("ctx_", "geo_", "temp_", "vol_", "mom_", "volu_", "regime_")
+
+
+class MLFilterMixin(_SignalMixin):
+    """Applies the ``ml:`` block (SPEC §7) to every ``buy()``/``sell()``; ``ml_config=None`` = off.
+
+    After ``init()``, ``self.pattern_decisions`` holds, for each row of ``self.patterns`` (if the
+    strategy has them), ``take``, ``score``, ``ml_confidence`` and ``decision``, computed in one pass.
+    """
+
+    ml_config = None  # a path to a YAML file holding the ml: block, or that block as a YAML string
+
+    def _prepare(self) -> None:
+        super()._prepare()
+        self._ml = parse_ml_block(self.ml_config) if self.ml_config else MLConfig()
+        self._ml_scorer = None
+        self._ml_status = "off"
+        pats = getattr(self, "patterns", None)
+        if self._ml.enabled:
+            self._ml_scorer, self._ml_status = score_or_baseline(
+                self._ml, self.data.df, pats, getattr(self, "pattern_features", None),
+                registry_db=getattr(self, "registry_db", None))
+        if pats is not None:
+            conf = (self._ml_scorer.confidence.reindex(pats["pattern_id"]).to_numpy()
+                    if self._ml_scorer is not None else np.full(len(pats), np.nan))
+            take, score = decide(pats["validity_score"].to_numpy(), conf, mode=self._mode,
+                                 min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
+                                 confidence_threshold=self._ml.confidence_threshold)
+            label = np.where(take, "pass", "skip")
+            self.pattern_decisions = pd.DataFrame(
+                {"take": take, "score": score, "ml_confidence": conf,
+                 "decision": [f"{x}:{self._mode or 'technical'}" for x in label]}, index=pats.index)
+            self._decision_rows = self.pattern_decisions.to_dict("records")  # O(1) lookups per order
+
+    @property
+    def _mode(self) -> str | None:
+        return self._ml.prediction_mode if self._ml_scorer is not None else None
+
+    @property
+    def ml_status(self) -> str:
+        """``off``, ``out-of-sample``, ``IN-SAMPLE`` or ``baseline: <why>``: shown in every output."""
+        return self._ml_status
+
+    def _ml_decide(self, row: dict, direction: int) -> dict:
+        pid = row["pattern_id"]
+        if pid in self._pattern_index and hasattr(self, "_decision_rows"):
+            out = dict(self._decision_rows[self._pattern_index[pid]])
+        elif self._mode is None:
+            return super()._ml_decide(row, direction)
+        else:
+            conf = self._score_row(row)
+            v = row.get("validity_score")
+            min_score = float(getattr(self, "min_score", 0.5))
+            if v is None or pd.isna(v):  # a signal without a technical score: the technical rule passes it
+                v = max(min_score, 0.0)
+            take, score = decide([v], [conf], mode=self._mode, min_score=min_score, ml_weight=self._ml.ml_weight,
+                                 confidence_threshold=self._ml.confidence_threshold)
+            out = {"take": bool(take[0]), "ml_confidence": conf, "score": float(score[0]),
+                   "decision": f"{'pass' if take[0] else 'skip'}:{self._mode}"}
+        if self._ml.size_by_score and out["take"] and self._mode is not None:
+            out["size"] = float(size_fraction([out["score"]])[0])
+        return out
+
+    def _score_row(self, row: dict) -> float:
+        feats = {k: v for k, v in row.items() if str(k).startswith(FEATURE_PREFIXES)}
+        if not feats:
+            raise ConfigError(
+                f"signal {row['pattern_id']!r} at {row['detection_time']} has no features for the ML filter: "
+                f"pass a tag row with the model's feature columns ({', '.join(FEATURE_PREFIXES)}...)")
+        return float(self._ml_scorer.score_row(row))
