@@ -71,3 +71,37 @@ def eurusd_4h():
     from qml_plugin import load_ohlcv
 
     return load_ohlcv("EURUSD_1h", resample="4h")
+
+
+# -- registry backends (SPEC §5): one suite, run on SQLite and on a real PostgreSQL server ----------
+POSTGRES_ENV = "QML_TEST_POSTGRES_URL"
+"""The environment variable naming the PostgreSQL server the registry tests use (``.ci/run`` sets it)."""
+
+
+def postgres_url_or_skip() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        pytest.skip(f"PostgreSQL registry tests need a server: set {POSTGRES_ENV}=postgresql://user@host:port/db "
+                    "(.ci/run starts a throw-away one)")
+    return url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def registry_db(request, tmp_path):
+    """A fresh, empty registry location on each backend: an SQLite file, or a new PostgreSQL database."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "reg.db")
+        return
+    server = postgres_url_or_skip()
+    from registry_backends import fresh_postgres_db
+
+    with fresh_postgres_db(server) as url:
+        yield url
+
+
+@pytest.fixture
+def reg(registry_db):
+    from qml_plugin.registry import PatternRegistry
+
+    with PatternRegistry(registry_db) as r:
+        yield r

@@ -297,3 +297,19 @@ def test_retrain_on_an_empty_registry_is_a_one_line_error(tmp_path, capsys):
     rc = main(["learn", "--retrain", "--force", "--db", str(tmp_path / "empty.db"), "--models-dir", str(tmp_path)])
     err = capsys.readouterr().err
     assert rc == 2 and "registry has 0" in err and len(err.strip().splitlines()) == 1
+
+
+def test_status_shows_the_prediction_log_per_model_version(reg, settings, tmp_path, capsys):
+    retrain(reg, settings, model_factory=small_model)
+    mid = reg.production_model(settings.model_name)["model_id"]
+    X, y = reg.get_training_data(min_labels=1)
+    ids = X.index.get_level_values("pattern_id")[-40:]
+    conf = np.r_[np.full(20, 0.9), np.full(20, 0.1)]
+    take = np.where(conf > 0.5, "take", "skip")
+    reg.log_predictions(pd.DataFrame({"pattern_id": ids, "ml_confidence": conf, "decision": take}),
+                        model_id=mid, mode="filter", run_id="r1")
+    assert main(["learn", "--status", "--config", write_config(tmp_path, reg.path)]) == 0
+    out = capsys.readouterr().out
+    perf = reg.prediction_performance(settings.model_name).iloc[0]
+    assert f"{mid} (production): 40 predictions of 40 patterns, 40 resolved; AUC {perf['auc']:.3f}" in out
+    assert f"taken 20: win rate {perf['win_rate_taken']:.1%}" in out

@@ -566,7 +566,7 @@ def test_migration_4_rebuilds_the_pattern_table_keeping_every_value(tmp_path):
               float(i) - 2, f"2020-02-{i + 1:02d}T00:00:00", i) for i in range(9)])
         before = {r[0]: r for r in conn.execute("SELECT * FROM ml_pattern_registry")}
         names_before = [d[0] for d in conn.execute("SELECT * FROM ml_pattern_registry").description]
-    assert migrate(db) == [4]
+    assert migrate(db, target=4) == [4]
     with sqlite3.connect(db) as conn:
         cur = conn.execute(f"SELECT {', '.join(names_before)} FROM ml_pattern_registry")
         after = {r[0]: r for r in cur}

@@ -138,7 +138,25 @@ def status_text(reg: PatternRegistry, settings: LearnSettings) -> str:
     if history:
         e = history[-1]
         lines.append(f"  last decision: {e['decision']} at {e['evaluated_at']} (candidate v{e['candidate_version']})")
+    lines += performance_lines(reg.prediction_performance(name))
     return "\n".join(lines)
+
+
+def _f(value: Any, spec: str = ".3f") -> str:
+    return "n/a" if value is None or (isinstance(value, float) and value != value) else format(value, spec)
+
+
+def performance_lines(table: pd.DataFrame) -> list[str]:
+    """The prediction log per model version (``PatternRegistry.prediction_performance``) as text."""
+    if not len(table):
+        return ["  prediction log: no predictions logged yet"]
+    out = ["  prediction log (per version; win rate and mean R over resolved events, taken vs skipped):"]
+    for r in table.itertuples(index=False):
+        out.append(f"    {r.model_id} ({r.status or 'unrecorded'}): {r.predictions} predictions of {r.patterns} "
+                   f"patterns, {r.resolved} resolved; AUC {_f(r.auc)}, Brier {_f(r.brier)}; taken {r.taken}: win "
+                   f"rate {_f(r.win_rate_taken, '.1%')}, mean R {_f(r.mean_r_taken, '+.3f')}; skipped {r.skipped}: "
+                   f"win rate {_f(r.win_rate_skipped, '.1%')}, mean R {_f(r.mean_r_skipped, '+.3f')}")
+    return out
 
 
 def history_text(reg: PatternRegistry, model_name: str) -> str:

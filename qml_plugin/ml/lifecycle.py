@@ -41,8 +41,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import RegistryError
-from ..registry import PatternRegistry
-from ..registry.connection import write_transaction
+from ..registry import ANY_PRODUCTION, PatternRegistry
 from .drift import DriftReport, DriftThresholds, check_model_drift, drift_state_file, score_reference
 from .drift import load_registered as _load
 from .drift import to_timestamp as _ts
@@ -53,8 +52,6 @@ from .versions import record_version
 
 __all__ = ["LearnSettings", "Decision", "CycleResult", "check_drift", "retrain", "gate", "run_cycle", "rollback",
            "previous_production", "shadow_scores", "labeled_since"]
-
-_KEEP = object()          # "do not check which version is production" in _transition
 
 
 @dataclass(frozen=True)
@@ -112,38 +109,20 @@ class CycleResult:
     why: str
 
 
-# -- registry access (the registry's own sqlite3 connection, reg._db(): autocommit, explicit transactions) ------
+# -- registry access (public PatternRegistry methods only) ------------------------------------------
 def labeled_since(reg: PatternRegistry, when: Any) -> int:
     """How many labeled patterns were detected after ``when`` (ISO text or timestamp)."""
-    return 0 if when is None else int(reg._db().execute(
-        "SELECT COUNT(*) FROM ml_pattern_registry WHERE label IS NOT NULL AND detection_time > ?",
-        (_ts(when).isoformat(),)).fetchone()[0])
+    return 0 if when is None else reg.count_labeled(detected_after=_ts(when))
 
 
-def _training_schema(reg: PatternRegistry) -> str | None:
-    row = reg._db().execute("SELECT feature_schema FROM ml_pattern_registry WHERE label IS NOT NULL AND "
-                            "features IS NOT NULL GROUP BY feature_schema ORDER BY COUNT(*) DESC LIMIT 1").fetchone()
-    return None if row is None else row[0]
-
-
-def _transition(reg: PatternRegistry, name: str, *, expect: Any = _KEEP, production: str | None = None,
+def _transition(reg: PatternRegistry, name: str, *, expect: Any = ANY_PRODUCTION, production: str | None = None,
                 statuses: dict[str, str] | None = None, eval_row: dict[str, Any]) -> int | None:
-    """One write transaction: if production is still ``expect`` (a model_id or None), make
-    ``production`` the production version (archiving the old one), set ``statuses`` and log
-    ``eval_row``; return its eval_id. If production changed meanwhile, write nothing, return None."""
-    conn = reg._db()
-    with write_transaction(conn, reg.path):
-        row = conn.execute("SELECT model_id FROM ml_model_versions WHERE model_name = ? AND status = 'production'",
-                           (name,)).fetchone()
-        if expect is not _KEEP and (row[0] if row else None) != expect:
-            return None
-        if production is not None:
-            reg._archive_production(conn, name)
-            conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (production,))
-        for mid, status in (statuses or {}).items():
-            conn.execute("UPDATE ml_model_versions SET status = ? WHERE model_id = ?", (status, mid))
-        e = {k: json_safe(v) if k in ("metrics", "drift") else v for k, v in eval_row.items()}
-        return reg._insert_eval(conn, name, e.pop("decision"), **e)
+    """:meth:`PatternRegistry.transition_models` with the metrics made JSON-safe: if production is
+    still ``expect``, promote ``production``, set ``statuses`` and log ``eval_row`` in one
+    transaction; return its eval_id, or None when production changed meanwhile."""
+    e = {k: json_safe(v) if k in ("metrics", "drift") else v for k, v in eval_row.items()}
+    return reg.transition_models(name, e.pop("decision"), expect_production=expect, production=production,
+                                 statuses=statuses, **e)
 
 
 def check_drift(reg: PatternRegistry, settings: LearnSettings) -> DriftReport | None:
@@ -196,7 +175,7 @@ def _fit_and_register(reg: PatternRegistry, settings: LearnSettings, factory: Ca
                       X: pd.DataFrame, y: np.ndarray, rows: np.ndarray, status: str, metrics_of: Callable,
                       n_valid: int, notes: str) -> tuple[dict, str, int]:
     """Fit on ``rows``, save the next version folder, register it; return (metrics, model_id, version)."""
-    Xr, schema = X[rows], _training_schema(reg)
+    Xr, schema = X[rows], reg.training_feature_schema()
     model = factory().fit(Xr.reset_index(drop=True), y[rows], times=Xr.index.get_level_values("detection_time"),
                           exit_times=Xr.index.get_level_values("exit_time"), feature_schema=schema)
     metrics = metrics_of(model)

@@ -3,7 +3,8 @@
 Modules, one concern each: ``connection`` (opening the file: WAL, busy timeout, URLs),
 ``migrations`` (the numbered schema, ``qml migrate``), ``store`` (``PatternRegistry``: register,
 label, outcomes, training data, statistics), ``similarity`` (nearest labeled patterns, cached),
-``models`` (model versions and evaluation history), ``_frames`` (frame <-> row conversions).
+``models`` (model versions and evaluation history), ``predictions`` (the prediction log),
+``_frames`` (frame <-> row conversions).
 
     >>> from qml_plugin.registry import PatternRegistry, migrate
     >>> migrate("results/experiments.db")
@@ -12,10 +13,12 @@ label, outcomes, training data, statistics), ``similarity`` (nearest labeled pat
 """
 from .connection import BUSY_TIMEOUT_S, DEFAULT_DB
 from .migrations import CURRENT_SCHEMA_VERSION, MIGRATIONS, migrate
-from .models import EVAL_DECISIONS, MODEL_STATUSES
+from .models import ANY_PRODUCTION, EVAL_DECISIONS, MODEL_STATUSES
+from .predictions import DECISIONS, PERFORMANCE_COLUMNS, TOP_CONTRIBUTIONS
 from .store import LABEL_RANK, PUBLIC_COLUMNS, USER_LABELS, PatternRegistry
 
 __all__ = [
     "PatternRegistry", "migrate", "DEFAULT_DB", "BUSY_TIMEOUT_S", "CURRENT_SCHEMA_VERSION", "MIGRATIONS",
-    "USER_LABELS", "LABEL_RANK", "MODEL_STATUSES", "EVAL_DECISIONS", "PUBLIC_COLUMNS",
+    "USER_LABELS", "LABEL_RANK", "MODEL_STATUSES", "EVAL_DECISIONS", "PUBLIC_COLUMNS", "DECISIONS",
+    "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS", "ANY_PRODUCTION",
 ]

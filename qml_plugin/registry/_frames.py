@@ -22,8 +22,10 @@ What is stored, and how:
   for ``json.dumps`` (``benchmarks/bench_registry.py``), and reading is ``np.frombuffer``, no
   parsing. Half the bytes of float64 is ~1.2x faster inserts: a registry write is mostly I/O.
   :meth:`PatternRegistry.get_features` gives one pattern's features back as a dict.
-- **Numbers**: NaN is bound as a float and SQLite stores it as NULL; numpy integers become
-  Python ints (sqlite3 cannot bind them).
+- **Numbers**: NaN is bound as NULL (SQLite would store a NaN float as NULL anyway, PostgreSQL
+  would keep it as NaN); numpy integers become Python ints (the drivers cannot bind them).
+- **UTC instants** (``known_at_utc``, ``exit_known_at_utc``): the same ISO text, in UTC; a naive
+  value is taken as UTC already (the column's name says so), a tz-aware one is converted.
 """
 from __future__ import annotations
 
@@ -40,7 +42,8 @@ from ..errors import RegistryError
 
 __all__ = ["iso_times", "text_values", "real_values", "int_values", "feature_block", "pack_rows",
            "names_key", "unpack_features", "as_frame", "dumps", "AUTO_SOURCES", "pattern_ids",
-           "auto_sources", "outcome_status", "time_values", "flag_values", "confidence_values"]
+           "auto_sources", "outcome_status", "time_values", "flag_values", "confidence_values", "stop_first_values",
+           "read_times"]
 
 _F4 = np.dtype("<f4")
 _F8 = np.dtype("<f8")
@@ -94,13 +97,24 @@ def text_values(frame: pd.DataFrame, column: str, default: Any = None) -> list[s
 
 
 def real_values(frame: pd.DataFrame, column: str) -> list[float | None]:
-    """A float column (NaN stays NaN: SQLite stores it as NULL); all-NULL when absent."""
+    """A float column, NaN as None (NULL on every backend; PostgreSQL would keep a NaN); all-NULL when absent."""
     if column not in frame.columns:
         return [None] * len(frame)
     try:
-        return frame[column].to_numpy(dtype=np.float64, na_value=np.nan).tolist()
+        return nan_to_none(frame[column].to_numpy(dtype=np.float64, na_value=np.nan))
     except (ValueError, TypeError) as exc:
         raise RegistryError(f"column {column!r} must be numeric: {exc}") from exc
+
+
+def nan_to_none(values: np.ndarray) -> list[float | None]:
+    """Floats as a list, NaN -> None."""
+    arr = np.asarray(values, dtype=np.float64)
+    nan = np.isnan(arr)
+    if not nan.any():
+        return arr.tolist()
+    out = arr.astype(object)
+    out[nan] = None
+    return out.tolist()
 
 
 _EXACT_INT = 2.0 ** 53        # beyond this a float no longer holds every integer
@@ -309,6 +323,26 @@ def time_values(frame: pd.DataFrame, column: str) -> Iterable[str | None]:
     return iso_times(frame[column], column) if column in frame.columns else repeat(None)
 
 
+def stop_first_values(frame: pd.DataFrame) -> list[int | None]:
+    """``stop_first`` (1 = the stop was hit before the target): the column when given, else read off
+    ``exit_reason`` (``stop`` -> 1, ``target`` / ``timeout`` -> 0, anything else unknown)."""
+    if "stop_first" in frame.columns:
+        return int_values(frame, "stop_first", (0, 1))
+    if "exit_reason" not in frame.columns:
+        return [None] * len(frame)
+    reason = frame["exit_reason"].to_numpy(dtype=object)
+    out = np.full(len(frame), None, dtype=object)
+    out[reason == "stop"] = 1
+    out[(reason == "target") | (reason == "timeout")] = 0
+    return out.tolist()
+
+
+def read_times(values: Sequence[Any], *, utc: bool = False) -> pd.DatetimeIndex:
+    """Stored ISO text back to datetimes (NULL -> NaT): naive, or tz-aware UTC with ``utc=True``."""
+    out = pd.DatetimeIndex(pd.to_datetime(pd.Series(list(values), dtype=object), format="ISO8601"))
+    return out.tz_localize("UTC") if utc and out.tz is None else out
+
+
 def flag_values(frame: pd.DataFrame, column: str) -> Iterable[int]:
     """A yes/no column as 1/0 (0 when absent)."""
     if column not in frame.columns:
@@ -321,10 +355,10 @@ def confidence_values(frame: pd.DataFrame, value: Any) -> Iterable[float | None]
     if value is None:
         return real_values(frame, "ml_confidence")
     if np.ndim(value) == 0:
-        return repeat(float(value))
+        return repeat(None if np.isnan(float(value)) else float(value))
     if isinstance(value, pd.Series):
         value = value.reindex(frame.index)
     arr = np.asarray(value, dtype=np.float64)
     if arr.shape != (len(frame),):
         raise RegistryError(f"ml_confidence has {arr.size} values for {len(frame)} patterns")
-    return arr.tolist()
+    return nan_to_none(arr)

@@ -7,28 +7,29 @@ the same statement that writes the row (no read-modify-write race between proces
 - an outcome *wins* when it has a label and its source ranks at least as high as the stored one
   (``user`` 3 > ``trade`` 2 > ``triple_barrier`` 1 > none 0); a winner sets ``label`` and
   ``label_source`` and its known values replace the stored ``r_multiple``, ``trade_outcome``,
-  ``exit_time``, ``status``, ``exit_reason`` (a trade record without ``r_multiple`` keeps the
-  triple barrier's);
+  ``exit_time``, ``exit_known_at_utc``, ``stop_first``, ``status``, ``exit_reason`` (a trade
+  record without ``r_multiple`` keeps the triple barrier's);
 - a loser only fills outcome columns that are still NULL, and never touches ``label``.
 """
 from __future__ import annotations
 
 __all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
 
-COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "pattern_type", "direction",
+COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "known_at_utc", "pattern_type", "direction",
            "detection_bar", "entry", "stop", "target", "rr", "validity_score", "ml_confidence",
            "ml_decision", "regime_at_detection", "run_id", "paper_traded", "live_traded",
            "feature_set_id", "features", "feature_schema", "label", "label_source", "r_multiple",
-           "trade_outcome", "exit_time", "status", "exit_reason", "created_at", "updated_at", "rev")
+           "trade_outcome", "exit_time", "exit_known_at_utc", "stop_first", "status", "exit_reason", "created_at",
+           "updated_at", "rev")
 """Columns ``UPSERT`` writes, in parameter order."""
 
 PUBLIC_COLUMNS = tuple(c for c in COLUMNS if c not in ("features", "feature_set_id", "rev")) + ("user_label",)
 """What a pattern looks like as a dict (everything but the packed features and the write counter)."""
 
-_NEWEST_WINS = ("timeframe", "detection_time", "pattern_type", "direction", "detection_bar", "entry",
+_NEWEST_WINS = ("timeframe", "detection_time", "known_at_utc", "pattern_type", "direction", "detection_bar", "entry",
                 "stop", "target", "rr", "validity_score", "ml_confidence", "ml_decision",
                 "regime_at_detection", "run_id")
-_OUTCOME = ("r_multiple", "trade_outcome", "exit_time", "status", "exit_reason")
+_OUTCOME = ("r_multiple", "trade_outcome", "exit_time", "exit_known_at_utc", "stop_first", "status", "exit_reason")
 
 
 LABEL_RANK = {"user": 3, "trade": 2, "triple_barrier": 1}
@@ -61,15 +62,17 @@ UPSERT = (
 ``created_at`` and user labels are kept, outcomes follow the ranking rule."""
 
 _WINS_UPDATE = f"(?1 IS NOT NULL AND {_rank('?2')} >= {_rank('label_source')})"
+_N_OUT = len(_OUTCOME)
 RECORD = (
     f"UPDATE ml_pattern_registry SET label = CASE WHEN {_WINS_UPDATE} THEN ?1 ELSE label END, "
     f"label_source = CASE WHEN {_WINS_UPDATE} THEN ?2 ELSE label_source END, "
     + "".join(f"{c} = CASE WHEN {_WINS_UPDATE} THEN COALESCE(?{i}, {c}) ELSE COALESCE({c}, ?{i}) END, "
               for i, c in enumerate(_OUTCOME, start=3))
-    + "updated_at = ?8, rev = ?9 WHERE pattern_id = ?10"
+    + f"updated_at = ?{_N_OUT + 3}, rev = ?{_N_OUT + 4} WHERE pattern_id = ?{_N_OUT + 5}"
 )
-"""Record one outcome. Parameters: ?1 label, ?2 source, ?3..?7 ``r_multiple, trade_outcome,
-exit_time, status, exit_reason``, ?8 updated_at, ?9 rev, ?10 pattern_id."""
+"""Record one outcome. Parameters: ?1 label, ?2 source, then one per ``_OUTCOME`` column
+(``r_multiple, trade_outcome, exit_time, exit_known_at_utc, stop_first, status, exit_reason``),
+then updated_at, rev, pattern_id."""
 
 LABEL_USER = ("UPDATE ml_pattern_registry SET user_label = ?1, label = ?2, label_source = 'user', "
               "trade_outcome = COALESCE(?3, trade_outcome), updated_at = ?4, rev = ?5 WHERE pattern_id = ?6")

@@ -35,12 +35,18 @@ Versions:
    when an older file is first opened (about 2 s per 100k patterns) and holds the write lock
    meanwhile: on a large registry, run ``qml migrate`` once before starting a sweep, so its
    workers do not wait out their busy timeout.
+5. ``known_at_utc`` and ``exit_known_at_utc`` on patterns (the UTC instants at which the detection
+   bar and the exit bar closed, SPEC §11; ISO text in UTC like every time column), ``stop_first``
+   (1 when the stop was hit before the target, the third head of §7; back-filled from
+   ``exit_reason``), and the prediction log ``ml_predictions`` (SPEC §5, one row per scoring
+   event keyed by ``pattern_id, model_id, run_id, mode``; ``run_id`` is ``''`` when a scoring
+   event belongs to no run, so the key never holds a NULL).
 
 ``feature_set_id`` declares its reference to ``feature_sets`` but SQLite does not enforce it:
 ``PRAGMA foreign_keys`` stays off because the check halves the insert rate, and only the
 registry writes that column, always with an id it has just looked up or created.
 
-    >>> migrate("results/experiments.db")            # -> [1, 2, 3, 4] on a new file, [] afterwards
+    >>> migrate("results/experiments.db")            # -> [1, 2, 3, 4, 5] on a new file, [] afterwards
     >>> migrate("old.db", target=1)                  # build (or stop) at version 1, for tests
 """
 from __future__ import annotations
@@ -217,11 +223,35 @@ _V4 = (
     "CREATE INDEX ix_patterns_rev ON ml_pattern_registry (rev)",
 )
 
+_V5 = (
+    "ALTER TABLE ml_pattern_registry ADD COLUMN known_at_utc TEXT",
+    "ALTER TABLE ml_pattern_registry ADD COLUMN exit_known_at_utc TEXT",
+    f"ALTER TABLE ml_pattern_registry ADD COLUMN stop_first INTEGER {_one_of('stop_first', '0', '1')}",
+    """UPDATE ml_pattern_registry SET stop_first = CASE
+           WHEN exit_reason = 'stop' THEN 1 WHEN exit_reason = 'target' OR exit_reason = 'timeout' THEN 0 END
+       WHERE exit_reason IS NOT NULL""",
+    f"""CREATE TABLE ml_predictions (
+        pattern_id    TEXT NOT NULL,
+        model_id      TEXT NOT NULL,
+        run_id        TEXT NOT NULL DEFAULT '',
+        mode          TEXT NOT NULL,
+        predicted_at  TEXT NOT NULL,
+        ml_confidence REAL,
+        expected_r    REAL,
+        stop_risk     REAL,
+        decision      TEXT {_one_of("decision", "'take'", "'skip'", "'reduce_size'")},
+        acting        INTEGER NOT NULL {_one_of("acting", "0", "1")},
+        contributions TEXT,
+        PRIMARY KEY (pattern_id, model_id, run_id, mode))""",
+    "CREATE INDEX ix_predictions_model ON ml_predictions (model_id, predicted_at)",
+)
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "initial tables: patterns, feature sets, model versions, evaluation history", _V1),
     Migration(2, "pattern levels, numeric label, exit_time, ml_decision, status and rev columns", _V2),
     Migration(3, "indexes for time windows and the similarity cache; one production model", _V3),
     Migration(4, "pattern table rebuilt: CHECKs without IN lists (7 us less per insert), features last", _V4),
+    Migration(5, "known_at_utc, exit_known_at_utc and stop_first on patterns; the ml_predictions log", _V5),
 )
 """Every schema step, in order. Append new ones; never edit an applied one."""
 

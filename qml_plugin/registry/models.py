@@ -27,13 +27,16 @@ from ..errors import RegistryError
 from ._frames import dumps, iso_times
 from .connection import utc_now, write_transaction
 
-__all__ = ["ModelTables", "MODEL_STATUSES", "EVAL_DECISIONS"]
+__all__ = ["ModelTables", "MODEL_STATUSES", "EVAL_DECISIONS", "ANY_PRODUCTION"]
 
 MODEL_STATUSES = ("staging", "production", "archived", "failed", "canary", "shadow")
 """Allowed ``ml_model_versions.status`` values."""
 
 EVAL_DECISIONS = ("promote", "reject", "rollback")
 """Allowed ``ml_eval_history.decision`` values."""
+
+ANY_PRODUCTION = object()
+"""``transition_models(expect_production=ANY_PRODUCTION)``: do not check which version is production."""
 
 _MODEL_COLUMNS = ("model_id", "model_name", "version", "status", "trained_time", "trained_on_start",
                   "trained_on_end", "features_used", "feature_schema", "params", "metrics",
@@ -116,7 +119,40 @@ class ModelTables:
     @staticmethod
     def _archive_production(conn: Any, model_name: str, keep: str | None = None) -> None:
         conn.execute("UPDATE ml_model_versions SET status = 'archived' WHERE model_name = ? "
-                     "AND status = 'production' AND model_id IS NOT ?", (model_name, keep))
+                     "AND status = 'production' AND model_id IS DISTINCT FROM ?", (model_name, keep))
+
+    def transition_models(self, model_name: str, decision: str, *, expect_production: Any = ANY_PRODUCTION,
+                          production: str | None = None, statuses: dict[str, str] | None = None,
+                          candidate_version: int | None = None, baseline_version: int | None = None,
+                          metrics: dict[str, Any] | None = None, drift: dict[str, Any] | None = None,
+                          notes: str | None = None) -> int | None:
+        """One lifecycle step in one write transaction; return its ``eval_id``, or None if it lost a race.
+
+        If the production version of ``model_name`` is still ``expect_production`` (a ``model_id``,
+        or None for "there is none"; :data:`ANY_PRODUCTION` skips the check): make ``production``
+        the production version (archiving the old one), set ``statuses`` (model_id -> status) and
+        log the evaluation (``decision`` = ``promote`` / ``reject`` / ``rollback``). If another
+        process changed production meanwhile, nothing is written and None is returned: two
+        promotions racing each other leave exactly one production version, on every backend.
+        """
+        _check(decision, EVAL_DECISIONS, "evaluation decision")
+        for status in [*(statuses or {}).values()]:
+            _check(status, MODEL_STATUSES, "model status")
+        with write_transaction(self._db(), self.path) as conn:
+            row = conn.execute("SELECT model_id FROM ml_model_versions WHERE model_name = ? AND status = 'production'",
+                               (model_name,)).fetchone()
+            if expect_production is not ANY_PRODUCTION and (row[0] if row else None) != expect_production:
+                return None
+            if production is not None:
+                self._archive_production(conn, model_name)
+                cur = conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?",
+                                   (production,))
+                if cur.rowcount != 1:
+                    raise RegistryError(f"unknown model_id {production!r}: no such model version in {self.path!r}")
+            for mid, status in (statuses or {}).items():
+                conn.execute("UPDATE ml_model_versions SET status = ? WHERE model_id = ?", (status, mid))
+            return self._insert_eval(conn, model_name, decision, candidate_version=candidate_version,
+                                     baseline_version=baseline_version, metrics=metrics, drift=drift, notes=notes)
 
     def get_model_version(self, model_id: str) -> dict[str, Any]:
         """One version's row as a dict (JSON columns decoded)."""
@@ -155,10 +191,10 @@ class ModelTables:
         _check(decision, EVAL_DECISIONS, "evaluation decision")
         cur = conn.execute(
             "INSERT INTO ml_eval_history (evaluated_at, model_name, candidate_version, baseline_version, "
-            "metrics, drift, decision, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "metrics, drift, decision, notes) VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING eval_id",
             (utc_now(), model_name, candidate_version, baseline_version, dumps(metrics), dumps(drift),
              decision, notes))
-        return int(cur.lastrowid)
+        return int(cur.fetchone()[0])
 
     def eval_history(self, model_name: str | None = None) -> list[dict[str, Any]]:
         """Evaluations (of ``model_name``, or all), oldest first."""

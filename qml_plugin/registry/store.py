@@ -42,6 +42,7 @@ from . import _sql as sql
 from .connection import DEFAULT_DB, connect, read_snapshot, translate_errors, utc_now, write_transaction
 from .migrations import apply_migrations
 from .models import ModelTables
+from .predictions import PredictionLog
 from .similarity import SimilarityIndex
 
 __all__ = ["PatternRegistry", "USER_LABELS", "LABEL_RANK", "PUBLIC_COLUMNS"]
@@ -58,7 +59,7 @@ LABEL_RANK = sql.LABEL_RANK
 _USER_TO_LABEL = {"win": 1, "loss": 0, "ignore": None}
 
 
-class PatternRegistry(ModelTables):
+class PatternRegistry(ModelTables, PredictionLog):
     """The pattern registry on one SQLite file (path or ``sqlite:///`` URL).
 
     Opening creates the file (and its folder) if needed and applies pending migrations. Use it as
@@ -148,8 +149,10 @@ class PatternRegistry(ModelTables):
         ``patterns_df`` has ``detect_patterns``' columns (``pattern_id`` and ``symbol`` required;
         ``symbol`` / ``timeframe`` may instead come as keywords or ``patterns_df.attrs``). Optional
         columns stored too: ``regime_at_detection``, ``ml_confidence``, ``ml_decision``,
-        ``paper_traded``, ``live_traded``, and ``label_patterns``' outcome columns (``label``,
-        ``r_multiple``, ``pnl_pct``, ``exit_time``, ``status``, ``exit_reason``), recorded as
+        ``paper_traded``, ``live_traded``, ``known_at_utc`` (when the detection bar closed, a UTC
+        instant; naive = UTC), and ``label_patterns``' outcome columns (``label``, ``r_multiple``,
+        ``pnl_pct``, ``exit_time``, ``exit_known_at_utc``, ``stop_first`` (else read off
+        ``exit_reason``), ``status``, ``exit_reason``), recorded as
         ``label_source`` outcomes under the ranking rule. Every column of ``features_df`` is a
         feature (numeric) except ``pattern_id``; rows match by ``pattern_id`` or by index;
         ``feature_schema`` is the extractor's ``schema_hash`` (default: a hash of
@@ -172,6 +175,9 @@ class PatternRegistry(ModelTables):
             "pattern_id": ids, "symbol": symbols,
             "timeframe": fr.text_values(frame, "timeframe", timeframe or frame.attrs.get("timeframe")),
             "detection_time": fr.time_values(frame, "detection_time"),
+            "known_at_utc": fr.time_values(frame, "known_at_utc"),
+            "exit_known_at_utc": fr.time_values(frame, "exit_known_at_utc"),
+            "stop_first": fr.stop_first_values(frame),
             "pattern_type": fr.text_values(frame, "pattern_type"),
             "direction": fr.int_values(frame, "direction", (-1, 1)),
             "detection_bar": fr.int_values(frame, "detection_bar"),
@@ -202,7 +208,9 @@ class PatternRegistry(ModelTables):
         """Store outcomes of registered patterns in one transaction; return how many rows were updated.
 
         Columns: ``pattern_id``, ``label`` (1 / 0 / NaN = still open or never filled),
-        ``r_multiple``, ``pnl_pct`` (percent, stored as ``trade_outcome``), ``exit_time``, and
+        ``r_multiple``, ``pnl_pct`` (percent, stored as ``trade_outcome``), ``exit_time``,
+        ``exit_known_at_utc`` (UTC instant the exit bar closed), ``stop_first`` (1 / 0; default
+        read off ``exit_reason``: ``stop`` -> 1, ``target`` / ``timeout`` -> 0), and
         optionally ``label_source`` (``triple_barrier`` or ``trade``; default the keyword),
         ``status``, ``exit_reason``; other columns are ignored. The ranking rule decides per row.
         An unknown ``pattern_id`` raises :class:`RegistryError` and nothing is written, unless
@@ -217,7 +225,8 @@ class PatternRegistry(ModelTables):
         status = fr.outcome_status(frame, labels)
         pnl = fr.real_values(frame, "pnl_pct" if "pnl_pct" in frame.columns else "trade_outcome")
         columns = [labels, sources, fr.real_values(frame, "r_multiple"), pnl, fr.time_values(frame, "exit_time"),
-                   status, fr.text_values(frame, "exit_reason"), repeat(utc_now())]
+                   fr.time_values(frame, "exit_known_at_utc"), fr.stop_first_values(frame), status,
+                   fr.text_values(frame, "exit_reason"), repeat(utc_now())]
         with write_transaction(self._db(), self.path) as conn:
             cur = conn.executemany(sql.RECORD, zip(*columns, repeat(self._next_rev()), ids))
             if cur.rowcount != len(ids) and not skip_unknown:
@@ -247,8 +256,8 @@ class PatternRegistry(ModelTables):
         return True
 
     # -- reading ---------------------------------------------------------------------------------
-    def get_training_data(self, min_labels: int = 30, start: Any = None,
-                          end: Any = None) -> tuple[pd.DataFrame, np.ndarray]:
+    def get_training_data(self, min_labels: int = 30, start: Any = None, end: Any = None, *,
+                          targets: bool = False) -> tuple[pd.DataFrame, np.ndarray | pd.DataFrame]:
         """Features and labels of every trainable pattern, oldest first.
 
         Trainable = a label (1/0) exists, the user did not say ``ignore``, and features were
@@ -257,16 +266,23 @@ class PatternRegistry(ModelTables):
 
         Returns ``(X, y)``: ``X`` is a float64 DataFrame of the stored (float32-precision) values,
         one column per feature (the order of the stored feature sets, stable), indexed by a
-        MultiIndex ``(pattern_id, detection_time, exit_time)`` (times as naive-UTC datetimes,
-        ``exit_time`` NaT when unknown), sorted by ``detection_time`` then ``pattern_id``; ``y``
-        is an int64 ndarray of 0/1 aligned with ``X``.
+        MultiIndex ``(pattern_id, detection_time, exit_time)`` (times as naive datetimes in the
+        data's clock, ``exit_time`` NaT when unknown), sorted by ``detection_time`` then
+        ``pattern_id``; ``y`` is an int64 ndarray of 0/1 aligned with ``X``.
+
+        With ``targets=True`` the second item is a DataFrame on ``X``'s index holding the targets of
+        the three model heads (SPEC §7) and the instants the guard compares: ``label`` (int64 0/1,
+        as ``y``), ``r_multiple`` (float, NaN when the pattern has no outcome of its own, e.g. only
+        a user's win/loss: a user's label sets ``label`` only), ``stop_first`` (float 1.0 / 0.0 /
+        NaN), ``exit_known_at_utc`` and ``known_at_utc`` (tz-aware UTC, NaT when not recorded).
         Fewer than ``min_labels`` rows raise :class:`InsufficientDataError`.
         """
         lo = fr.iso_times([start], "start")[0] if start is not None else None
         hi = fr.iso_times([end], "end")[0] if end is not None else None
-        query = (f"SELECT pattern_id, detection_time, exit_time, label, feature_set_id, features "
-                 f"FROM ml_pattern_registry WHERE {sql.TRAINABLE} AND (?1 IS NULL OR detection_time >= ?1) "
-                 "AND (?2 IS NULL OR detection_time < ?2) ORDER BY detection_time, pattern_id")
+        query = ("SELECT pattern_id, detection_time, exit_time, label, feature_set_id, features, r_multiple, "
+                 f"stop_first, exit_known_at_utc, known_at_utc FROM ml_pattern_registry WHERE {sql.TRAINABLE} "
+                 "AND (CAST(?1 AS TEXT) IS NULL OR detection_time >= ?1) "
+                 "AND (CAST(?2 AS TEXT) IS NULL OR detection_time < ?2) ORDER BY detection_time, pattern_id")
         with translate_errors(self.path):
             rows = self._db().execute(query, (lo, hi)).fetchall()
         if len(rows) < min_labels:
@@ -275,14 +291,35 @@ class PatternRegistry(ModelTables):
                 f"training needs at least {min_labels} labeled patterns but the registry has {len(rows)}"
                 f"{window} (rows labeled 'ignore' or without features do not count); record more "
                 "outcomes, label patterns with `qml label`, or lower min_labels")
-        pids, det, ext, lab, sets, blobs = zip(*rows, strict=True) if rows else ([],) * 6
+        pids, det, ext, lab, sets, blobs, r_mult, stop_first, exit_known, known = (
+            zip(*rows, strict=True) if rows else ([],) * 10)
         names, matrix = fr.unpack_features(sets, blobs, self._feature_names(sets))
         index = pd.MultiIndex.from_arrays(
-            [pd.Index(pids, dtype=object), pd.to_datetime(pd.Series(det, dtype=object), format="ISO8601"),
-             pd.to_datetime(pd.Series(ext, dtype=object), format="ISO8601")],
+            [pd.Index(pids, dtype=object), fr.read_times(det), fr.read_times(ext)],
             names=["pattern_id", "detection_time", "exit_time"])
         X = pd.DataFrame(matrix, index=index, columns=pd.Index(names, dtype=object))
-        return X, np.asarray(lab, dtype=np.int64)
+        y = np.asarray(lab, dtype=np.int64)
+        if not targets:
+            return X, y
+        return X, pd.DataFrame({
+            "label": y, "r_multiple": np.asarray(r_mult, dtype=np.float64),
+            "stop_first": np.asarray(stop_first, dtype=np.float64),
+            "exit_known_at_utc": fr.read_times(exit_known, utc=True), "known_at_utc": fr.read_times(known, utc=True),
+        }, index=index)
+
+    def count_labeled(self, *, detected_after: Any = None) -> int:
+        """How many patterns have a win/loss label (detected strictly after ``detected_after``, if given)."""
+        after = fr.iso_times([detected_after], "detected_after")[0] if detected_after is not None else None
+        return int(self._db().execute(
+            "SELECT COUNT(*) FROM ml_pattern_registry WHERE label IS NOT NULL "
+            "AND (CAST(?1 AS TEXT) IS NULL OR detection_time > ?1)", (after,)).fetchone()[0])
+
+    def training_feature_schema(self) -> str | None:
+        """The ``feature_schema`` most trainable patterns were stored with (None on an empty registry)."""
+        row = self._db().execute(
+            f"SELECT feature_schema FROM ml_pattern_registry WHERE {sql.TRAINABLE} GROUP BY feature_schema "
+            "ORDER BY COUNT(*) DESC, feature_schema LIMIT 1").fetchone()
+        return None if row is None else row[0]
 
     def get_recent_features(self, after: Any = None, limit: int = 300) -> pd.DataFrame:
         """Features of the newest ``limit`` patterns detected after ``after`` (labeled or not), oldest
