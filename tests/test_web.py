@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from qml_plugin import load_ohlcv
@@ -36,6 +37,10 @@ def registry(tmp_path_factory):
         reg.register_patterns(pats, X.set_axis(pats["pattern_id"].to_numpy()))
         reg.record_outcomes(label_patterns(df, pats.head(N_LABELED)))
         unlabeled = [p["pattern_id"] for p in reg.get_unlabeled_patterns(limit=100)]
+        contrib = {f"feat_{i}": c for i, c in enumerate([0.5, -2.0, 0.1, 1.5, -0.2, 0.05, 0.3])}
+        reg.log_predictions(pd.DataFrame({"pattern_id": [unlabeled[0]], "ml_confidence": [0.61], "expected_r": [0.35],
+                                          "decision": ["take"], "contributions": [contrib]}),
+                            model_id="m1", mode="filter", run_id="r1")
     assert len(unlabeled) >= 10
     return db, unlabeled
 
@@ -103,6 +108,9 @@ def test_next_pattern_comes_with_its_chart_and_labeled_neighbours(server, regist
     assert data["chart"] is not None and "doc" in data["chart"]
     assert 1 <= len(data["neighbours"]) <= 4
     assert all(nb["info"]["label"] in (0, 1) and nb["chart"] is not None for nb in data["neighbours"])
+    pred = data["prediction"]  # the prediction log's scores and top 5 contributions, largest |value| first
+    assert pred["ml_confidence"] == 0.61 and pred["expected_r"] == 0.35
+    assert [k for k, _ in pred["contributions"]] == ["feat_1", "feat_3", "feat_0", "feat_6", "feat_4"]
 
 
 def _chromium():
@@ -147,6 +155,10 @@ def test_a_real_browser_draws_the_chart_and_pressing_w_labels_the_pattern_win(re
             with PatternRegistry(db) as reg:
                 assert reg.get_pattern(first)["user_label"] is None
             # the chart is really drawn: bokeh made a document with the figure's renderers in it
+            assert first == unlabeled[0]
+            info = drv.find_element(By.ID, "info").text
+            assert "ml_confidence 0.610" in info and "expected_r 0.35" in info
+            assert "feat_1" in drv.find_element(By.ID, "contrib").text  # top contributions from the prediction log
             n_roots = drv.execute_script("return Bokeh.documents.length")
             assert n_roots >= 2  # the pattern and at least one neighbour
             shots = Path(os.environ.get("QML_SCREENSHOT_DIR", tmp_path))  # docs/ pictures come from here

@@ -128,6 +128,20 @@ def _small_title(row: Mapping[str, Any]) -> str:
     return f"{row.get('symbol')} {row.get('outcome') or row.get('label')}  R {r}"
 
 
+def _latest_prediction(reg: PatternRegistry, pattern_id: str) -> dict[str, Any] | None:
+    """The newest logged prediction of a pattern (``ml_predictions``): scores and top contributions."""
+    log = reg.get_predictions(pattern_id=pattern_id)
+    if len(log) == 0:
+        return None
+    last = log.iloc[-1]
+    contrib = last["contributions"] if isinstance(last["contributions"], Mapping) else {}
+    top = sorted(contrib.items(), key=lambda kv: -abs(float(kv[1])))
+    out = _jsonable({k: last[k] for k in ("ml_confidence", "expected_r", "stop_risk", "decision", "model_id")
+                     if k in log.columns})
+    out["contributions"] = [[str(k), float(v)] for k, v in top]
+    return out
+
+
 def _jsonable(d: Mapping[str, Any]) -> dict[str, Any]:
     out = {}
     for k, v in d.items():
@@ -163,10 +177,8 @@ def create_app(db: str, *, token: str, data: Mapping[str, pd.DataFrame] | None =
                     near = reg.find_similar_patterns(feats, n=neighbours, exclude=p["pattern_id"])
                 except QMLError:
                     near = []
-            extra = getattr(reg, "get_prediction", None)
-            pred = extra(p["pattern_id"]) if callable(extra) else None
-        body = {"done": False, "pattern": _jsonable(p), "chart": charts.chart(p),
-                "prediction": _jsonable(pred) if isinstance(pred, Mapping) else None,
+            pred = _latest_prediction(reg, p["pattern_id"])
+        body = {"done": False, "pattern": _jsonable(p), "chart": charts.chart(p), "prediction": pred,
                 "neighbours": [{"info": _jsonable(nb), "chart": charts.chart(nb, small=True)} for nb in near]}
         return JSONResponse(body)
 

@@ -52,9 +52,8 @@ async function show() {
     " &nbsp; ml_confidence " + fmt(conf, 3) + " &nbsp; expected_r " + fmt(pred.expected_r, 2) +
     " &nbsp; validity " + fmt(current.validity_score, 3);
   document.body.dataset.patternId = current.pattern_id;
-  if (pred.contributions) {
-    let rows = JSON.parse(pred.contributions);
-    if (!Array.isArray(rows)) rows = Object.entries(rows);
+  if (pred.contributions && pred.contributions.length) {
+    const rows = pred.contributions;
     document.getElementById("contrib").innerHTML = "<h4>top contributions</h4><table>" +
       rows.map(r => "<tr><td>" + r[0] + "</td><td>" + fmt(r[1], 3) + "</td></tr>").join("") + "</table>";
   }
