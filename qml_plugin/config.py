@@ -104,11 +104,11 @@ def resolve_config(config: str | Path | None, *, default: str | None = None) -> 
 
         >>> resolve_config("qml_baseline.yaml").name
         'qml_baseline.yaml'
-        >>> resolve_config("missing_dir/qml_baseline.yaml")
+        >>> resolve_config("missing_dir/qml_baseline.yaml")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         qml_plugin.errors.ConfigError: config file not found: missing_dir/qml_baseline.yaml; give the path of \
-an existing YAML file, or the bare name of a shipped config: qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml
+an existing YAML file, or the bare name of a shipped config: ...qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml...
     """
     if config is None:
         if default is None:
