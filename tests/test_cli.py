@@ -179,3 +179,19 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch
     err = one_line_error(capsys)
     assert "config file not found: /nonexistent.yaml" in err
     assert "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err
+
+
+def test_strategy_params_refuse_methods_properties_and_mixin_settings():
+    from qml_plugin.cli.common import strategy_params
+    from qml_plugin.errors import ConfigError
+    from qml_plugin.strategies import QMLStrategy
+
+    assert strategy_params(QMLStrategy, {"swing_n": 5, "min_score": 0.6}) == {"swing_n": 5, "min_score": 0.6}
+    for key, message in [("ml_status", r"strategy.params.ml_status is not a parameter of QMLStrategy "
+                                       r"\(a method or property\); allowed: entry_offset_atr, head_min_atr"),
+                         ("init", r"strategy.params.init is not a parameter of QMLStrategy \(a method or property\)"),
+                         ("swng_n", r"strategy.params.swng_n is not a parameter of QMLStrategy \(not an attribute\)"),
+                         ("registry_db", r"strategy.params.registry_db is a mixin setting, not a strategy parameter; "
+                                         r"set it with ml_data_collection.db_path")]:
+        with pytest.raises(ConfigError, match=message):
+            strategy_params(QMLStrategy, {key: 1})
