@@ -37,7 +37,9 @@ Choices where SPEC.md is silent:
 - output paths that must be files (``report.output``, ``sweep.output``, a SQLite ``db_path``) may not
   be existing folders, and folders (``report.output_dir``, ``optimize.output_dir``) may not be existing
   files; this is checked when the config is loaded, before any work starts;
-- ``walk_forward`` and ``report`` configure ``qml run``; ``learn`` configures ``qml learn``.
+- ``walk_forward`` and ``report`` configure ``qml run``: each run writes under
+  ``report.output_dir/<run_id>/`` and also its report to ``report.output`` (null = the run folder only);
+  ``learn`` configures ``qml learn``.
 """
 from __future__ import annotations
 

@@ -291,8 +291,8 @@ def _schemes(v: Any) -> list:
 
 
 class ReportSection(Section):
-    output: file_path("results/report.html", "the HTML report; null = report.html in the run's folder",
-                      nullable=True) = None
+    output: file_path("results/report.html", "the latest HTML report (each run also writes one in its own "
+                      "folder); null = only the run folder's", nullable=True) = "results/report.html"
     output_dir: folder_path("results/runs", "each run writes its models and outputs under OUTPUT_DIR/<run_id>/") \
         = "results/runs"
 

@@ -175,7 +175,8 @@ def test_new_keys_have_their_spec_defaults():
     ml = cfg["ml"]
     assert (ml["min_expected_r"], ml["regime_models"], ml["min_regime_labels"]) == (0.0, False, 50)
     assert ml["size_bands"] is None and ml["kill_switch"] is None and ml["embargo"] is None
-    assert cfg["backtest"]["costs"] == {} and cfg["report"]["output_dir"] == "results/runs"
+    assert cfg["backtest"]["costs"] == {}
+    assert cfg["report"] == {"output": "results/report.html", "output_dir": "results/runs"}
     assert load_config("walk_forward: {scheme: leave_market_out}")["walk_forward"]["scheme"] == ["leave_market_out"]
     full = load_config("ml: {prediction_mode: expected_value, kill_switch: {consecutive_losses: 3, "
                        "max_drawdown_pct: 10.0}, size_bands: [{min: 0.6, size: 1.0}, {min: 0.4, size: 0.5}]}")["ml"]
