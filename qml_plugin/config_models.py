@@ -153,7 +153,7 @@ def _params(v: Any) -> dict:
     strategy_attrs = {k for k in dir(Strategy) if not k.startswith("_")}
     for key, value in v.items():
         path = f"{{p}}{key}"
-        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_") or len(key) > 100:
             raise message(f"{{p}}{show(key)} is not allowed; allowed: a public attribute name of the strategy")
         if key in MIXIN_SETTINGS:
             raise message(f"{path} is a mixin setting, not a strategy parameter; set it with {MIXIN_SETTINGS[key]}")

@@ -241,6 +241,10 @@ def test_bad_values_are_cut_to_about_200_characters():
     with pytest.raises(ConfigError) as e:
         load_config("ml: {prediction_mode: " + "x" * 5000 + "}")
     assert "(5,002 characters)" in str(e.value) and len(str(e.value)) < 450
+    for raw in ({"ml": {"k" * 5000: 1}}, {"strategy": {"params": {"k" * 5000: 1}}}):   # keys are cut as well
+        with pytest.raises(ConfigError, match="characters") as e:
+            load_config(raw)
+        assert len(str(e.value)) < 600
 
 
 def test_config_resolution_is_one_rule_for_names_and_paths(tmp_path, monkeypatch):
