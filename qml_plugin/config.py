@@ -216,7 +216,10 @@ def _read(source: str | Path | dict | None) -> tuple[Any, str]:
             raise ConfigError(f"{path}: not a UTF-8 text file") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return _parse_yaml(text, "<yaml string>"), "<yaml string>"
+    raw = _parse_yaml(text, "<yaml string>")
+    if isinstance(raw, str) and "\n" not in text.strip():  # one word, not a mapping: a file name that is not there
+        resolve_config(text.strip())
+    return raw, "<yaml string>"
 
 
 def _validate(model: type[BaseModel], raw: Any, where: str, *, prefix: str = "") -> BaseModel:

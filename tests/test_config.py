@@ -262,6 +262,8 @@ def test_config_resolution_is_one_rule_for_names_and_paths(tmp_path, monkeypatch
     assert resolve_config("qml_baseline.yaml") == tmp_path.joinpath("qml_baseline.yaml").relative_to(tmp_path)
     assert parse_ml_block("qml_baseline.yaml").enabled is True
     assert parse_ml_block("qml_with_ml.yaml").enabled is True            # shipped, found from any folder
+    with pytest.raises(ConfigError, match="config file not found: qml_with_ml; give the path"):   # no suffix
+        parse_ml_block("qml_with_ml")
     with pytest.raises(ConfigError, match="is a folder; give a YAML file"):
         resolve_config(str(tmp_path))
 
