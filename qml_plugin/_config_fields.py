@@ -68,7 +68,7 @@ def config_error(err: ValidationError, *, prefix: str = "") -> ConfigError:
         return ConfigError(f"{path} = {show(e['input'])} is not allowed; allowed: {ctx['allowed']}")
     if kind == "qml_unknown":
         key = f"{path}.{ctx['key']}" if path else ctx["key"]
-        return ConfigError(f"unknown key {key!r}; allowed keys{' in ' + path if path else ''}: {ctx['allowed']}")
+        return ConfigError(f"unknown key {show(key)}; allowed keys{' in ' + path if path else ''}: {ctx['allowed']}")
     if kind == "qml_mapping":
         return ConfigError(f"{path or 'config'} must be a mapping of keys, got {ctx['got']}: {show(e['input'])}")
     if kind == "missing":

@@ -37,7 +37,9 @@ Choices where SPEC.md is silent:
 - output paths that must be files (``report.output``, ``sweep.output``, a SQLite ``db_path``) may not
   be existing folders, and folders (``report.output_dir``, ``optimize.output_dir``) may not be existing
   files; this is checked when the config is loaded, before any work starts;
-- ``walk_forward`` and ``report`` configure ``qml run``; ``learn`` configures ``qml learn``.
+- ``walk_forward`` and ``report`` configure ``qml run``: each run writes under
+  ``report.output_dir/<run_id>/`` and also its report to ``report.output`` (null = the run folder only);
+  ``learn`` configures ``qml learn``.
 """
 from __future__ import annotations
 
@@ -104,11 +106,11 @@ def resolve_config(config: str | Path | None, *, default: str | None = None) -> 
 
         >>> resolve_config("qml_baseline.yaml").name
         'qml_baseline.yaml'
-        >>> resolve_config("missing_dir/qml_baseline.yaml")
+        >>> resolve_config("missing_dir/qml_baseline.yaml")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
         qml_plugin.errors.ConfigError: config file not found: missing_dir/qml_baseline.yaml; give the path of \
-an existing YAML file, or the bare name of a shipped config: qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml
+an existing YAML file, or the bare name of a shipped config: ...qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml...
     """
     if config is None:
         if default is None:
@@ -214,7 +216,10 @@ def _read(source: str | Path | dict | None) -> tuple[Any, str]:
             raise ConfigError(f"{path}: not a UTF-8 text file") from None
         except OSError as e:
             raise ConfigError(f"{path}: cannot read: {e.strerror}") from None
-    return _parse_yaml(text, "<yaml string>"), "<yaml string>"
+    raw = _parse_yaml(text, "<yaml string>")
+    if isinstance(raw, str) and "\n" not in text.strip():  # one word, not a mapping: a file name that is not there
+        resolve_config(text.strip())
+    return raw, "<yaml string>"
 
 
 def _validate(model: type[BaseModel], raw: Any, where: str, *, prefix: str = "") -> BaseModel:

@@ -153,7 +153,7 @@ def _params(v: Any) -> dict:
     strategy_attrs = {k for k in dir(Strategy) if not k.startswith("_")}
     for key, value in v.items():
         path = f"{{p}}{key}"
-        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_"):
+        if not isinstance(key, str) or not key.isidentifier() or key.startswith("_") or len(key) > 100:
             raise message(f"{{p}}{show(key)} is not allowed; allowed: a public attribute name of the strategy")
         if key in MIXIN_SETTINGS:
             raise message(f"{path} is a mixin setting, not a strategy parameter; set it with {MIXIN_SETTINGS[key]}")
@@ -291,8 +291,8 @@ def _schemes(v: Any) -> list:
 
 
 class ReportSection(Section):
-    output: file_path("results/report.html", "the HTML report; null = report.html in the run's folder",
-                      nullable=True) = None
+    output: file_path("results/report.html", "the latest HTML report (each run also writes one in its own "
+                      "folder); null = only the run folder's", nullable=True) = "results/report.html"
     output_dir: folder_path("results/runs", "each run writes its models and outputs under OUTPUT_DIR/<run_id>/") \
         = "results/runs"
 

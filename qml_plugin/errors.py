@@ -3,7 +3,11 @@
 Every message names the thing at fault (key, value, timestamp, pattern id) and what would be
 accepted, so a user can fix the input without reading our code. All of them subclass
 ``ValueError`` (or ``RuntimeError`` for model problems) so generic handlers still work, and the CLI
-turns any of them into one line on stderr and exit code 2.
+turns any of them into one line on stderr and exit code 2. Any other exception is a bug: the CLI
+prints its traceback and exits 1 (SPEC §15).
+
+    >>> issubclass(ConfigError, QMLError) and issubclass(ConfigError, ValueError)
+    True
 """
 from __future__ import annotations
 
@@ -30,3 +34,7 @@ class ModelError(QMLError, RuntimeError):
 
 class RegistryError(QMLError, ValueError):
     """A registry call with bad input: unknown pattern id, unknown label, unusable database file."""
+
+
+class UsageError(QMLError, ValueError):
+    """A command-line argument or an interactive answer that cannot be used (e.g. stdin closed mid-session)."""

@@ -67,12 +67,80 @@ def test_label_takes_piped_answers_and_user_labels_win(small_registry, capsys, m
     assert rows == [("loss", 0, "user"), ("win", 1, "user")]
 
 
-def test_migrate_and_bad_label_limit(tmp_path, capsys):
+def test_migrate_and_absurd_label_limits_are_one_line_errors(tmp_path, capsys):
     db = str(tmp_path / "new" / "reg.db")
     assert qml(["migrate", "--db", db]) == 0
     assert "reg.db" in capsys.readouterr().out
-    assert qml(["label", "--db", db, "--limit", "0"]) == 2
-    assert "--limit must be >= 1, got 0" in one_line_error(capsys)
+    for limit in ("0", "-5", str(10**12), "many"):
+        assert qml(["label", "--db", db, "--limit", limit]) == 2
+        assert (f"qml label: error: argument --limit: must be an integer in [1, 10000], got '{limit}'"
+                in one_line_error(capsys))
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["detect", "--swing-n", "0"], "qml detect: error: argument --swing-n: must be an integer in [1, 1000], got '0'"),
+    (["detect", "--head-min-atr", "nan"],
+     "qml detect: error: argument --head-min-atr: must be a finite number >= 0, got 'nan'"),
+    (["train", "--folds", "1"], "qml train: error: argument --folds: must be an integer in [2, 50], got '1'"),
+    (["train", "--min-labels", "0"], "qml train: error: argument --min-labels: must be an integer >= 10, got '0'"),
+    (["config", "schema", "bogus"], "qml config schema: error: argument kind: invalid choice: 'bogus'"),
+    (["nosuchcommand"], "qml: error: argument COMMAND: invalid choice: 'nosuchcommand'"),
+])
+def test_bad_flags_are_one_line_and_exit_2(argv, message, capsys):
+    assert qml(argv) == 2
+    assert message in one_line_error(capsys)
+
+
+def _labels(db):
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT user_label FROM ml_pattern_registry WHERE user_label IS NOT NULL").fetchall()
+
+
+def test_label_with_stdin_closed_early_exits_2_in_one_line_and_keeps_the_labels_given(
+        small_registry, capsys, monkeypatch):
+    db, _ = small_registry
+    monkeypatch.setattr("sys.stdin", io.StringIO("w\nbogus\nl\n"))    # EOF before 'q'; 'bogus' is asked again
+    assert qml(["label", "--db", db, "--limit", "5"]) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert err.count("\n") == 0 and err.startswith("qml label: error: stdin closed after 2 of 5 pattern(s)")
+    assert "2 label(s) given before were saved" in err and "answer w, l, i, s or q" in captured.out
+    assert sorted(_labels(db)) == [("loss",), ("win",)]
+    closed = io.StringIO("")
+    closed.close()                                                     # a closed stdin, not just an empty one
+    monkeypatch.setattr("sys.stdin", closed)
+    assert qml(["label", "--db", db, "--limit", "3"]) == 2
+    assert "stdin closed after 0 of 3 pattern(s)" in one_line_error(capsys)
+    assert len(_labels(db)) == 2
+
+
+def _inject(monkeypatch, exc):
+    def boom(*args, **kwargs):
+        raise exc
+    monkeypatch.setattr("qml_plugin.cli.config.load_any_config", boom)
+
+
+@pytest.mark.parametrize("exc", [ZeroDivisionError("division by zero"), ValueError("an internal ValueError"),
+                                 FileNotFoundError(2, "No such file", "/tmp/x"), KeyError("ml")])
+def test_an_unexpected_exception_is_a_bug_with_its_traceback_and_exit_1(exc, monkeypatch, capsys):
+    _inject(monkeypatch, exc)
+    assert qml(["config", "check", "qml_baseline.yaml"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("Traceback (most recent call last):") and type(exc).__name__ in err
+    assert "load_any_config" in err                                    # the traceback shows where it happened
+    assert err.strip().splitlines()[-1].startswith("qml config: internal error: this is a bug in qml-plugin")
+
+
+def test_qml_errors_are_one_bounded_line_and_interrupts_and_closed_pipes_keep_their_codes(monkeypatch, capsys):
+    from qml_plugin.errors import DataError
+
+    _inject(monkeypatch, DataError("bad\nprint at 2020-01-01 " + "x" * 10_000))
+    assert qml(["config", "check", "qml_baseline.yaml"]) == 2
+    err = one_line_error(capsys)
+    assert err.startswith("qml config: error: bad print at 2020-01-01 xxx") and len(err) < 2100
+    _inject(monkeypatch, KeyboardInterrupt())
+    assert qml(["config", "check", "qml_baseline.yaml"]) == 130
+    assert "interrupted" in capsys.readouterr().err
 
 
 def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, eurusd_4h):
@@ -109,4 +177,21 @@ def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch
     assert config_path("qml_baseline.yaml", "qml_with_ml.yaml").is_file()
     assert qml(["run", "--config", "/nonexistent.yaml"]) == 2
     err = one_line_error(capsys)
-    assert "config file not found: /nonexistent.yaml" in err and "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err
+    assert "config file not found: /nonexistent.yaml" in err
+    assert "qml_baseline.yaml, qml_with_ml.yaml, sweep.yaml" in err
+
+
+def test_strategy_params_refuse_methods_properties_and_mixin_settings():
+    from qml_plugin.cli.common import strategy_params
+    from qml_plugin.errors import ConfigError
+    from qml_plugin.strategies import QMLStrategy
+
+    assert strategy_params(QMLStrategy, {"swing_n": 5, "min_score": 0.6}) == {"swing_n": 5, "min_score": 0.6}
+    for key, message in [("ml_status", r"strategy.params.ml_status is not a parameter of QMLStrategy "
+                                       r"\(a method or property\); allowed: entry_offset_atr, head_min_atr"),
+                         ("init", r"strategy.params.init is not a parameter of QMLStrategy \(a method or property\)"),
+                         ("swng_n", r"strategy.params.swng_n is not a parameter of QMLStrategy \(not an attribute\)"),
+                         ("registry_db", r"strategy.params.registry_db is a mixin setting, not a strategy parameter; "
+                                         r"set it with ml_data_collection.db_path")]:
+        with pytest.raises(ConfigError, match=message):
+            strategy_params(QMLStrategy, {key: 1})

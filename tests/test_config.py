@@ -175,7 +175,8 @@ def test_new_keys_have_their_spec_defaults():
     ml = cfg["ml"]
     assert (ml["min_expected_r"], ml["regime_models"], ml["min_regime_labels"]) == (0.0, False, 50)
     assert ml["size_bands"] is None and ml["kill_switch"] is None and ml["embargo"] is None
-    assert cfg["backtest"]["costs"] == {} and cfg["report"]["output_dir"] == "results/runs"
+    assert cfg["backtest"]["costs"] == {}
+    assert cfg["report"] == {"output": "results/report.html", "output_dir": "results/runs"}
     assert load_config("walk_forward: {scheme: leave_market_out}")["walk_forward"]["scheme"] == ["leave_market_out"]
     full = load_config("ml: {prediction_mode: expected_value, kill_switch: {consecutive_losses: 3, "
                        "max_drawdown_pct: 10.0}, size_bands: [{min: 0.6, size: 1.0}, {min: 0.4, size: 0.5}]}")["ml"]
@@ -240,6 +241,10 @@ def test_bad_values_are_cut_to_about_200_characters():
     with pytest.raises(ConfigError) as e:
         load_config("ml: {prediction_mode: " + "x" * 5000 + "}")
     assert "(5,002 characters)" in str(e.value) and len(str(e.value)) < 450
+    for raw in ({"ml": {"k" * 5000: 1}}, {"strategy": {"params": {"k" * 5000: 1}}}):   # keys are cut as well
+        with pytest.raises(ConfigError, match="characters") as e:
+            load_config(raw)
+        assert len(str(e.value)) < 600
 
 
 def test_config_resolution_is_one_rule_for_names_and_paths(tmp_path, monkeypatch):
@@ -257,6 +262,8 @@ def test_config_resolution_is_one_rule_for_names_and_paths(tmp_path, monkeypatch
     assert resolve_config("qml_baseline.yaml") == tmp_path.joinpath("qml_baseline.yaml").relative_to(tmp_path)
     assert parse_ml_block("qml_baseline.yaml").enabled is True
     assert parse_ml_block("qml_with_ml.yaml").enabled is True            # shipped, found from any folder
+    with pytest.raises(ConfigError, match="config file not found: qml_with_ml; give the path"):   # no suffix
+        parse_ml_block("qml_with_ml")
     with pytest.raises(ConfigError, match="is a folder; give a YAML file"):
         resolve_config(str(tmp_path))
 

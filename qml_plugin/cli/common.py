@@ -6,8 +6,10 @@ a module the user names on the command line with ``--strategies-module``); it mu
 """
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
+import math
 import warnings
 from pathlib import Path
 
@@ -18,7 +20,50 @@ from ..config import MIXIN_SETTINGS, resolve_config
 from ..data import load_data
 from ..errors import ConfigError
 
-__all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params"]
+__all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params",
+           "int_in", "finite_float"]
+
+
+def int_in(lo: int, hi: int | None = None):
+    """An argparse ``type=``: an integer in ``[lo, hi]``; anything else is argparse's one-line error (exit 2).
+
+        >>> int_in(1, 10_000)("20")
+        20
+        >>> int_in(1, 10_000)("0")
+        Traceback (most recent call last):
+        ...
+        argparse.ArgumentTypeError: must be an integer in [1, 10000], got '0'
+    """
+    allowed = f"an integer in [{lo}, {hi}]" if hi is not None else f"an integer >= {lo}"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = None
+        if v is None or v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text[:200]!r}")
+        return v
+
+    parse.__name__ = allowed  # argparse names the type in some messages
+    return parse
+
+
+def finite_float(lo: float | None = None):
+    """An argparse ``type=``: a finite number (NaN and inf refused), at least ``lo`` when given."""
+    allowed = "a finite number" + (f" >= {lo:g}" if lo is not None else "")
+
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            v = math.nan
+        if not math.isfinite(v) or (lo is not None and v < lo):
+            raise argparse.ArgumentTypeError(f"must be {allowed}, got {text[:200]!r}")
+        return v
+
+    parse.__name__ = allowed
+    return parse
 
 
 def default_config(name: str) -> Path:

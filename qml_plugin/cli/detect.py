@@ -10,6 +10,7 @@ import pandas as pd
 
 from ..data import load_ohlcv
 from ..patterns import QMLParams, detect_patterns, label_patterns
+from .common import finite_float, int_in
 
 
 def add_parser(sub) -> None:
@@ -17,8 +18,8 @@ def add_parser(sub) -> None:
                        description="Detect QML patterns (no look-ahead) and label their triple-barrier outcomes.")
     p.add_argument("--data", default="EURUSD_1h", help="shipped dataset name or a csv/parquet path")
     p.add_argument("--resample", default=None, help="pandas rule, e.g. 4h (default: none)")
-    p.add_argument("--swing-n", type=int, default=QMLParams.swing_n, help="bars on each side of a swing")
-    p.add_argument("--head-min-atr", type=float, default=QMLParams.head_min_atr)
+    p.add_argument("--swing-n", type=int_in(1, 1000), default=QMLParams.swing_n, help="bars on each side of a swing")
+    p.add_argument("--head-min-atr", type=finite_float(0.0), default=QMLParams.head_min_atr)
     p.add_argument("--target", choices=["swing", "rr"], default=QMLParams.target)
     p.set_defaults(func=run)
 

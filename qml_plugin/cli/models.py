@@ -27,7 +27,7 @@ from ..ml.model import SignalQualityModel
 from ..ml.validation import PurgedWalkForward
 from ..ml.versions import record_version
 from ..registry import PatternRegistry
-from .common import config_path, load_data, make_backtest, resolve_strategy, strategy_params
+from .common import config_path, int_in, load_data, make_backtest, resolve_strategy, strategy_params
 
 
 def add_parser(sub) -> None:
@@ -37,8 +37,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default=None, help="model folder of versions (default: ml.model_path)")
     p.add_argument("--start", default=None, help="first detection time to train on")
     p.add_argument("--end", default=None, help="train on patterns detected before this time")
-    p.add_argument("--min-labels", type=int, default=100)
-    p.add_argument("--folds", type=int, default=5, help="purged walk-forward folds for the reported metrics")
+    p.add_argument("--min-labels", type=int_in(10), default=100, help="labeled patterns needed (default 100)")
+    p.add_argument("--folds", type=int_in(2, 50), default=5, help="purged walk-forward folds for the reported metrics")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("evaluate", help="holdout metrics of a saved model on a period (out of sample only)")

@@ -3,17 +3,24 @@
 ``qml label`` is interactive but reads plain lines from stdin, so it also works with piped input
 (``printf 'w\\nl\\nq\\n' | qml label --limit 3``). For each unlabeled pattern it shows the pattern,
 a few key features and its nearest labeled neighbours (standardized distance), then takes one of
-``w`` (win), ``l`` (loss), ``i`` (ignore: keep out of training), ``s`` (skip) or ``q`` (quit).
+``w`` (win), ``l`` (loss), ``i`` (ignore: keep out of training), ``s`` or an empty line (skip) or
+``q`` (quit); any other answer is asked again. Each label is written as soon as it is given, so
+nothing is lost when the session ends early: stdin closing before ``q`` (EOF) is one line on stderr
+and exit code 2, with the labels given so far kept. ``--limit`` is 1 .. :data:`MAX_LIMIT`.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
+from ..errors import UsageError
 from ..registry import PatternRegistry
 from ..registry.migrations import migrate
+from .common import int_in
 
 _KEYS = {"w": "win", "l": "loss", "i": "ignore"}
+MAX_LIMIT = 10_000
+"""Most patterns one ``qml label`` session shows (a person labels a few dozen at a sitting)."""
 _SHOWN_FEATURES = ("geo_head_depth_atr", "geo_rr", "ctx_rsi_14", "ctx_adx_14", "vol_atr_pctile_500",
                    "mom_ret_20", "regime_efficiency_20")
 
@@ -25,10 +32,12 @@ def add_parser(sub) -> None:
         p = sub.add_parser(name, help=text, description=text)
         p.add_argument("--db", default="results/experiments.db", help="registry path or sqlite:/// URL")
         if name == "label":
-            p.add_argument("--limit", type=int, default=20, help="how many patterns to show (default 20)")
+            p.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=20,
+                           help=f"how many patterns to show, 1 .. {MAX_LIMIT:,} (default 20)")
             p.add_argument("--web", action="store_true",
                            help="label in the browser instead: a local page on 127.0.0.1 with a token (SPEC §14)")
-            p.add_argument("--port", type=int, default=8765, help="port of the --web page (default 8765; 0 = any)")
+            p.add_argument("--port", type=int_in(0, 65535), default=8765,
+                           help="port of the --web page (default 8765; 0 = any)")
         p.set_defaults(func=func)
 
 
@@ -60,14 +69,27 @@ def _fmt(v) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
 
+def _answer() -> str | None:
+    """The next answer's first letter ('' = skip), or None once stdin is closed (EOF)."""
+    while True:
+        try:
+            line = sys.stdin.readline() if sys.stdin is not None else ""
+        except (ValueError, OSError):  # stdin closed by the caller: the same as EOF
+            line = ""
+        if not line:
+            return None
+        key = line.strip().lower()[:1]
+        if key in ("", "s", "q", *_KEYS):
+            return key
+        print(f"  {line.strip()[:20]!r}? answer w, l, i, s or q: ", end="", flush=True)
+
+
 def _label(args: argparse.Namespace) -> int:
     if args.web:
         from ..web import serve
 
         serve(args.db, port=args.port)
         return 0
-    if args.limit < 1:
-        raise ValueError(f"--limit must be >= 1, got {args.limit}")
     done = 0
     with PatternRegistry(args.db) as reg:
         todo = reg.get_unlabeled_patterns(limit=args.limit)
@@ -95,9 +117,12 @@ def _label(args: argparse.Namespace) -> int:
                     print(f"    {nb['pattern_id']}  distance {nb['distance']:.2f}  label {nb.get('label')}  "
                           f"R {_fmt(nb.get('r_multiple'))}  {nb.get('symbol')} {nb.get('detection_time')}")
             print("  label? [w]in [l]oss [i]gnore [s]kip [q]uit: ", end="", flush=True)
-            answer = sys.stdin.readline()
-            key = answer.strip().lower()[:1]
-            if not answer or key == "q":
+            key = _answer()
+            if key is None:
+                print()
+                raise UsageError(f"stdin closed after {i - 1} of {len(todo)} pattern(s) with no 'q'; {done} label(s) "
+                                 f"given before were saved; answer w, l, i, s or q, one per line")
+            if key == "q":
                 print("quit")
                 break
             if key in _KEYS:
