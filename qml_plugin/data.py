@@ -125,7 +125,8 @@ def _check_tz(tz: str, src: str) -> str:
     return str(tz)
 
 
-def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | None = None) -> pd.DataFrame:
+def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | None = None,
+               bad_prints: str | None = None) -> pd.DataFrame:
     """Load OHLCV bars from a shipped dataset name or a csv / csv.gz / parquet path.
 
     Columns are matched case-insensitively; the index comes from a ``timestamp``, ``date``,
@@ -136,7 +137,9 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     the left (pandas' default) and empty bins (weekends, holidays) are dropped.
 
     ``tz`` names the clock of a user file's timestamps (default ``"UTC"``); a shipped dataset's
-    clock comes from the manifest. ``attrs`` gets ``symbol``, ``timeframe``, ``tz``, ``session_close`` (``"16:00"``
+    clock comes from the manifest. ``bad_prints`` (``"warn"``, ``"repair"``, ``"fail"``; None, the
+    default, does not look) applies :func:`qml_plugin.badprints.apply_bad_prints` to the source
+    bars, before any resampling. ``attrs`` gets ``symbol``, ``timeframe``, ``tz``, ``session_close`` (``"16:00"``
     for US equities, else None) and ``source``.
 
         >>> spy = load_ohlcv("SPY_1d")
@@ -163,6 +166,10 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     df = _normalize(raw, path.name, tz)
     df.attrs.update(symbol=symbol, timeframe=timeframe, tz=tz, session_close=session_close, source=path.name)
     validate_ohlcv(df)
+    if bad_prints is not None:
+        from .badprints import apply_bad_prints  # same layer; imported late because it imports this module
+
+        df = apply_bad_prints(df, bad_prints=bad_prints)
     return resample_ohlcv(df, resample) if resample else df
 
 
@@ -383,9 +390,9 @@ def bar_close_utc(df: pd.DataFrame) -> pd.DatetimeIndex:
 
 
 def load_data(data_cfg: dict) -> pd.DataFrame:
-    """The ``data:`` section of a config (source, resample, start, end, tz) as a validated frame."""
+    """The ``data:`` section of a config (source, resample, start, end, tz, bad_prints) as a validated frame."""
     get = data_cfg.get if isinstance(data_cfg, dict) else lambda k, d=None: getattr(data_cfg, k, d)
-    df = load_ohlcv(get("source"), resample=get("resample"), tz=get("tz"))
+    df = load_ohlcv(get("source"), resample=get("resample"), tz=get("tz"), bad_prints=get("bad_prints"))
     start, end = get("start"), get("end")
     if start is not None or end is not None:
         attrs = dict(df.attrs)
