@@ -36,16 +36,17 @@ at the previous close (Open = High = Low = Close); the volume is kept.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from numba import njit
 
-from .data import OHLCV_COLUMNS, cut_value
+from .data import OHLCV_COLUMNS, cut_value, load_ohlcv
 from .errors import ConfigError, DataError
 
-__all__ = ["find_bad_prints", "apply_bad_prints", "repair_bad_prints", "BadPrintWarning", "BAD_PRINT_MODES",
-           "BAD_PRINT_COLUMNS", "WICK_SHARE", "WICK_ATR"]
+__all__ = ["find_bad_prints", "apply_bad_prints", "repair_bad_prints", "bad_print_report", "BadPrintWarning",
+           "BAD_PRINT_MODES", "BAD_PRINT_COLUMNS", "WICK_SHARE", "WICK_ATR"]
 
 WICK_SHARE = 0.25
 """A wick is bad only when it reaches this share of price beyond the body (0.25 = 25 %)."""
@@ -201,4 +202,30 @@ def apply_bad_prints(df: pd.DataFrame, *, bad_prints: str | None = "warn") -> pd
         warnings.warn(f"{where}: {len(times)} bad print(s) kept as they are (data.bad_prints: warn; "
                       f"'repair' fixes them, `qml data check` lists them): {shown}", BadPrintWarning, stacklevel=2)
     out.attrs["bad_prints"] = found.assign(time=found["time"].astype(str)).to_dict("records")
+    return out
+
+
+def bad_print_report(sources="all", *, tz: str | None = None) -> pd.DataFrame:
+    """:func:`find_bad_prints` over a universe spec (names, paths, globs, ``hourly`` / ``daily`` / ``all``).
+
+    One row per suspect bar with its ``dataset`` first; ``attrs["checked"]`` maps every dataset
+    checked to its number of bars, so a clean dataset still shows that it was looked at.
+
+        >>> report = bad_print_report(["BAC_1d", "EURUSD_1d"])
+        >>> report[["dataset", "time", "column", "value"]]
+          dataset       time column  value
+        0  BAC_1d 2001-11-12    Low   20.0
+        >>> report.attrs["checked"]
+        {'BAC_1d': 5661, 'EURUSD_1d': 3738}
+    """
+    from .universe import universe_sources
+
+    tables, checked = [], {}
+    for src in universe_sources(sources):
+        df = load_ohlcv(src, tz=tz if Path(str(src)).suffix else None)
+        name = f"{df.attrs['symbol']}_{df.attrs['timeframe']}" if df.attrs.get("timeframe") else df.attrs["symbol"]
+        checked[name] = len(df)
+        tables.append(find_bad_prints(df).assign(dataset=name))
+    out = pd.concat(tables, ignore_index=True)[["dataset", *BAD_PRINT_COLUMNS]]
+    out.attrs["checked"] = checked
     return out

@@ -81,7 +81,7 @@ def dataset_path(name: str) -> Path:
     """Path of the shipped dataset ``name``; :class:`DataError` listing the valid names otherwise."""
     for d in _data_dirs():
         p = d / f"{name}.csv.gz"
-        if p.is_file():
+        if _exists(p):
             return p
     raise DataError(f"unknown dataset {cut_value(name)!r}; valid names: {', '.join(list_datasets())}")
 
@@ -149,11 +149,11 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     src = str(source)
     path = Path(src)
     session_close = None
-    if path.suffix in (".csv", ".gz", ".parquet") or path.exists():
-        if not path.is_file():
+    if path.suffix in (".csv", ".gz", ".parquet") or _exists(path):
+        if not _exists(path):
             raise DataError(f"data file not found: {cut_value(src)!r}")
         symbol, timeframe = _split_name(path.name.split(".")[0])
-        tz = _check_tz("UTC" if tz is None else tz, src)
+        tz, name = _check_tz("UTC" if tz is None else tz, src), cut_value(src)  # the path as the user gave it
     else:
         path = dataset_path(src)
         info = dataset_info(src)
@@ -161,10 +161,9 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
         if tz is not None and _check_tz(tz, src) != info["tz"]:
             raise DataError(f"{src}: tz={cut_value(tz)!r} contradicts the manifest, which says the dataset is in "
                             f"{info['tz']}; leave tz unset for shipped data")
-        tz = info["tz"]
-    raw = _read(path)
-    df = _normalize(raw, path.name, tz)
-    df.attrs.update(symbol=symbol, timeframe=timeframe, tz=tz, session_close=session_close, source=path.name)
+        tz, name = info["tz"], path.name
+    df = _normalize(_read(path, name), name, tz)
+    df.attrs.update(symbol=symbol, timeframe=timeframe, tz=tz, session_close=session_close, source=name)
     validate_ohlcv(df)
     if bad_prints is not None:
         from .badprints import apply_bad_prints  # same layer; imported late because it imports this module
@@ -173,8 +172,14 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     return resample_ohlcv(df, resample) if resample else df
 
 
-def _read(path: Path) -> pd.DataFrame:
-    name = path.name
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system is no file
+        return False
+
+
+def _read(path: Path, name: str) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)

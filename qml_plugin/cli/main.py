@@ -11,9 +11,9 @@ import argparse
 import sys
 
 from ..errors import QMLError
-from . import detect, features, learn, models, registry, run, sweep
+from . import data, detect, features, learn, models, registry, run, sweep
 
-_COMMANDS = [run, detect, models, registry, sweep, learn, features]
+_COMMANDS = [run, detect, models, registry, sweep, learn, features, data]
 
 
 def build_parser() -> argparse.ArgumentParser:
