@@ -5,7 +5,8 @@ frame in backtesting.py's convention: a sorted, unique ``DatetimeIndex`` and flo
 ``Open, High, Low, Close, Volume``. Parsing is left to pandas; aggregation to
 ``backtesting.lib.OHLCV_AGG``; time zones to the standard library's ``zoneinfo`` (via pandas).
 Bad prints (bars that pass these rules but were never tradable) are judged in
-:mod:`qml_plugin.badprints`; many markets at once are loaded by :mod:`qml_plugin.universe`.
+:mod:`qml_plugin.badprints`; many markets at once are loaded by :mod:`qml_plugin.universe`
+(``load_universe`` is also reachable here, as ``qml_plugin.data.load_universe``).
 
     >>> df = load_ohlcv("EURUSD_1h", resample="4h")
     >>> df.attrs["symbol"], df.attrs["timeframe"], df.attrs["tz"], list(df.columns)
@@ -18,14 +19,15 @@ offending timestamp (or line of the file).
 **Clocks.** The index is naive, in the source's own clock, and stamps each bar's *start*. Each
 shipped dataset declares its time zone in ``data/manifest.csv`` (US equities and ETFs
 ``America/New_York``, OANDA FX and Coinbase crypto ``UTC``); a user file is UTC unless
-``load_ohlcv(..., tz=...)`` says otherwise. ``df.attrs["tz"]`` carries it, and :func:`bar_close_utc`
-turns each bar into the UTC instant at which it closed, i.e. became known.
+``load_ohlcv(..., tz=...)`` says otherwise. ``df.attrs["tz"]`` carries it, and
+:func:`~qml_plugin.clock.bar_close_utc` (re-exported here) turns each bar into the UTC instant at
+which it closed, i.e. became known.
 
 Choices where SPEC.md is silent:
 - ``df.attrs["symbol"]`` is the dataset name up to the last ``_`` (``"EURUSD_1h"`` -> ``"EURUSD"``),
   and ``df.attrs["timeframe"]`` the part after it (``"1h"``, or the resample rule when resampled).
   A file's stem is split the same way; a stem without a timeframe-looking suffix is kept whole.
-- A missing ``Volume`` column is an error like any other missing column; an all-zero one is fine.
+- A missing ``Volume`` column is an error like any other; an all-zero one is fine.
 - An integer (or integral float) time column is epoch time, its unit read from the column's largest
   magnitude: below ``1e11`` seconds (1e11 s is the year 5138), below ``1e14`` milliseconds (1e11 ms
   is 1973-03-03, so millisecond data before that date would be misread as seconds). Anything larger
@@ -44,6 +46,7 @@ import numpy as np
 import pandas as pd
 from backtesting.lib import OHLCV_AGG
 
+from .clock import bar_close_utc, bar_duration, pandas_rule, timeframe_duration
 from .errors import DataError
 
 __all__ = ["load_ohlcv", "load_data", "validate_ohlcv", "list_datasets", "dataset_path", "dataset_info",
@@ -81,7 +84,7 @@ def dataset_path(name: str) -> Path:
     """Path of the shipped dataset ``name``; :class:`DataError` listing the valid names otherwise."""
     for d in _data_dirs():
         p = d / f"{name}.csv.gz"
-        if p.is_file():
+        if _exists(p):
             return p
     raise DataError(f"unknown dataset {cut_value(name)!r}; valid names: {', '.join(list_datasets())}")
 
@@ -125,7 +128,8 @@ def _check_tz(tz: str, src: str) -> str:
     return str(tz)
 
 
-def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | None = None) -> pd.DataFrame:
+def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | None = None,
+               bad_prints: str | None = None) -> pd.DataFrame:
     """Load OHLCV bars from a shipped dataset name or a csv / csv.gz / parquet path.
 
     Columns are matched case-insensitively; the index comes from a ``timestamp``, ``date``,
@@ -136,7 +140,9 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     the left (pandas' default) and empty bins (weekends, holidays) are dropped.
 
     ``tz`` names the clock of a user file's timestamps (default ``"UTC"``); a shipped dataset's
-    clock comes from the manifest. ``attrs`` gets ``symbol``, ``timeframe``, ``tz``, ``session_close`` (``"16:00"``
+    clock comes from the manifest. ``bad_prints`` (``"warn"``, ``"repair"``, ``"fail"``; None, the
+    default, does not look) applies :func:`qml_plugin.badprints.apply_bad_prints` to the source
+    bars, before any resampling. ``attrs`` gets ``symbol``, ``timeframe``, ``tz``, ``session_close`` (``"16:00"``
     for US equities, else None) and ``source``.
 
         >>> spy = load_ohlcv("SPY_1d")
@@ -146,11 +152,11 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
     src = str(source)
     path = Path(src)
     session_close = None
-    if path.suffix in (".csv", ".gz", ".parquet") or path.exists():
-        if not path.is_file():
+    if path.suffix in (".csv", ".gz", ".parquet") or _exists(path):
+        if not _exists(path):
             raise DataError(f"data file not found: {cut_value(src)!r}")
         symbol, timeframe = _split_name(path.name.split(".")[0])
-        tz = _check_tz("UTC" if tz is None else tz, src)
+        tz, name = _check_tz("UTC" if tz is None else tz, src), cut_value(src)  # the path as the user gave it
     else:
         path = dataset_path(src)
         info = dataset_info(src)
@@ -158,16 +164,25 @@ def load_ohlcv(source: str | Path, *, resample: str | None = None, tz: str | Non
         if tz is not None and _check_tz(tz, src) != info["tz"]:
             raise DataError(f"{src}: tz={cut_value(tz)!r} contradicts the manifest, which says the dataset is in "
                             f"{info['tz']}; leave tz unset for shipped data")
-        tz = info["tz"]
-    raw = _read(path)
-    df = _normalize(raw, path.name, tz)
-    df.attrs.update(symbol=symbol, timeframe=timeframe, tz=tz, session_close=session_close, source=path.name)
+        tz, name = info["tz"], path.name
+    df = _normalize(_read(path, name), name, tz)
+    df.attrs.update(symbol=symbol, timeframe=timeframe, tz=tz, session_close=session_close, source=name)
     validate_ohlcv(df)
+    if bad_prints is not None:
+        from .badprints import apply_bad_prints  # same layer; imported late because it imports this module
+
+        df = apply_bad_prints(df, bad_prints=bad_prints)
     return resample_ohlcv(df, resample) if resample else df
 
 
-def _read(path: Path) -> pd.DataFrame:
-    name = path.name
+def _exists(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # a name too long for the file system is no file
+        return False
+
+
+def _read(path: Path, name: str) -> pd.DataFrame:
     try:
         if path.suffix == ".parquet":
             return pd.read_parquet(path)
@@ -239,33 +254,6 @@ def _normalize(raw: pd.DataFrame, name: str, tz: str) -> pd.DataFrame:
     return pd.DataFrame(cols, index=pd.DatetimeIndex(idx).rename(None))
 
 
-_UNITS = {"s": "s", "sec": "s", "m": "min", "min": "min", "t": "min", "h": "h", "d": "D", "w": "W"}
-_RULE_RE = re.compile(r"^\s*(\d*)\s*(s|sec|m|min|t|h|d|w)\s*$", re.IGNORECASE)
-
-
-def _pandas_rule(rule: str) -> str:
-    """A bar-length label as pandas spells it today (``"1d"`` -> ``"1D"``, ``"4H"`` -> ``"4h"``)."""
-    m = _RULE_RE.match(str(rule))
-    return f"{m.group(1) or 1}{_UNITS[m.group(2).lower()]}" if m else str(rule)
-
-
-def timeframe_duration(timeframe: str | None) -> pd.Timedelta | None:
-    """A timeframe label as a duration (``"4h"`` -> 4 hours, ``"1d"`` -> 1 day); None if it is not one.
-
-    >>> timeframe_duration("1d"), timeframe_duration("15min"), timeframe_duration("ME")
-    (Timedelta('1 days 00:00:00'), Timedelta('0 days 00:15:00'), None)
-    """
-    if not timeframe:
-        return None
-    rule = _pandas_rule(timeframe)
-    if rule.endswith("W"):
-        return pd.Timedelta(weeks=int(rule[:-1]))
-    try:
-        return pd.Timedelta(pd.tseries.frequencies.to_offset(rule).nanos, unit="ns")
-    except (ValueError, TypeError):
-        return None
-
-
 def resample_ohlcv(df: pd.DataFrame, rule: str) -> pd.DataFrame:
     """Aggregate bars to ``rule`` (``"4h"``) with ``backtesting.lib.OHLCV_AGG``, keeping ``attrs``.
 
@@ -274,7 +262,7 @@ def resample_ohlcv(df: pd.DataFrame, rule: str) -> pd.DataFrame:
     """
     name = df.attrs.get("source") or "data"
     try:
-        out = df.resample(_pandas_rule(rule), label="left", closed="left").agg(OHLCV_AGG)
+        out = df.resample(pandas_rule(rule), label="left", closed="left").agg(OHLCV_AGG)
     except (ValueError, TypeError) as e:
         raise DataError(f"resample={cut_value(rule)!r} is not a pandas offset alias such as '4h' or '1D': "
                         f"{cut_value(str(e))}") from None
@@ -343,49 +331,18 @@ def validate_ohlcv(df: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def bar_duration(df: pd.DataFrame) -> pd.Timedelta:
-    """The typical spacing of the bars (median of the gaps), e.g. ``Timedelta("1h")``; 0 for < 2 bars."""
-    if len(df) < 2:
-        return pd.Timedelta(0)
-    return pd.Timedelta(int(np.median(np.diff(df.index.as_unit("ns").asi8))), unit="ns")
+def __getattr__(name: str):
+    if name in ("load_universe", "universe_sources"):  # defined in .universe, which imports this module
+        from . import universe
 
-
-def bar_close_utc(df: pd.DataFrame) -> pd.DatetimeIndex:
-    """The UTC instant at which each bar closed, i.e. when its values became known.
-
-    The rule: the index stamps each bar's **start** in the source's clock (``df.attrs["tz"]``,
-    UTC when absent). A bar closes at its start plus its duration (the ``timeframe`` attr, else
-    the median gap between bars), added on the wall clock of that zone and then converted to UTC,
-    so daylight saving is handled (a New York 15:00 hourly bar closes at 20:00 UTC in July and
-    21:00 UTC in January). Bars of a day or longer with a ``session_close`` attr (US equities:
-    ``"16:00"`` New York) close at that time of their last day instead of at midnight. A wall
-    time that occurs twice (the autumn hour) is read as the later instant, one that does not exist
-    (the spring hour) is shifted forward: never earlier than the truth.
-
-        >>> spy = load_ohlcv("SPY_1d").loc["2020-07-01":"2020-07-01"]
-        >>> str(bar_close_utc(spy)[0])
-        '2020-07-01 20:00:00+00:00'
-        >>> str(bar_close_utc(load_ohlcv("EURUSD_1h").iloc[:1])[0])
-        '2007-01-01 22:00:00+00:00'
-    """
-    tz = df.attrs.get("tz") or "UTC"
-    step = timeframe_duration(df.attrs.get("timeframe")) or bar_duration(df)
-    if not step:
-        raise DataError(f"{_where(df)}cannot tell the bar duration: set df.attrs['timeframe'] (e.g. '1h')")
-    start = pd.DatetimeIndex(df.index)
-    session = df.attrs.get("session_close")
-    if session and step >= pd.Timedelta(days=1):
-        close = (start + step - pd.Timedelta(1, "ns")).normalize() + pd.Timedelta(f"{session}:00")
-    else:
-        close = start + step
-    close = close.tz_localize(tz, ambiguous=np.zeros(len(close), dtype=bool), nonexistent="shift_forward")
-    return close.tz_convert("UTC").rename("close_utc")
+        return getattr(universe, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_data(data_cfg: dict) -> pd.DataFrame:
-    """The ``data:`` section of a config (source, resample, start, end, tz) as a validated frame."""
+    """The ``data:`` section of a config (source, resample, start, end, tz, bad_prints) as a validated frame."""
     get = data_cfg.get if isinstance(data_cfg, dict) else lambda k, d=None: getattr(data_cfg, k, d)
-    df = load_ohlcv(get("source"), resample=get("resample"), tz=get("tz"))
+    df = load_ohlcv(get("source"), resample=get("resample"), tz=get("tz"), bad_prints=get("bad_prints"))
     start, end = get("start"), get("end")
     if start is not None or end is not None:
         attrs = dict(df.attrs)

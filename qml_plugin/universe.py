@@ -63,7 +63,7 @@ def universe_sources(sources: str | Path | list | tuple) -> list[str]:
 
 
 def load_universe(sources: str | Path | list | tuple, *, resample: str | None = None,
-                  tz: str | None = None) -> dict[str, pd.DataFrame]:
+                  tz: str | None = None, bad_prints: str | None = None) -> dict[str, pd.DataFrame]:
     """Load every dataset of a universe into ``{"SYMBOL_TIMEFRAME": frame}``, in the order given.
 
     ``sources`` takes every form :func:`universe_sources` knows. ``resample`` aggregates each
@@ -71,7 +71,8 @@ def load_universe(sources: str | Path | list | tuple, *, resample: str | None = 
     daily under ``resample="4h"``), so the key's timeframe is the resample rule or the dataset's
     own. Two datasets that end up as the same (symbol, timeframe) (``AAPL_1h`` resampled to ``1d``
     beside ``AAPL_1d``) are a :class:`~qml_plugin.errors.ConfigError` naming both. ``tz`` applies to
-    user files only (shipped datasets carry their own clock).
+    user files only (shipped datasets carry their own clock); ``bad_prints`` is passed to
+    :func:`~qml_plugin.data.load_ohlcv` for every dataset.
     """
     step = timeframe_duration(resample) if resample else None
     if resample and step is None:
@@ -80,7 +81,7 @@ def load_universe(sources: str | Path | list | tuple, *, resample: str | None = 
     origin: dict[tuple, tuple[str, str]] = {}
     for src in universe_sources(sources):
         shipped = src in list_datasets()
-        own = load_ohlcv(src, tz=None if shipped else tz)
+        own = load_ohlcv(src, tz=None if shipped else tz, bad_prints=bad_prints)
         bar = timeframe_duration(own.attrs.get("timeframe"))
         if resample and (bar is None or bar < step):
             own = resample_ohlcv(own, resample)

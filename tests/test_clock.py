@@ -157,3 +157,11 @@ def test_resampling_two_datasets_of_one_symbol_to_one_timeframe_is_a_config_erro
 def test_resampling_to_bars_finer_than_the_data_is_refused():
     with pytest.raises(DataError, match=r"SPY_1d.csv.gz: resample='4h' is finer than the data's own bars"):
         load_ohlcv("SPY_1d", resample="4h")
+
+
+def test_load_universe_is_reachable_from_the_data_module_too():
+    from qml_plugin import data, universe
+
+    assert data.load_universe is universe.load_universe and data.universe_sources("daily")[0] == "AAPL_1d"
+    with pytest.raises(AttributeError, match="has no attribute 'nope'"):
+        data.nope  # noqa: B018

@@ -147,3 +147,121 @@ def test_every_subpackage_of_the_checkout_is_installed(tmp_path):
     code = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\nprint('ok')"
     r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+
+
+# --- issue 11, data reliability: every data error names the file, and the column and row where they apply ---
+
+def _csv(tmp_path, text, name="ACME_1h.csv"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+@pytest.mark.parametrize("stamps,unit", [
+    ([1609459200, 1609462800, 1609466400], "s"),            # 2021-01-01 00:00 in epoch seconds
+    ([1609459200000, 1609462800000, 1609466400000], "ms"),  # ... and in milliseconds
+    ([1609459200.0, 1609462800.0, 1609466400.0], "s"),      # integral floats count as integers
+])
+def test_an_integer_time_column_is_epoch_seconds_or_milliseconds_by_magnitude(tmp_path, stamps, unit):
+    rows = "".join(f"{t},1,2,0.5,1.5,0\n" for t in stamps)
+    df = load_ohlcv(_csv(tmp_path, HEADER + rows))
+    assert df.index.tolist() == pd.date_range("2021-01-01", periods=3, freq="1h").tolist()
+
+
+def test_epoch_time_is_a_utc_instant_shown_in_the_files_clock(tmp_path):
+    path = _csv(tmp_path, HEADER + "1609459200,1,2,0.5,1.5,0\n")
+    assert load_ohlcv(path, tz="America/New_York").index[0] == pd.Timestamp("2020-12-31 19:00")
+
+
+def test_nanosecond_epoch_times_are_refused_never_read_as_1970(tmp_path):
+    path = _csv(tmp_path, HEADER + "1609459200000000000,1,2,0.5,1.5,0\n")
+    with pytest.raises(DataError, match=r"ACME_1h.csv: integer time column 'timestamp' reaches 1609459200000000000, "
+                                        r"which is micro- or nanoseconds; give epoch seconds or milliseconds"):
+        load_ohlcv(path)
+
+
+def test_time_strings_with_an_offset_are_converted_to_the_files_clock(tmp_path):
+    path = _csv(tmp_path, HEADER + "2021-01-01 00:00:00+01:00,1,2,0.5,1.5,0\n2021-01-01 01:00:00+01:00,1,2,0.5,1.5,0\n")
+    df = load_ohlcv(path)
+    assert df.index.tz is None and df.index[0] == pd.Timestamp("2020-12-31 23:00")
+
+
+def test_inf_prices_fail_validation_naming_column_and_timestamp(tmp_path):
+    with pytest.raises(DataError, match=r"inf in column High at 2020-01-01 01:00:00; prices and volume must be finite"):
+        validate_ohlcv(_bars({("High", 1): np.inf}))
+    path = _csv(tmp_path, HEADER + "2021-01-01 00:00,1,2,0.5,1.5,0\n2021-01-01 01:00,1,inf,0.5,1.5,0\n")
+    with pytest.raises(DataError, match=r"ACME_1h.csv: inf in column High at 2021-01-01 01:00:00"):
+        load_ohlcv(path)
+
+
+def test_a_header_only_csv_and_an_empty_file_are_clear_data_errors(tmp_path):
+    with pytest.raises(DataError, match=r"ACME_1h.csv: no rows \(only a header\); need at least one bar"):
+        load_ohlcv(_csv(tmp_path, HEADER))
+    with pytest.raises(DataError, match=r"EMPTY_1h.csv: the file is empty"):
+        load_ohlcv(_csv(tmp_path, "", name="EMPTY_1h.csv"))
+    with pytest.raises(DataError, match=r"no rows; need at least one bar"):
+        validate_ohlcv(_bars().iloc[:0])
+
+
+def test_a_non_number_names_file_column_line_and_timestamp(tmp_path):
+    text = HEADER + "2021-01-01 00:00,1,2,0.5,1.5,0\n2021-01-01 01:00,1,2,0.5,abc,0\n"
+    with pytest.raises(DataError, match=r"ACME_1h.csv: column 'close' at line 3 \(2021-01-01 01:00:00\): "
+                                        r"abc is not a number"):
+        load_ohlcv(_csv(tmp_path, text))
+
+
+def test_an_unparseable_time_names_file_column_and_line(tmp_path):
+    text = HEADER + "2021-01-01 00:00,1,2,0.5,1.5,0\nyesterday,1,2,0.5,1.5,0\n"
+    with pytest.raises(DataError, match=r"ACME_1h.csv: cannot parse the time column 'timestamp' at line 3: yesterday"):
+        load_ohlcv(_csv(tmp_path, text))
+
+
+def test_validation_errors_of_a_file_name_the_file(tmp_path):
+    text = HEADER + "2021-01-01 00:00,1,2,0.5,1.5,0\n2021-01-01 00:00,1,2,0.5,1.5,0\n"
+    with pytest.raises(DataError, match=r"ACME_1h.csv: duplicate timestamp 2021-01-01 00:00:00 in the index"):
+        load_ohlcv(_csv(tmp_path, text))
+    text = HEADER + "2021-01-01 00:00,1,2,0.5,1.5,0\n2021-01-01 01:00,1,1.2,0.5,1.5,0\n"
+    with pytest.raises(DataError, match=r"ACME_1h.csv: High < max\(Open, Close\) at 2021-01-01 01:00:00"):
+        load_ohlcv(_csv(tmp_path, text))
+    with pytest.raises(DataError, match=r"ACME_1h.csv: missing columns \['Volume'\]; .* got \['timestamp', 'open'"):
+        load_ohlcv(_csv(tmp_path, "timestamp,open,high,low,close\n2021-01-01,1,2,0.5,1.5\n"))
+
+
+def test_a_damaged_gzip_is_a_data_error_naming_the_file(tmp_path):
+    path = tmp_path / "BROKEN_1h.csv.gz"
+    path.write_bytes(b"\x1f\x8b\x08\x00garbage")
+    with pytest.raises(DataError, match=r"BROKEN_1h.csv.gz: cannot be read as gz"):
+        load_ohlcv(path)
+
+
+def test_messages_show_a_bad_value_cut_to_about_200_characters(tmp_path):
+    text = HEADER + "2021-01-01 00:00,1,2,0.5," + "9x" * 5000 + ",0\n"
+    with pytest.raises(DataError) as e:
+        load_ohlcv(_csv(tmp_path, text))
+    assert len(str(e.value)) < 400 and "(10000 chars)" in str(e.value)
+    with pytest.raises(DataError) as e:
+        load_ohlcv("X" * 5000)
+    assert len(str(e.value)) < 600
+
+
+def test_cli_data_check_prints_the_bad_print_table(capsys):
+    assert qml_main(["data", "check", "GOOGL_1d", "EURUSD_1d"]) == 0
+    out = capsys.readouterr().out
+    assert "GOOGL_1d: 4,183 bars, 2 bad print(s)" in out and "EURUSD_1d: 3,738 bars, 0 bad print(s)" in out
+    assert "2007-12-18" in out and "flat bar at the previous close 195.04" in out
+    assert out.rstrip().endswith("2 bad print(s) in 2 dataset(s)")
+
+
+def test_cli_data_check_of_bad_input_exits_2_with_one_line(capsys, tmp_path):
+    assert qml_main(["data", "check", str(tmp_path / "*.csv")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "no dataset matches the glob" in err
+
+
+def test_cli_data_list_shows_each_datasets_clock(capsys):
+    assert qml_main(["data", "list"]) == 0
+    out = capsys.readouterr().out
+    assert len(out.strip().splitlines()) == 19 and "America/New_York" in out

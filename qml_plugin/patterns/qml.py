@@ -35,7 +35,8 @@ The scales were set once so that about half of the patterns in the shipped datas
 ``>= 0.5`` (the default ``min_score``); they are constants, not fitted per frame.
 
 ``pattern_id`` is a deterministic 64-bit hash (16 hex digits) of symbol, timeframe, pattern type,
-the P1..P3 timestamps and every ``QMLParams`` field except ``min_score``.
+the P1..P3 timestamps and every ``QMLParams`` field except ``min_score`` (and of the data's
+``attrs["repairs"]`` when bad prints were repaired, see :mod:`qml_plugin.badprints`).
 """
 from __future__ import annotations
 
@@ -150,11 +151,13 @@ def _symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(hi > 0, lo / np.where(hi > 0, hi, 1), 0.0)
 
 
-def _id_prefix(symbol: str | None, timeframe: str | None, params: QMLParams) -> np.uint64:
+def _id_prefix(symbol: str | None, timeframe: str | None, params: QMLParams, repairs=None) -> np.uint64:
     # plain Python values, so np.int64(3) (as Backtest.optimize passes it) and 3 give the same id
     fields = {k: (v.item() if isinstance(v, np.generic) else v)
               for k, v in dataclasses.asdict(params).items() if k != "min_score"}
     key = repr((symbol, timeframe, sorted(fields.items())))
+    if repairs:  # a repaired dataset has its own identity (SPEC §1); without repairs, today's ids
+        key += repr([(r["time"], r["column"], r["old"], r["new"]) for r in repairs])
     return np.uint64(int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "little"))
 
 
@@ -181,7 +184,7 @@ def detect_patterns(
     d = arr["direction"]
     ptype = np.where(d == 1, "bullish_qml", "bearish_qml")
     idx = ohlcv.index.as_unit("ns").asi8  # ids must not depend on the index resolution
-    ids = _kernels.mix64(_id_prefix(symbol, timeframe, params), d, idx[arr["p1_bar"]],
+    ids = _kernels.mix64(_id_prefix(symbol, timeframe, params, ohlcv.attrs.get("repairs")), d, idx[arr["p1_bar"]],
                          idx[arr["p2_bar"]], idx[arr["p3_bar"]])
     m = len(d)
     out = pd.DataFrame({
