@@ -15,7 +15,8 @@ need many runs, such as the null test over many seeds.
 The universe verdict (:mod:`qml_plugin.job.verdict`, SPEC §11) builds on the statistics at the end of
 this module, each a few vectorized lines on numpy / scipy: :func:`random_keep` (random filters that
 keep, in every market, as many candidates as the mode kept there), :func:`p_random`, :func:`holm`,
-:func:`block_bootstrap_ci` (market-month blocks) and :func:`minimum_detectable_effect`.
+:func:`block_bootstrap_ci` (market-month blocks), :func:`minimum_detectable_effect`, and the daily-equity
+figures :func:`equal_weight_portfolio` / :func:`equity_figures`.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from .filter import decide, random_filter_mask
 from .tradesim import Market, daily_equity, levels_placeable, select_trades, trade_metrics, trade_selector
 
 __all__ = ["mode_trades", "random_filter_band", "placeable", "random_keep", "random_keep_sums", "p_random", "holm",
-           "block_bootstrap_ci", "minimum_detectable_effect"]
+           "block_bootstrap_ci", "minimum_detectable_effect", "equal_weight_portfolio", "equity_figures"]
 
 
 def placeable(labeled: pd.DataFrame) -> np.ndarray:
@@ -210,7 +211,7 @@ def block_bootstrap_ci(values, blocks, *, level: float = 0.95, n_boot: int = 200
     Trades of one market and month share news and regimes, so they are not independent draws; resampling
     blocks keeps that dependence inside each replicate. Each replicate's mean is its total over its
     count (blocks of unequal size weigh by their size, as in the sample mean). ``(nan, nan)`` for fewer
-    than 2 blocks. Vectorized: one ``(n_boot, blocks)`` draw of block indices.
+    than 2 blocks or ``n_boot = 0``. Vectorized: one ``(n_boot, blocks)`` draw of block indices.
     """
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
@@ -218,7 +219,7 @@ def block_bootstrap_ci(values, blocks, *, level: float = 0.95, n_boot: int = 200
     codes = pd.factorize(np.asarray(blocks))[0]
     sums, counts = np.bincount(codes, weights=v), np.bincount(codes).astype(float)
     nb = len(sums)
-    if nb < 2:
+    if nb < 2 or n_boot < 1:
         return float("nan"), float("nan")
     pick = rng.integers(0, nb, (n_boot, nb))
     means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
@@ -240,3 +241,30 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: 
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     return float((norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power)) * sd * np.sqrt(2.0 / n))
+
+
+def equal_weight_portfolio(curves: list[pd.Series]) -> pd.Series:
+    """Equal-weight, buy-and-hold portfolio of curves that each start at 1.0 (a curve before its start counts
+    1.0, after its end its last value): the mean of the curves over the union of their days."""
+    frame = pd.concat(curves, axis=1, sort=True).ffill().fillna(1.0)
+    return frame.mean(axis=1)
+
+
+def equity_figures(curve: pd.Series | None) -> dict:
+    """Total return %, Sharpe and max drawdown % of a daily mark-to-market equity curve (one value per day
+    the market has bars): Sharpe = mean / SD of the daily returns, annualized by the square root of the
+    number of such days per year in the curve (so BTC's weekends count, an equity's do not).
+
+    TODO(s3-sweep): use tradesim's one Sharpe definition (SPEC §9: daily mark-to-market equity over the
+    days the market has bars, annualized by sqrt(such days per year)) once it lands; this is the same rule.
+    """
+    if curve is None or len(curve) < 2:
+        return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
+    v = curve.to_numpy(float)
+    rets = v[1:] / v[:-1] - 1.0
+    years = (curve.index[-1] - curve.index[0]).days / 365.25
+    per_year = len(curve) / years if years > 0 else np.nan
+    sd = rets.std(ddof=1) if len(rets) > 1 else np.nan
+    return {"total_return": float((v[-1] / v[0] - 1.0) * 100.0),
+            "sharpe": float(rets.mean() / sd * np.sqrt(per_year)) if sd > 0 else np.nan,
+            "max_drawdown": float((v / np.maximum.accumulate(v) - 1.0).min() * 100.0)}
