@@ -255,15 +255,16 @@ def equity_figures(curve: pd.Series | None) -> dict:
     the market has bars): Sharpe = mean / SD of the daily returns, annualized by the square root of the
     number of such days per year in the curve (so BTC's weekends count, an equity's do not).
 
-    TODO(s3-sweep): use tradesim's one Sharpe definition (SPEC §9: daily mark-to-market equity over the
-    days the market has bars, annualized by sqrt(such days per year)) once it lands; this is the same rule.
+    TODO(s3-sweep): call ``tradesim.equity_stats_nb`` (the one Sharpe definition, SPEC §9) once it is on
+    main; this is the same rule (days per year counted as ``tradesim.Market`` counts them), written here
+    for curves that are already daily.
     """
     if curve is None or len(curve) < 2:
         return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
     v = curve.to_numpy(float)
     rets = v[1:] / v[:-1] - 1.0
-    years = (curve.index[-1] - curve.index[0]).days / 365.25
-    per_year = len(curve) / years if years > 0 else np.nan
+    days = pd.DatetimeIndex(curve.index)
+    per_year = len(days) / (((days[-1] - days[0]).days + 1) / 365.25)    # as tradesim.Market counts days
     sd = rets.std(ddof=1) if len(rets) > 1 else np.nan
     return {"total_return": float((v[-1] / v[0] - 1.0) * 100.0),
             "sharpe": float(rets.mean() / sd * np.sqrt(per_year)) if sd > 0 else np.nan,

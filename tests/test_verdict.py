@@ -292,3 +292,21 @@ def test_ece_uses_equal_count_bins():
     assert expected_calibration_error(y, p, bins=3) == pytest.approx((0.1 + 0.4 + 0.1) / 3)
     with pytest.raises(ValueError, match="bins"):
         expected_calibration_error(y, p, bins=0)
+
+
+def test_the_report_names_the_primary_test_and_shows_the_per_market_rows(tmp_path):
+    from qml_plugin.report import write_report
+
+    pats = _inputs(0, skill=1.0, schemes=("pooled", "per_market"))
+    table = verdict_table(pats, primary_mode="expected_value", seeds=200, n_boot=100)
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.2, 0.6, 800)
+    cal = calibration_report((rng.random(800) < p).astype(float), p, n_boot=100, n_sim=200)
+    path = write_report(tmp_path / "report.html", title="universe", table=pd.DataFrame({"mode": ["baseline"]}),
+                        equity={"baseline": pd.Series([1.0, 1.1], index=pd.date_range("2020-01-01", periods=2))},
+                        verdict=table, verdict_calibration=cal)
+    page = path.read_text()
+    assert "Primary test (pooled scheme, expected_value mode, pattern level)" in page
+    assert "Verdict: edge" in page
+    assert "Per-market rows (" in page and ">RW05<" in page
+    assert f"ECE {cal['ece']:.3f}" in page and "within that noise" in page
