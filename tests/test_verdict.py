@@ -310,3 +310,18 @@ def test_the_report_names_the_primary_test_and_shows_the_per_market_rows(tmp_pat
     assert "Verdict: edge" in page
     assert "Per-market rows (" in page and ">RW05<" in page
     assert f"ECE {cal['ece']:.3f}" in page and "within that noise" in page
+
+
+def test_equity_figures_by_hand():
+    from qml_plugin.comparison import equal_weight_portfolio, equity_figures
+
+    days = pd.date_range("2024-01-01", periods=4, freq="D")
+    curve = pd.Series([1.0, 1.1, 0.99, 1.089], index=days)        # +10 %, -10 %, +10 %
+    f = equity_figures(curve)
+    rets = np.array([0.1, -0.1, 0.1])
+    assert f["total_return"] == pytest.approx(8.9)
+    assert f["max_drawdown"] == pytest.approx(-10.0)
+    assert f["sharpe"] == pytest.approx(rets.mean() / rets.std(ddof=1) * np.sqrt(365.25))   # 4 days in 4 days
+    late = pd.Series([1.0, 1.2], index=days[2:])
+    both = equal_weight_portfolio([curve, late])                   # before its start a curve counts 1.0
+    assert both.tolist() == pytest.approx([1.0, 1.05, 0.995, 1.1445])

@@ -388,6 +388,9 @@ def verdict_sentence(table: pd.DataFrame, *, alpha: float = 0.05) -> str:
         return ("No primary test: it is the pooled scheme's pattern-level row of ml.prediction_mode, and the "
                 "pooled scheme was not run; every row of this table is exploratory.")
     r = prim.iloc[0]
+    if not r["n"]:
+        return (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): the mode kept no out-of-sample "
+                "pattern with a known outcome, so there is nothing to judge. Verdict: no edge this data can detect.")
     head = (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): mean R {r['mean_r']:+.3f} "
             f"(95 % CI {r['mean_r_lo']:+.3f} to {r['mean_r_hi']:+.3f}) over {int(r['n'])} patterns, against "
             f"{r['random_median']:+.3f} (5-95 %: {r['random_p05']:+.3f} to {r['random_p95']:+.3f}) for random "
