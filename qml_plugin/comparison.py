@@ -26,10 +26,21 @@ from numba import njit
 from scipy.stats import norm
 
 from .filter import decide, random_filter_mask
-from .tradesim import Market, daily_equity, levels_placeable, select_trades, trade_metrics, trade_selector
+from .tradesim import (
+    Market,
+    daily_equity,
+    equity_stats_nb,
+    levels_placeable,
+    select_nb,
+    select_trades,
+    selection_order,
+    trade_metrics,
+    trade_selector,
+)
 
 __all__ = ["mode_trades", "random_filter_band", "placeable", "random_keep", "random_keep_sums", "p_random", "holm",
-           "block_bootstrap_ci", "minimum_detectable_effect", "equal_weight_portfolio", "equity_figures"]
+           "block_bootstrap_ci", "minimum_detectable_effect", "equal_weight_portfolio", "equity_figures",
+           "replay_trades"]
 
 
 def placeable(labeled: pd.DataFrame) -> np.ndarray:
@@ -246,26 +257,56 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: 
 def equal_weight_portfolio(curves: list[pd.Series]) -> pd.Series:
     """Equal-weight, buy-and-hold portfolio of curves that each start at 1.0 (a curve before its start counts
     1.0, after its end its last value): the mean of the curves over the union of their days."""
-    frame = pd.concat(curves, axis=1, sort=True).ffill().fillna(1.0)
-    return frame.mean(axis=1)
+    days = np.unique(np.concatenate([c.index.to_numpy() for c in curves]))
+    total = np.zeros(len(days))
+    for c in curves:
+        v = c.to_numpy(float)
+        at = np.searchsorted(c.index.to_numpy(), days, side="right") - 1      # last value on or before each day
+        total += np.where(at >= 0, v[np.maximum(at, 0)], 1.0)
+    return pd.Series(total / len(curves), index=pd.DatetimeIndex(days))
 
 
 def equity_figures(curve: pd.Series | None) -> dict:
     """Total return %, Sharpe and max drawdown % of a daily mark-to-market equity curve (one value per day
-    the market has bars): Sharpe = mean / SD of the daily returns, annualized by the square root of the
-    number of such days per year in the curve (so BTC's weekends count, an equity's do not).
-
-    TODO(s3-sweep): call ``tradesim.equity_stats_nb`` (the one Sharpe definition, SPEC §9) once it is on
-    main; this is the same rule (days per year counted as ``tradesim.Market`` counts them), written here
-    for curves that are already daily.
+    the market has bars), scored by THE one definition, :func:`qml_plugin.tradesim.equity_stats_nb` (SPEC §9):
+    Sharpe = mean / SD of the daily returns times the square root of such days per calendar year, counted as
+    :class:`qml_plugin.tradesim.Market` counts them (so BTC's weekends count, an equity's do not). The first
+    day is the starting equity.
     """
     if curve is None or len(curve) < 2:
         return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
     v = curve.to_numpy(float)
-    rets = v[1:] / v[:-1] - 1.0
     days = pd.DatetimeIndex(curve.index)
-    per_year = len(days) / (((days[-1] - days[0]).days + 1) / 365.25)    # as tradesim.Market counts days
-    sd = rets.std(ddof=1) if len(rets) > 1 else np.nan
-    return {"total_return": float((v[-1] / v[0] - 1.0) * 100.0),
-            "sharpe": float(rets.mean() / sd * np.sqrt(per_year)) if sd > 0 else np.nan,
-            "max_drawdown": float((v / np.maximum.accumulate(v) - 1.0).min() * 100.0)}
+    per_year = len(days) / (((days[-1] - days[0]).days + 1) / 365.25)
+    total, sharpe, _, dd, *_ = equity_stats_nb(v[1:], v[0], per_year)
+    return {"total_return": float(total), "sharpe": float(sharpe), "max_drawdown": float(dd)}
+
+
+@njit(cache=True)
+def _replay_nb(order, t, fill, exit_, max_wait, big, masks, r):
+    out = np.zeros((masks.shape[0], 3))
+    for s in range(masks.shape[0]):
+        chosen = select_nb(order, t, masks[s], fill, exit_, max_wait, big)
+        for k in range(r.shape[0]):
+            if chosen[k] and not np.isnan(r[k]):
+                out[s, 0] += r[k]
+                out[s, 1] += 1.0
+                out[s, 2] += r[k] * r[k]
+    return out
+
+
+def replay_trades(labeled: pd.DataFrame, masks: np.ndarray, r, *, score=None, max_wait: int = 20) -> np.ndarray:
+    """The one-position rule (:func:`qml_plugin.tradesim.select_nb`) replayed for every row of ``masks``.
+
+    ``masks`` is ``(seeds, n)``: each seed's decisions over the ``n`` patterns of one dataset
+    (``labeled``: ``detection_bar``, ``p1_bar``, ``fill_bar``, ``exit_bar``; ``score`` ranks same-bar
+    patterns, default ``validity_score``). A trade is a chosen pattern with a known ``r``. Returns
+    ``(seeds, 3)``: the trades' R sum, count and sum of squares per seed, in one compiled pass.
+    """
+    score = labeled["validity_score"].to_numpy(float) if score is None else np.asarray(score, float)
+    t = labeled["detection_bar"].to_numpy(np.int64)
+    order = selection_order(t, score, labeled["p1_bar"].to_numpy(np.int64))
+    fill = labeled["fill_bar"].fillna(-1).to_numpy(np.int64)
+    exit_ = labeled["exit_bar"].fillna(-1).to_numpy(np.int64)
+    return _replay_nb(order, t, fill, exit_, int(max_wait), np.iinfo(np.int64).max,
+                      np.ascontiguousarray(masks, dtype=np.bool_), np.asarray(r, dtype=np.float64))

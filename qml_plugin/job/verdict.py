@@ -12,7 +12,7 @@ words, :func:`format_verdict` rounds the table for print and the report, :func:`
 
 What it leaves to others: the decisions themselves come from :func:`qml_plugin.filter.decide` (the caller
 fills the ``taken_<mode>`` columns with it, so the verdict judges exactly what the backtests did); the
-one-position rule of the trade-level random filter is :func:`qml_plugin.tradesim.trade_selector`; the
+one-position rule of the trade-level random filter is :func:`qml_plugin.tradesim.select_nb`; the
 statistics (:func:`~qml_plugin.comparison.random_keep`, ``p_random``, Holm, the block bootstrap, the
 minimum detectable effect) are in :mod:`qml_plugin.comparison`; ECE is :mod:`qml_plugin.ml.calibration`.
 
@@ -85,8 +85,8 @@ from ..comparison import (
     p_random,
     random_keep,
     random_keep_sums,
+    replay_trades,
 )
-from ..tradesim import trade_selector
 
 __all__ = ["MODES", "POOLS", "VERDICT_COLUMNS", "verdict_table", "pattern_rows", "trade_rows", "format_verdict",
            "verdict_sentence", "write_verdict_csv"]
@@ -210,28 +210,28 @@ def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 2000, n_boot: int = 200
 
 
 def _daily(curve: pd.DataFrame) -> pd.Series:
-    t = _utc(curve["time_utc"], "equity.time_utc")
-    s = pd.Series(curve["equity"].to_numpy(float), index=t.to_numpy()).sort_index()
-    s = s.groupby(s.index.normalize()).last()
-    return s / s.iloc[0]
+    """A curve's last value per UTC day (days it has values), divided by its first."""
+    t = _utc(curve["time_utc"], "equity.time_utc").to_numpy("datetime64[ns]")
+    v = curve["equity"].to_numpy(float)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    day = t.astype("datetime64[D]")
+    last = np.flatnonzero(np.r_[day[1:] != day[:-1], True])
+    return pd.Series(v[last] / v[last[0]], index=pd.DatetimeIndex(day[last].astype("datetime64[ns]")))
 
 
 def _random_trades(sub: pd.DataFrame, codes: np.ndarray, n_markets: int, masks: np.ndarray, max_wait: int):
-    """Replay the one-position rule for every seed's random decisions: R sums, counts and R^2 sums
-    per (seed, market)."""
-    seeds = len(masks)
-    sums, counts, squares = (np.zeros((seeds, n_markets)) for _ in range(3))
+    """Replay the one-position rule for every seed's random decisions, dataset by dataset: R sums, counts and
+    R^2 sums per (seed, market)."""
+    sums, counts, squares = (np.zeros((len(masks), n_markets)) for _ in range(3))
     r = sub["r_net"].to_numpy(float)
+    sim = sub[_SIM_NEEDS]
     for _, idx in sub.groupby("dataset", sort=False).indices.items():
-        select = trade_selector(sub.iloc[idx], sub["validity_score"].to_numpy(float)[idx], max_wait=max_wait)
-        rd, g = r[idx], codes[idx][0]
-        known = ~np.isnan(rd)
-        for s in range(seeds):                   # one cached numba walk per seed; the work is in the walk
-            traded = select(masks[s, idx]) & known
-            x = rd[traded]
-            sums[s, g] += x.sum()
-            counts[s, g] += len(x)
-            squares[s, g] += (x * x).sum()
+        out = replay_trades(sim.iloc[idx], masks[:, idx], r[idx], max_wait=max_wait)
+        g = codes[idx][0]
+        sums[:, g] += out[:, 0]
+        counts[:, g] += out[:, 1]
+        squares[:, g] += out[:, 2]
     return sums, counts, squares
 
 
