@@ -53,6 +53,12 @@ def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> s
              "mode's pool as the mode kept there; <code>mde</code> is the smallest difference in mean R a two-sided "
              "test at 5 % would detect with 80 % power at this sample size.</p>",
              _html_table(pooled)]
+    a = verdict.attrs
+    if a.get("seeds"):
+        parts.insert(3, f"<p>{a['seeds']:,} random filters per pattern-level row"
+                     + (f", {a['trade_seeds']:,} per trade-level row (each a one-position replay)"
+                        if a.get("trade_seeds") else "")
+                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI.</p>")
     if len(per_market):
         parts.append(f"<details><summary>Per-market rows ({len(per_market)})</summary>{_html_table(per_market)}"
                      "</details>")

@@ -309,6 +309,7 @@ def test_the_report_names_the_primary_test_and_shows_the_per_market_rows(tmp_pat
     assert "Primary test (pooled scheme, expected_value mode, pattern level)" in page
     assert "Verdict: edge" in page
     assert "Per-market rows (" in page and ">RW05<" in page
+    assert "200 random filters per pattern-level row" in page
     assert f"ECE {cal['ece']:.3f}" in page and "within that noise" in page
 
 

@@ -306,7 +306,7 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     the same inputs give the same table, whichever scheduler produced them. A Monte-Carlo p-value is at
     least ``1 / (seeds + 1)``, so Holm over ``m`` rows needs ``seeds + 1 > m / alpha`` before any row can
     pass: the defaults allow that for the 15 pooled exploratory rows at both levels, and for ~20 markets at
-    the pattern level.
+    the pattern level. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
     """
     if primary_mode not in MODES:
         raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")
@@ -328,6 +328,9 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     table["p_holm"] = adjusted
     for col in ("n", "n_pool"):
         table[col] = table[col].astype(np.int64)
+    table.attrs.update(seeds=int(seeds), trade_seeds=int(trade_seeds) if trades is not None else 0,
+                       n_boot=int(n_boot), level=float(level), alpha=float(alpha), power=float(power),
+                       primary_mode=primary_mode, seed=int(seed))
     return table
 
 
