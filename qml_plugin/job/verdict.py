@@ -46,7 +46,9 @@ never filled / never exited, and ``validity_score``, which ranks patterns of the
   ``market``, ``entry_time_utc`` (tz-aware; gives the month block), ``r_net`` (float, R net of costs);
 - ``equity``: daily (or finer) mark-to-market equity per (scheme, mode, dataset) over the out-of-sample
   period: ``scheme``, ``mode``, ``dataset``, ``market``, ``time_utc`` (tz-aware), ``equity`` (float, any
-  scale). Each curve is read as its last value per UTC day, divided by its first value.
+  scale), e.g. :func:`qml_plugin.tradesim.daily_equity` of the mode's trades. Each curve is read as its last
+  value per UTC day, divided by its first value. Without ``equity`` the trade rows' ``total_return``,
+  ``sharpe`` and ``max_drawdown`` are NaN: the verdict never scores a second, closed-trade equity.
 
 The trade-level random filter keeps, in every market, as many pool members (known outcome or not: an
 order that expires is a candidate in a backtest too) as the mode took there, then replays the
@@ -61,9 +63,11 @@ market-month blocks); ``total_return`` and ``max_drawdown`` in percent and ``sha
 equity (trade level only; pooled = an equal-weight portfolio of the per-market curves, each market's own
 curve the equal-weight mean of its datasets'); ``random_median`` / ``random_p05`` / ``random_p95`` the
 random filters' mean R; ``p_random`` (:func:`~qml_plugin.comparison.p_random`, one-sided: is the mode
-better than chance?); ``p_holm`` (Holm-adjusted ``p_random``: the pooled rows other than the primary, one
-per level, scheme and mode, form one family, and each of those questions' per-market rows another; on the
-primary row its own ``p_random``, the one pre-registered test); ``mde`` (pooled rows only:
+better than chance? The share of random filters with a mean R at least the mode's, counting the mode as one
+of the draws, ``(1 + #) / (1 + seeds)``, so it is never 0 and is exact under the null); ``p_holm``
+(Holm-adjusted ``p_random``: the pooled rows other than the primary, one per level, scheme and mode, form one
+family, and each of those questions' per-market rows another; on the primary row its own ``p_random``, the
+one pre-registered test); ``mde`` (pooled rows only:
 :func:`~qml_plugin.comparison.minimum_detectable_effect` from the pooled SD of the mode's R and the pool's);
 ``primary`` (True on at most one row; none when the pooled scheme was not run). Mode rows with no pool
 (``n_pool == 0``) have NaN statistics.
