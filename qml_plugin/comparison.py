@@ -15,7 +15,8 @@ need many runs, such as the null test over many seeds.
 The universe verdict (:mod:`qml_plugin.job.verdict`, SPEC §11) builds on the statistics at the end of
 this module, each a few vectorized lines on numpy / scipy: :func:`random_keep` (random filters that
 keep, in every market, as many candidates as the mode kept there), :func:`p_random`, :func:`holm`,
-:func:`block_bootstrap_ci` (market-month blocks) and :func:`minimum_detectable_effect`.
+:func:`block_bootstrap_ci` (market-month blocks), :func:`minimum_detectable_effect`, and the daily-equity
+figures :func:`equal_weight_portfolio` / :func:`equity_figures`.
 """
 from __future__ import annotations
 
@@ -25,10 +26,21 @@ from numba import njit
 from scipy.stats import norm
 
 from .filter import decide, random_filter_mask
-from .tradesim import Market, daily_equity, levels_placeable, select_trades, trade_metrics, trade_selector
+from .tradesim import (
+    Market,
+    daily_equity,
+    equity_stats_nb,
+    levels_placeable,
+    select_nb,
+    select_trades,
+    selection_order,
+    trade_metrics,
+    trade_selector,
+)
 
 __all__ = ["mode_trades", "random_filter_band", "placeable", "random_keep", "random_keep_sums", "p_random", "holm",
-           "block_bootstrap_ci", "minimum_detectable_effect"]
+           "block_bootstrap_ci", "minimum_detectable_effect", "equal_weight_portfolio", "equity_figures",
+           "replay_trades"]
 
 
 def placeable(labeled: pd.DataFrame) -> np.ndarray:
@@ -210,7 +222,7 @@ def block_bootstrap_ci(values, blocks, *, level: float = 0.95, n_boot: int = 200
     Trades of one market and month share news and regimes, so they are not independent draws; resampling
     blocks keeps that dependence inside each replicate. Each replicate's mean is its total over its
     count (blocks of unequal size weigh by their size, as in the sample mean). ``(nan, nan)`` for fewer
-    than 2 blocks. Vectorized: one ``(n_boot, blocks)`` draw of block indices.
+    than 2 blocks or ``n_boot = 0``. Vectorized: one ``(n_boot, blocks)`` draw of block indices.
     """
     v = np.asarray(values, dtype=float)
     if len(v) == 0:
@@ -218,7 +230,7 @@ def block_bootstrap_ci(values, blocks, *, level: float = 0.95, n_boot: int = 200
     codes = pd.factorize(np.asarray(blocks))[0]
     sums, counts = np.bincount(codes, weights=v), np.bincount(codes).astype(float)
     nb = len(sums)
-    if nb < 2:
+    if nb < 2 or n_boot < 1:
         return float("nan"), float("nan")
     pick = rng.integers(0, nb, (n_boot, nb))
     means = sums[pick].sum(axis=1) / counts[pick].sum(axis=1)
@@ -240,3 +252,61 @@ def minimum_detectable_effect(sd: float, n: int, *, alpha: float = 0.05, power: 
     if n < 2 or not np.isfinite(sd):
         return float("nan")
     return float((norm.ppf(1.0 - alpha / 2.0) + norm.ppf(power)) * sd * np.sqrt(2.0 / n))
+
+
+def equal_weight_portfolio(curves: list[pd.Series]) -> pd.Series:
+    """Equal-weight, buy-and-hold portfolio of curves that each start at 1.0 (a curve before its start counts
+    1.0, after its end its last value): the mean of the curves over the union of their days."""
+    days = np.unique(np.concatenate([c.index.to_numpy() for c in curves]))
+    total = np.zeros(len(days))
+    for c in curves:
+        v = c.to_numpy(float)
+        at = np.searchsorted(c.index.to_numpy(), days, side="right") - 1      # last value on or before each day
+        total += np.where(at >= 0, v[np.maximum(at, 0)], 1.0)
+    return pd.Series(total / len(curves), index=pd.DatetimeIndex(days))
+
+
+def equity_figures(curve: pd.Series | None) -> dict:
+    """Total return %, Sharpe and max drawdown % of a daily mark-to-market equity curve (one value per day
+    the market has bars), scored by THE one definition, :func:`qml_plugin.tradesim.equity_stats_nb` (SPEC §9):
+    Sharpe = mean / SD of the daily returns times the square root of such days per calendar year, counted as
+    :class:`qml_plugin.tradesim.Market` counts them (so BTC's weekends count, an equity's do not). The first
+    day is the starting equity.
+    """
+    if curve is None or len(curve) < 2:
+        return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
+    v = curve.to_numpy(float)
+    days = pd.DatetimeIndex(curve.index)
+    per_year = len(days) / (((days[-1] - days[0]).days + 1) / 365.25)
+    total, sharpe, _, dd, *_ = equity_stats_nb(v[1:], v[0], per_year)
+    return {"total_return": float(total), "sharpe": float(sharpe), "max_drawdown": float(dd)}
+
+
+@njit(cache=True)
+def _replay_nb(order, t, fill, exit_, max_wait, big, masks, r):
+    out = np.zeros((masks.shape[0], 3))
+    for s in range(masks.shape[0]):
+        chosen = select_nb(order, t, masks[s], fill, exit_, max_wait, big)
+        for k in range(r.shape[0]):
+            if chosen[k] and not np.isnan(r[k]):
+                out[s, 0] += r[k]
+                out[s, 1] += 1.0
+                out[s, 2] += r[k] * r[k]
+    return out
+
+
+def replay_trades(labeled: pd.DataFrame, masks: np.ndarray, r, *, score=None, max_wait: int = 20) -> np.ndarray:
+    """The one-position rule (:func:`qml_plugin.tradesim.select_nb`) replayed for every row of ``masks``.
+
+    ``masks`` is ``(seeds, n)``: each seed's decisions over the ``n`` patterns of one dataset
+    (``labeled``: ``detection_bar``, ``p1_bar``, ``fill_bar``, ``exit_bar``; ``score`` ranks same-bar
+    patterns, default ``validity_score``). A trade is a chosen pattern with a known ``r``. Returns
+    ``(seeds, 3)``: the trades' R sum, count and sum of squares per seed, in one compiled pass.
+    """
+    score = labeled["validity_score"].to_numpy(float) if score is None else np.asarray(score, float)
+    t = labeled["detection_bar"].to_numpy(np.int64)
+    order = selection_order(t, score, labeled["p1_bar"].to_numpy(np.int64))
+    fill = labeled["fill_bar"].fillna(-1).to_numpy(np.int64)
+    exit_ = labeled["exit_bar"].fillna(-1).to_numpy(np.int64)
+    return _replay_nb(order, t, fill, exit_, int(max_wait), np.iinfo(np.int64).max,
+                      np.ascontiguousarray(masks, dtype=np.bool_), np.asarray(r, dtype=np.float64))

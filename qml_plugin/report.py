@@ -3,7 +3,9 @@
 One file, no external assets: figures are drawn with matplotlib (Agg backend) and embedded as
 base64 PNGs, tables are plain HTML. Open it in any browser, attach it to an e-mail, archive it.
 The report shows the same comparison table the CLI prints, including the random-filter band, and
-says in words which period is out of sample.
+says in words which period is out of sample. A universe run adds its verdict (:func:`verdict_html`):
+the primary test in words, the pooled verdict table, the per-market rows, and the calibration error
+next to the noise a perfectly calibrated model would show.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["write_report", "format_table"]
+__all__ = ["write_report", "format_table", "verdict_html"]
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -27,6 +29,46 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
         if col in out:
             out[col] = [v if isinstance(v, str) else ("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
     return out
+
+
+def _html_table(shown: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
+    rows = "\n".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r) + "</tr>"
+                     for r in shown.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>\n{rows}\n</tbody></table>"
+
+
+def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> str:
+    """The report's verdict section: the primary test named and judged in words, the pooled table, the
+    per-market rows (folded), and, when given, :func:`qml_plugin.ml.calibration.calibration_report`'s ECE."""
+    from .job.verdict import format_verdict, verdict_sentence  # here: the job package itself writes reports
+
+    pooled = format_verdict(verdict, markets=False)
+    per_market = format_verdict(verdict[verdict["market"] != "all"])
+    parts = ["<h2>Verdict</h2>", f"<p><strong>{html.escape(verdict_sentence(verdict))}</strong></p>",
+             "<p>The primary test is fixed before the run: the <code>pooled</code> scheme, the config's "
+             "<code>ml.prediction_mode</code>, at the pattern level (marked *). Every other row is exploratory: "
+             "<code>p_holm</code> is its <code>p_random</code> after Holm's correction (one family for the pooled "
+             "rows, one per question for its per-market rows). The random filter keeps, in each market, as many of the "
+             "mode's pool as the mode kept there; <code>mde</code> is the smallest difference in mean R a two-sided "
+             "test at 5 % would detect with 80 % power at this sample size.</p>",
+             _html_table(pooled)]
+    a = verdict.attrs
+    if a.get("seeds"):
+        parts.insert(3, f"<p>{a['seeds']:,} random filters per pattern-level row"
+                     + (f", {a['trade_seeds']:,} per trade-level row (each a one-position replay)"
+                        if a.get("trade_seeds") else "")
+                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI.</p>")
+    if len(per_market):
+        parts.append(f"<details><summary>Per-market rows ({len(per_market)})</summary>{_html_table(per_market)}"
+                     "</details>")
+    if calibration:
+        c = calibration
+        parts.append(f"<p>Calibration of <code>ml_confidence</code> (out of sample, {c['n']} predictions, 10 "
+                     f"equal-count bins): ECE {c['ece']:.3f} (bootstrap SD {c['ece_sd']:.3f}); a perfectly "
+                     f"calibrated model shows up to {c['ece_calibrated_p95']:.3f} (95th percentile) from noise alone"
+                     f", so this is {'within' if c['within_noise'] else 'beyond'} that noise.</p>")
+    return "\n".join(parts)
 
 
 def _figure_png(fig) -> str:
@@ -75,8 +117,13 @@ def _plots(equity: dict[str, pd.Series], calibration: list[dict] | None, importa
 
 def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: dict[str, pd.Series],
                  calibration: list[dict] | None = None, importances: pd.Series | None = None,
-                 notes: list[str] | None = None) -> Path:
-    """Write the report to ``path`` (folders created) and return the path."""
+                 notes: list[str] | None = None, verdict: pd.DataFrame | None = None,
+                 verdict_calibration: dict | None = None) -> Path:
+    """Write the report to ``path`` (folders created) and return the path.
+
+    ``verdict`` (:func:`qml_plugin.job.verdict.verdict_table`) adds the verdict section before the comparison,
+    with ``verdict_calibration`` (:func:`qml_plugin.ml.calibration.calibration_report`) beside it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     figures = _plots(equity, calibration, importances)
@@ -99,6 +146,7 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
 </style></head><body>
 <h1>{html.escape(title)}</h1>
 <ul>{notes_html}</ul>
+{"" if verdict is None else verdict_html(verdict, calibration=verdict_calibration)}
 <h2>Comparison</h2>
 <table><thead><tr>{head}</tr></thead><tbody>
 {rows}

@@ -12,7 +12,7 @@ words, :func:`format_verdict` rounds the table for print and the report, :func:`
 
 What it leaves to others: the decisions themselves come from :func:`qml_plugin.filter.decide` (the caller
 fills the ``taken_<mode>`` columns with it, so the verdict judges exactly what the backtests did); the
-one-position rule of the trade-level random filter is :func:`qml_plugin.tradesim.trade_selector`; the
+one-position rule of the trade-level random filter is :func:`qml_plugin.tradesim.select_nb`; the
 statistics (:func:`~qml_plugin.comparison.random_keep`, ``p_random``, Holm, the block bootstrap, the
 minimum detectable effect) are in :mod:`qml_plugin.comparison`; ECE is :mod:`qml_plugin.ml.calibration`.
 
@@ -46,7 +46,9 @@ never filled / never exited, and ``validity_score``, which ranks patterns of the
   ``market``, ``entry_time_utc`` (tz-aware; gives the month block), ``r_net`` (float, R net of costs);
 - ``equity``: daily (or finer) mark-to-market equity per (scheme, mode, dataset) over the out-of-sample
   period: ``scheme``, ``mode``, ``dataset``, ``market``, ``time_utc`` (tz-aware), ``equity`` (float, any
-  scale). Each curve is read as its last value per UTC day, divided by its first value.
+  scale), e.g. :func:`qml_plugin.tradesim.daily_equity` of the mode's trades. Each curve is read as its last
+  value per UTC day, divided by its first value. Without ``equity`` the trade rows' ``total_return``,
+  ``sharpe`` and ``max_drawdown`` are NaN: the verdict never scores a second, closed-trade equity.
 
 The trade-level random filter keeps, in every market, as many pool members (known outcome or not: an
 order that expires is a candidate in a backtest too) as the mode took there, then replays the
@@ -61,10 +63,14 @@ market-month blocks); ``total_return`` and ``max_drawdown`` in percent and ``sha
 equity (trade level only; pooled = an equal-weight portfolio of the per-market curves, each market's own
 curve the equal-weight mean of its datasets'); ``random_median`` / ``random_p05`` / ``random_p95`` the
 random filters' mean R; ``p_random`` (:func:`~qml_plugin.comparison.p_random`, one-sided: is the mode
-better than chance?); ``p_holm`` (Holm across every exploratory row; on the primary row, its own
-``p_random``); ``mde`` (pooled rows only: :func:`~qml_plugin.comparison.minimum_detectable_effect` from the
-pooled SD of the mode's R and the pool's); ``primary`` (True on at most one row; none when the pooled scheme
-was not run). Mode rows with no pool (``n_pool == 0``) have NaN statistics.
+better than chance? The share of random filters with a mean R at least the mode's, counting the mode as one
+of the draws, ``(1 + #) / (1 + seeds)``, so it is never 0 and is exact under the null); ``p_holm``
+(Holm-adjusted ``p_random``: the pooled rows other than the primary, one per level, scheme and mode, form one
+family, and each of those questions' per-market rows another; on the primary row its own ``p_random``, the
+one pre-registered test); ``mde`` (pooled rows only:
+:func:`~qml_plugin.comparison.minimum_detectable_effect` from the pooled SD of the mode's R and the pool's);
+``primary`` (True on at most one row; none when the pooled scheme was not run). Mode rows with no pool
+(``n_pool == 0``) have NaN statistics.
 """
 from __future__ import annotations
 
@@ -74,8 +80,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..comparison import block_bootstrap_ci, holm, minimum_detectable_effect, p_random, random_keep, random_keep_sums
-from ..tradesim import trade_selector
+from ..comparison import (
+    block_bootstrap_ci,
+    equal_weight_portfolio,
+    equity_figures,
+    holm,
+    minimum_detectable_effect,
+    p_random,
+    random_keep,
+    random_keep_sums,
+    replay_trades,
+)
 
 __all__ = ["MODES", "POOLS", "VERDICT_COLUMNS", "verdict_table", "pattern_rows", "trade_rows", "format_verdict",
            "verdict_sentence", "write_verdict_csv"]
@@ -150,7 +165,7 @@ def _pooled_sd(a: np.ndarray, b_var: float) -> float:
     return float(np.sqrt((np.var(a, ddof=1) + b_var) / 2.0)) if len(a) > 1 else np.nan
 
 
-def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 1000, n_boot: int = 2000, level: float = 0.95,
+def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 2000, n_boot: int = 2000, level: float = 0.95,
                  alpha: float = 0.05, power: float = 0.8, seed: int = 0) -> pd.DataFrame:
     """Pattern-level rows of the verdict (meta-labeling's own test), without ``p_holm`` / ``primary``.
 
@@ -199,58 +214,33 @@ def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 1000, n_boot: int = 200
 
 
 def _daily(curve: pd.DataFrame) -> pd.Series:
-    t = _utc(curve["time_utc"], "equity.time_utc")
-    s = pd.Series(curve["equity"].to_numpy(float), index=t.to_numpy()).sort_index()
-    s = s.groupby(s.index.normalize()).last()
-    return s / s.iloc[0]
-
-
-def _equal_weight(curves: list[pd.Series]) -> pd.Series:
-    """Equal-weight, buy-and-hold portfolio of curves that each start at 1.0 (a curve before its start counts
-    1.0, after its end its last value): the mean of the curves over the union of their days."""
-    frame = pd.concat(curves, axis=1).sort_index().ffill().fillna(1.0)
-    return frame.mean(axis=1)
-
-
-def _equity_figures(curve: pd.Series | None) -> dict:
-    """Total return %, Sharpe and max drawdown % of a daily equity curve.
-
-    TODO(s3-sweep): use tradesim's one Sharpe definition (SPEC §9: daily mark-to-market equity over the
-    days the market has bars, annualized by sqrt(such days per year)) once it lands; this is the same rule.
-    """
-    if curve is None or len(curve) < 2:
-        return {"total_return": np.nan, "sharpe": np.nan, "max_drawdown": np.nan}
-    v = curve.to_numpy(float)
-    rets = v[1:] / v[:-1] - 1.0
-    years = (curve.index[-1] - curve.index[0]).days / 365.25
-    per_year = len(curve) / years if years > 0 else np.nan
-    sd = rets.std(ddof=1) if len(rets) > 1 else np.nan
-    return {"total_return": float((v[-1] / v[0] - 1.0) * 100.0),
-            "sharpe": float(rets.mean() / sd * np.sqrt(per_year)) if sd > 0 else np.nan,
-            "max_drawdown": float((v / np.maximum.accumulate(v) - 1.0).min() * 100.0)}
+    """A curve's last value per UTC day (days it has values), divided by its first."""
+    t = _utc(curve["time_utc"], "equity.time_utc").to_numpy("datetime64[ns]")
+    v = curve["equity"].to_numpy(float)
+    order = np.argsort(t, kind="stable")
+    t, v = t[order], v[order]
+    day = t.astype("datetime64[D]")
+    last = np.flatnonzero(np.r_[day[1:] != day[:-1], True])
+    return pd.Series(v[last] / v[last[0]], index=pd.DatetimeIndex(day[last].astype("datetime64[ns]")))
 
 
 def _random_trades(sub: pd.DataFrame, codes: np.ndarray, n_markets: int, masks: np.ndarray, max_wait: int):
-    """Replay the one-position rule for every seed's random decisions: R sums, counts and R^2 sums
-    per (seed, market)."""
-    seeds = len(masks)
-    sums, counts, squares = (np.zeros((seeds, n_markets)) for _ in range(3))
+    """Replay the one-position rule for every seed's random decisions, dataset by dataset: R sums, counts and
+    R^2 sums per (seed, market)."""
+    sums, counts, squares = (np.zeros((len(masks), n_markets)) for _ in range(3))
     r = sub["r_net"].to_numpy(float)
+    sim = sub[_SIM_NEEDS]
     for _, idx in sub.groupby("dataset", sort=False).indices.items():
-        select = trade_selector(sub.iloc[idx], sub["validity_score"].to_numpy(float)[idx], max_wait=max_wait)
-        rd, g = r[idx], codes[idx][0]
-        known = ~np.isnan(rd)
-        for s in range(seeds):                   # one cached numba walk per seed; the work is in the walk
-            traded = select(masks[s, idx]) & known
-            x = rd[traded]
-            sums[s, g] += x.sum()
-            counts[s, g] += len(x)
-            squares[s, g] += (x * x).sum()
+        out = replay_trades(sim.iloc[idx], masks[:, idx], r[idx], max_wait=max_wait)
+        g = codes[idx][0]
+        sums[:, g] += out[:, 0]
+        counts[:, g] += out[:, 1]
+        squares[:, g] += out[:, 2]
     return sums, counts, squares
 
 
 def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFrame | None = None, *,
-               seeds: int = 200, max_wait: int = 20, n_boot: int = 2000, level: float = 0.95, alpha: float = 0.05,
+               seeds: int = 500, max_wait: int = 20, n_boot: int = 2000, level: float = 0.95, alpha: float = 0.05,
                power: float = 0.8, seed: int = 0) -> pd.DataFrame:
     """Trade-level rows of the verdict (what a trader would have earned), without ``p_holm`` / ``primary``.
 
@@ -277,7 +267,7 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
             eq = equity[(equity["scheme"] == scheme) & (equity["mode"] == mode)]
             for (market, _), c in eq.groupby(["market", "dataset"], sort=True):
                 curves.setdefault(market, []).append(_daily(c))
-        per_market = {m: _equal_weight(c) for m, c in curves.items()}
+        per_market = {m: equal_weight_portfolio(c) for m, c in curves.items()}
         pool = _bool(sub, "placeable") & (_bool(sub, "technical") if POOLS.get(mode) != "placeable" else True)
         if mode in MODES:
             taken = _bool(sub, f"taken_{mode}")
@@ -292,9 +282,9 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
                    "pool": POOLS.get(mode, "technical"),
                    "n_pool": int(pool.sum() if g < 0 else (pool & (codes == g)).sum())}
             row |= _per_trade(r_tr[sel], blocks[sel], rng, n_boot, level)
-            curve = (_equal_weight(list(per_market.values())) if per_market else None) if g < 0 \
+            curve = (equal_weight_portfolio(list(per_market.values())) if per_market else None) if g < 0 \
                 else per_market.get(markets[g])
-            row |= _equity_figures(curve)
+            row |= equity_figures(curve)
             if mode in MODES:
                 s, c, q = (x.sum(axis=1) if g < 0 else x[:, g] for x in (sums, counts, squares))
                 with np.errstate(invalid="ignore", divide="ignore"):
@@ -308,7 +298,7 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
 
 
 def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None, equity: pd.DataFrame | None = None,
-                  primary_mode: str, seeds: int = 1000, trade_seeds: int = 200, max_wait: int = 20,
+                  primary_mode: str, seeds: int = 2000, trade_seeds: int = 500, max_wait: int = 20,
                   n_boot: int = 2000, level: float = 0.95, alpha: float = 0.05, power: float = 0.8,
                   seed: int = 0) -> pd.DataFrame:
     """The verdict table of a universe run (module docstring: inputs, columns, rules).
@@ -317,7 +307,10 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     pattern-level row of that mode, pooled over markets. ``seeds`` random filters per pattern-level row
     (``trade_seeds`` per trade-level row, each a full one-position replay), ``n_boot`` bootstrap
     replicates per CI, all drawn from generators seeded by ``seed`` and the row's level, scheme and mode:
-    the same inputs give the same table, whichever scheduler produced them.
+    the same inputs give the same table, whichever scheduler produced them. A Monte-Carlo p-value is at
+    least ``1 / (seeds + 1)``, so Holm over ``m`` rows needs ``seeds + 1 > m / alpha`` before any row can
+    pass: the defaults allow that for the 15 pooled exploratory rows at both levels, and for ~20 markets at
+    the pattern level. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
     """
     if primary_mode not in MODES:
         raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")
@@ -329,11 +322,19 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     table["primary"] = ((table["level"] == "pattern") & (table["scheme"] == "pooled")
                         & (table["mode"] == primary_mode) & (table["market"] == "all"))
     p = table["p_random"].to_numpy(float)
-    explore = ~table["primary"].to_numpy()
-    adjusted = np.where(explore, holm(np.where(explore, p, np.nan)), p)
+    pooled, prim = (table["market"] == "all").to_numpy(), table["primary"].to_numpy()
+    adjusted = np.where(prim, p, np.nan)
+    family = pooled & ~prim                                    # the exploratory questions: one per level/scheme/mode
+    adjusted[family] = holm(p[family])
+    for _, idx in table[~pooled].groupby(["level", "scheme", "mode"], sort=False).indices.items():
+        rows = np.flatnonzero(~pooled)[idx]                    # a question's per-market breakdown
+        adjusted[rows] = holm(p[rows])
     table["p_holm"] = adjusted
     for col in ("n", "n_pool"):
         table[col] = table[col].astype(np.int64)
+    table.attrs.update(seeds=int(seeds), trade_seeds=int(trade_seeds) if trades is not None else 0,
+                       n_boot=int(n_boot), level=float(level), alpha=float(alpha), power=float(power),
+                       primary_mode=primary_mode, seed=int(seed))
     return table
 
 
@@ -341,6 +342,11 @@ _FORMATS = {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "mean_r": "{:+.3f}"
             "mean_r_hi": "{:+.3f}", "total_return": "{:+.2f}", "sharpe": "{:+.2f}", "max_drawdown": "{:.2f}",
             "random_median": "{:+.3f}", "random_p05": "{:+.3f}", "random_p95": "{:+.3f}", "p_random": "{:.3f}",
             "p_holm": "{:.3f}", "mde": "{:.3f}"}
+
+
+def _p(v: float) -> str:
+    """A p-value for print: 3 decimals, or two significant digits below 0.001 (a Monte-Carlo p is never 0)."""
+    return "" if pd.isna(v) else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
 
 def format_verdict(table: pd.DataFrame, *, markets: bool = True) -> pd.DataFrame:
@@ -352,6 +358,8 @@ def format_verdict(table: pd.DataFrame, *, markets: bool = True) -> pd.DataFrame
     """
     t = table if markets else table[table["market"] == "all"]
     def f(col):
+        if col in ("p_random", "p_holm"):
+            return [_p(v) for v in t[col]]
         return [("" if pd.isna(v) else _FORMATS[col].format(v)) for v in t[col]]
     out = pd.DataFrame({"": np.where(t["primary"], "*", ""), "level": t["level"], "scheme": t["scheme"],
                         "mode": t["mode"], "market": t["market"], "n": t["n"].astype(str),
@@ -387,10 +395,13 @@ def verdict_sentence(table: pd.DataFrame, *, alpha: float = 0.05) -> str:
         return ("No primary test: it is the pooled scheme's pattern-level row of ml.prediction_mode, and the "
                 "pooled scheme was not run; every row of this table is exploratory.")
     r = prim.iloc[0]
+    if not r["n"]:
+        return (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): the mode kept no out-of-sample "
+                "pattern with a known outcome, so there is nothing to judge. Verdict: no edge this data can detect.")
     head = (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): mean R {r['mean_r']:+.3f} "
             f"(95 % CI {r['mean_r_lo']:+.3f} to {r['mean_r_hi']:+.3f}) over {int(r['n'])} patterns, against "
             f"{r['random_median']:+.3f} (5-95 %: {r['random_p05']:+.3f} to {r['random_p95']:+.3f}) for random "
-            f"filters of the same size per market; p_random = {r['p_random']:.3f}; the smallest edge this data "
+            f"filters of the same size per market; p_random = {_p(r['p_random'])}; the smallest edge this data "
             f"can detect is {r['mde']:.3f} R.")
     if r["p_random"] < alpha:
         pays = ("and its patterns pay after costs (CI above 0)" if r["mean_r_lo"] > 0 else
