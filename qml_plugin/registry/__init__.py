@@ -15,14 +15,15 @@ label, outcomes, training data, statistics), ``similarity`` (nearest labeled pat
     ...     reg.get_statistics()["total"]
     0
 """
-from .connection import BUSY_TIMEOUT_S, DEFAULT_DB
+from .connection import BUSY_TIMEOUT_S, DEFAULT_DB, registry_exists, sqlalchemy_url
 from .migrations import CURRENT_SCHEMA_VERSION, MIGRATIONS, migrate
 from .models import ANY_PRODUCTION, EVAL_DECISIONS, MODEL_STATUSES
 from .predictions import DECISIONS, PERFORMANCE_COLUMNS, TOP_CONTRIBUTIONS
 from .store import LABEL_RANK, PUBLIC_COLUMNS, USER_LABELS, PatternRegistry
 
 __all__ = [
-    "PatternRegistry", "migrate", "DEFAULT_DB", "BUSY_TIMEOUT_S", "CURRENT_SCHEMA_VERSION", "MIGRATIONS",
+    "PatternRegistry", "migrate", "registry_exists", "sqlalchemy_url", "DEFAULT_DB", "BUSY_TIMEOUT_S",
+    "CURRENT_SCHEMA_VERSION", "MIGRATIONS",
     "USER_LABELS", "LABEL_RANK", "MODEL_STATUSES", "EVAL_DECISIONS", "PUBLIC_COLUMNS", "DECISIONS",
     "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS", "ANY_PRODUCTION",
 ]

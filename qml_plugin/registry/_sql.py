@@ -13,7 +13,8 @@ the same statement that writes the row (no read-modify-write race between proces
 """
 from __future__ import annotations
 
-__all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
+__all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "UPSERT_FROM_BATCH", "BATCH_TABLE", "RECORD",
+           "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
 
 COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "known_at_utc", "pattern_type", "direction",
            "detection_bar", "entry", "stop", "target", "rr", "validity_score", "ml_confidence",
@@ -65,6 +66,13 @@ UPSERT = (
 """Insert a pattern or update it in place: descriptive columns take the newest non-NULL value,
 ``created_at`` and user labels are kept, outcomes follow the ranking rule. The stored row is
 ``t`` (PostgreSQL needs every reference to it qualified), the new one ``excluded``."""
+
+BATCH_TABLE = "qml_batch_patterns"
+"""PostgreSQL: the session's temporary table a batch is COPYed into before one ``UPSERT_FROM_BATCH``."""
+
+UPSERT_FROM_BATCH = UPSERT.replace(f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                                   f"SELECT {', '.join(COLUMNS)} FROM {BATCH_TABLE}")
+"""The same upsert for a whole batch at once (ids must be unique within it)."""
 
 _WINS_UPDATE = f"(CAST(?1 AS INTEGER) IS NOT NULL AND {_rank('CAST(?2 AS TEXT)')} >= {_rank('label_source')})"
 _N_OUT = len(_OUTCOME)

@@ -40,7 +40,7 @@ from ..errors import RegistryError
 
 __all__ = ["DEFAULT_DB", "BUSY_TIMEOUT_S", "PAGE_SIZE", "WAL_SIZE_LIMIT", "Connection", "parse_db",
            "resolve_db_path", "display_url", "sqlalchemy_url", "connect", "write_transaction", "read_snapshot",
-           "translate_errors", "utc_now", "is_unique_violation"]
+           "translate_errors", "utc_now", "is_unique_violation", "registry_exists"]
 
 DEFAULT_DB = "results/experiments.db"
 """Where the registry lives unless configured (relative to the working folder), e.g.
@@ -121,6 +121,22 @@ def sqlalchemy_url(db: str | os.PathLike[str]) -> str:
     return "sqlite://" if where == _MEMORY else f"sqlite:///{Path(where).expanduser().resolve()}"
 
 
+def registry_exists(db: str | os.PathLike[str]) -> bool:
+    """Whether ``db`` already holds a registry, without creating anything (``qml learn --status``).
+
+    SQLite: the file exists. PostgreSQL: the server answers and the database has the registry's
+    ``schema_migrations`` table (an unreachable server is a :class:`RegistryError`).
+    """
+    dialect, where = parse_db(db)
+    if dialect == "sqlite":
+        return where != _MEMORY and Path(where).expanduser().is_file()
+    conn, _ = _connect_postgres(where)
+    try:
+        return "schema_migrations" in conn.tables()
+    finally:
+        conn.close()
+
+
 def utc_now() -> str:
     """The current UTC time as ISO-8601 text with microseconds and a ``Z`` (audit columns)."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
@@ -175,6 +191,15 @@ class Connection:
         cur = self.raw.cursor()
         cur.executemany(self._q(sql), rows)
         return cur.rowcount
+
+    def copy_into_temp(self, temp: str, like: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """PostgreSQL: COPY ``rows`` into the session's temporary table ``temp`` (shaped like the
+        table ``like``, emptied at each commit), inside the caller's transaction. ``temp``, ``like``
+        and ``columns`` are the registry's fixed identifiers, never user input."""
+        self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {like}) ON COMMIT DELETE ROWS")
+        with self.raw.cursor().copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     @property
     def in_transaction(self) -> bool:

@@ -46,7 +46,16 @@ import pandas as pd
 from ..errors import InsufficientDataError, RegistryError
 from . import _frames as fr
 from . import _sql as sql
-from .connection import DEFAULT_DB, connect, read_snapshot, translate_errors, utc_now, write_transaction
+from .connection import (
+    DEFAULT_DB,
+    connect,
+    parse_db,
+    read_snapshot,
+    sqlalchemy_url,
+    translate_errors,
+    utc_now,
+    write_transaction,
+)
 from .migrations import apply_migrations
 from .models import ModelTables
 from .predictions import PredictionLog
@@ -64,18 +73,28 @@ LABEL_RANK = sql.LABEL_RANK
 """Which label source may overwrite which: higher or equal rank replaces, lower only fills gaps."""
 
 _USER_TO_LABEL = {"win": 1, "loss": 0, "ignore": None}
+_COPY_FROM = 20        # PostgreSQL: batches from this size are COPYed (~5x faster than one statement per row)
 
 
 class PatternRegistry(ModelTables, PredictionLog):
-    """The pattern registry on one SQLite file (path or ``sqlite:///`` URL).
+    """The pattern registry on an SQLite file (path or ``sqlite:///`` URL) or a PostgreSQL database
+    (``postgresql://user@host:port/dbname``, the ``[postgres]`` extra).
 
     Opening creates the file (and its folder) if needed and applies pending migrations. Use it as
-    a context manager, or call :meth:`close`. One instance per process; several processes may
-    write to the same file at once.
+    a context manager, or call :meth:`close`. One instance per process; several processes (or
+    machines, on PostgreSQL) may write at once. Attributes: ``backend`` (``"sqlite"`` /
+    ``"postgresql"``), ``path`` (the file, or the URL with its password hidden: for messages),
+    ``url`` (what to pass to open the same registry elsewhere, password included) and
+    ``sqlalchemy_url`` (the same database for SQLAlchemy, e.g. Optuna's study storage).
     """
 
     def __init__(self, db: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self._conn, self.path = connect(db)
+        self.backend: str = self._conn.dialect
+        where = parse_db(db)[1]
+        self.url: str = where if self.backend == "postgresql" else (
+            "sqlite://" if self.path == ":memory:" else f"sqlite:///{os.path.abspath(self.path)}")
+        self.sqlalchemy_url: str = sqlalchemy_url(self.url)
         try:
             apply_migrations(self._conn, path=self.path)
         except BaseException:
@@ -206,7 +225,12 @@ class PatternRegistry(ModelTables, PredictionLog):
         with write_transaction(self._db(), self.path) as conn:    # the write lock is held only here
             values["rev"] = repeat(self._next_rev())
             values["feature_set_id"] = repeat(None if block is None else self._feature_set_id(block[0], created))
-            conn.executemany(sql.UPSERT, list(zip(*(values[c] for c in sql.COLUMNS))))
+            rows = zip(*(values[c] for c in sql.COLUMNS))
+            if conn.dialect == "postgresql" and n >= _COPY_FROM and len(set(ids)) == n:
+                conn.copy_into_temp(sql.BATCH_TABLE, "ml_pattern_registry", sql.COLUMNS, rows)
+                conn.execute(sql.UPSERT_FROM_BATCH)              # the whole batch in one statement
+            else:
+                conn.executemany(sql.UPSERT, list(rows))
         self._remember_sets(created)
         return ids
 
