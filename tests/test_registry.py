@@ -667,3 +667,29 @@ def test_no_lost_rows_and_labels_respect_the_ranking(ops):
         stored = dict(((p, (lab, src)) for p, lab, src in r._db().execute(
             "SELECT pattern_id, label, label_source FROM ml_pattern_registry")))
         assert stored == state
+
+
+def test_a_promotion_racing_another_waits_for_it_and_then_declines(reg, registry_db):
+    import threading
+    import time
+
+    from qml_plugin.registry.connection import write_transaction
+    v1, v2 = reg.add_model_version("sq"), reg.add_model_version("sq")
+    result = {}
+
+    def promote_v2():
+        with PatternRegistry(registry_db) as mine:
+            result["eid"] = mine.transition_models("sq", "promote", expect_production=None, production=v2)
+
+    with PatternRegistry(registry_db) as other:
+        with write_transaction(other._db()) as conn:       # the other cycle, inside its promotion
+            conn.lock("models")
+            racer = threading.Thread(target=promote_v2)
+            racer.start()
+            time.sleep(0.5)
+            assert racer.is_alive()                          # it waits for the other one to finish ...
+            conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (v1,))
+        racer.join(timeout=30)
+    assert result == {"eid": None}                           # ... then sees production moved and writes nothing
+    assert [v["status"] for v in reg.list_model_versions("sq")] == ["production", "staging"]
+    assert reg.eval_history("sq") == []
