@@ -197,9 +197,34 @@ class Connection:
         table ``like``, emptied at each commit), inside the caller's transaction. ``temp``, ``like``
         and ``columns`` are the registry's fixed identifiers, never user input."""
         self.execute(f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {like}) ON COMMIT DELETE ROWS")
-        with self.raw.cursor().copy(f"COPY {temp} ({', '.join(columns)}) FROM STDIN") as copy:
+        self.insert_rows(temp, columns, rows)
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+        """Plain inserts of many rows: ``COPY`` on PostgreSQL, ``executemany`` on SQLite (fixed identifiers)."""
+        if self.dialect == "sqlite":
+            self.raw.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                                 rows)
+            return
+        with self.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
+
+    def stream(self, sql: str, size: int = 5000) -> Iterator[list[Any]]:
+        """The rows of a query in chunks of ``size`` without holding them all (PostgreSQL: a server-side
+        cursor, so call it inside a transaction)."""
+        cur = self.raw.execute(sql) if self.dialect == "sqlite" else self.raw.cursor(name="qml_stream")
+        if self.dialect == "postgresql":
+            cur.execute(sql)
+        try:
+            while chunk := cur.fetchmany(size):
+                yield chunk
+        finally:
+            cur.close()
+
+    def columns(self, table: str) -> list[str]:
+        """A table's columns in order (``table`` is one of the registry's fixed names)."""
+        cur = self.raw.execute(f"SELECT * FROM {table} WHERE 1 = 0")
+        return [d[0] for d in cur.description]
 
     @property
     def in_transaction(self) -> bool:
