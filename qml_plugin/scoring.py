@@ -65,10 +65,9 @@ def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple
 
 def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path, str]:
     """Status of each version folder as ``ml_model_versions`` records it (an existing registry only)."""
-    from .registry import PatternRegistry
-    from .registry.connection import resolve_db_path
+    from .registry import PatternRegistry, registry_exists
 
-    if not versions or registry_db is None or not Path(resolve_db_path(registry_db)).is_file():
+    if not versions or registry_db is None or not registry_exists(registry_db):
         return {}
 
     wanted = {v.resolve(): v for v in versions}

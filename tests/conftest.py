@@ -80,6 +80,9 @@ POSTGRES_ENV = "QML_TEST_POSTGRES_URL"
 
 def postgres_url_or_skip() -> str:
     url = os.environ.get(POSTGRES_ENV)
+    if not url and os.environ.get("QML_REQUIRE_POSTGRES"):
+        pytest.fail(f"{POSTGRES_ENV} is not set but QML_REQUIRE_POSTGRES is (CI): the PostgreSQL registry tests "
+                    "must run; .ci/run starts the server", pytrace=False)
     if not url:
         pytest.skip(f"PostgreSQL registry tests need a server: set {POSTGRES_ENV}=postgresql://user@host:port/db "
                     "(.ci/run starts a throw-away one)")

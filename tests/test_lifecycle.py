@@ -254,8 +254,8 @@ def test_history_prints_the_decisions_in_order_and_status_shows_production(reg, 
     assert "last drift check" in out and "last decision: rollback" in out
 
 
-def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path):
-    db = tmp_path / "race.db"
+def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path, registry_db):
+    db = registry_db                                 # an SQLite file, or a PostgreSQL database
     with PatternRegistry(db) as reg:
         reg.register_patterns(*synthetic(400, seed=7))
     cfg = write_config(tmp_path, db)

@@ -1,6 +1,9 @@
 """The pattern registry (SPEC §5): upserts, label ranking, migrations, training data, similarity, errors.
 
-Concurrency and crash safety live in ``test_registry_concurrency.py``.
+One suite for both backends: every test taking ``reg`` or ``registry_db`` (``conftest.py``) runs on
+SQLite and on a real PostgreSQL server (``QML_TEST_POSTGRES_URL``; skipped, saying so, without it).
+Tests of SQLite's own file format take ``sqlite_reg``. Concurrency and crash safety live in
+``test_registry_concurrency.py``.
 """
 from __future__ import annotations
 
@@ -14,6 +17,7 @@ from hypothesis import strategies as st
 
 from qml_plugin.errors import InsufficientDataError, RegistryError
 from qml_plugin.registry import CURRENT_SCHEMA_VERSION, PatternRegistry, migrate
+from qml_plugin.registry.connection import connect, is_unique_violation
 
 FEATURES = ["ctx_rsi_14", "geo_head_depth_atr", "vol_atr_pct", "mom_ret_10"]
 
@@ -48,9 +52,14 @@ def outcomes(ids, label, source="triple_barrier", r=None):
 
 
 @pytest.fixture
-def reg(tmp_path):
+def sqlite_reg(tmp_path):
     with PatternRegistry(tmp_path / "reg.db") as r:
         yield r
+
+
+def raw(db):
+    """The registry's own connection type on ``db``: SQLite-spelled SQL with ``?`` on both backends."""
+    return connect(db)[0]
 
 
 def row(reg, pid):
@@ -58,8 +67,8 @@ def row(reg, pid):
 
 
 # -- opening -------------------------------------------------------------------------------------
-def test_opening_uses_wal_busy_timeout_and_normal_sync(reg):
-    conn = reg._db()
+def test_opening_uses_wal_busy_timeout_and_normal_sync(sqlite_reg):
+    conn = sqlite_reg._db()
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert conn.execute("PRAGMA busy_timeout").fetchone()[0] >= 10_000
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1          # NORMAL
@@ -82,9 +91,16 @@ def test_sqlite_urls_are_accepted_relative_and_absolute(tmp_path, monkeypatch):
     assert (tmp_path / "abs.db").exists()
 
 
-def test_other_database_urls_are_refused_saying_only_sqlite_is_supported():
-    with pytest.raises(RegistryError, match=r"postgresql.*only sqlite is supported"):
-        PatternRegistry("postgresql://user@host/db")
+def test_other_database_urls_are_refused_naming_the_ones_that_work():
+    with pytest.raises(RegistryError, match=r"'mysql'.*sqlite:///path/to/file.db or postgresql://user@host"):
+        PatternRegistry("mysql://user:pw@host/db")
+
+
+def test_an_unreachable_postgresql_server_is_one_clear_error_without_the_password():
+    shown = r"cannot connect to the registry 'postgresql://qml:\*\*\*@127.0.0.1:9/x'"
+    with pytest.raises(RegistryError, match=shown) as e:
+        PatternRegistry("postgresql://qml:hunter2@127.0.0.1:9/x")
+    assert "hunter2" not in str(e.value)
 
 
 def test_corrupted_file_is_reported_as_not_a_valid_sqlite_database(tmp_path):
@@ -410,12 +426,12 @@ def test_similar_patterns_are_nearest_standardized_neighbours_with_outcomes(reg)
     assert reg.find_similar_patterns(query, n=1, exclude="p17")[0]["pattern_id"] != "p17"
 
 
-def test_similarity_cache_follows_new_relabeled_and_ignored_rows_from_another_writer(reg):
+def test_similarity_cache_follows_new_relabeled_and_ignored_rows_from_another_writer(reg, registry_db):
     reg.register_patterns(patterns(100), features(100))
     reg.record_outcomes(outcomes([f"p{i}" for i in range(100)], 1))
     query = features(1, seed=99).iloc[0].to_dict()
     reg.find_similar_patterns(query)                               # warm the cache
-    with PatternRegistry(reg.path) as other:                         # another connection writes
+    with PatternRegistry(registry_db) as other:                      # another connection writes
         other.register_patterns(patterns(1, start=100), pd.DataFrame([query]))
         other.record_outcomes(outcomes(["p100"], 0))
         other.label_pattern("p5", "ignore")
@@ -480,8 +496,9 @@ def test_promoting_a_model_archives_the_previous_production_version(reg):
     assert [m["status"] for m in reg.list_model_versions("sq")] == ["archived", "production"]
     assert reg.production_model("sq")["model_id"] == v2 == "sq-v2"
     assert reg.get_model_version(v1)["features_used"] == FEATURES
-    with pytest.raises(sqlite3.IntegrityError):                 # the schema itself forbids two
+    with pytest.raises(Exception) as e:                          # the schema itself forbids two
         reg._db().execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (v1,))
+    assert is_unique_violation(e.value)
 
 
 def test_model_status_and_eval_decision_are_validated(reg):
@@ -496,36 +513,39 @@ def test_model_status_and_eval_decision_are_validated(reg):
 
 
 # -- migrations ------------------------------------------------------------------------------------
-def test_migrate_applies_each_version_once(tmp_path):
-    db = tmp_path / "m.db"
+def test_migrate_applies_each_version_once(registry_db):
+    db = registry_db
     assert migrate(db, target=1) == [1]
     assert migrate(db) == list(range(2, CURRENT_SCHEMA_VERSION + 1))
     assert migrate(db) == []
-    conn = sqlite3.connect(db)
+    conn = raw(db)
     versions = conn.execute("SELECT version, description FROM schema_migrations ORDER BY version").fetchall()
     assert [v for v, _ in versions] == list(range(1, CURRENT_SCHEMA_VERSION + 1)) and all(d for _, d in versions)
 
 
-def test_migration_refuses_downgrades_and_newer_files(tmp_path):
-    db = tmp_path / "m.db"
+def test_migration_refuses_downgrades_and_newer_files(registry_db):
+    db = registry_db
     migrate(db)
     with pytest.raises(RegistryError, match="downgrades are not supported"):
         migrate(db, target=1)
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO schema_migrations VALUES (99, 'x', 'from the future')")
+    conn = raw(db)
+    conn.execute("INSERT INTO schema_migrations VALUES (99, 'x', 'from the future')")
+    conn.close()
     with pytest.raises(RegistryError, match="schema version 99, newer"):
         PatternRegistry(db)
 
 
-def test_migration_from_version_1_to_current_keeps_every_row(tmp_path):
-    db = tmp_path / "old.db"
+def test_migration_from_version_1_to_current_keeps_every_row(registry_db):
+    db = registry_db
     migrate(db, target=1)
     blob = np.array([0.5, -1.0, 2.0, 3.0]).astype("<f8").tobytes()
-    with sqlite3.connect(db) as conn:
-        conn.execute("INSERT INTO feature_sets VALUES (1, 'k', ?, 4, 't')", (pd.Series(FEATURES).to_json(
-            orient="values"),))
+    conn = raw(db)
+    if True:
+        set_id = conn.execute("INSERT INTO feature_sets (names_sha256, names_json, n_features, created_at) "
+                              "VALUES ('k', ?, 4, 't') RETURNING feature_set_id",
+                              (pd.Series(FEATURES).to_json(orient="values"),)).fetchone()[0]
         rows = [(f"v1-{i}", "EURUSD", "4h", f"2019-01-{i + 1:02d}T00:00:00",
-                 "bullish_qml" if i % 2 else "bearish_qml", 1, blob, "schema", 0.5, None,
+                 "bullish_qml" if i % 2 else "bearish_qml", set_id, blob, "schema", 0.5, None,
                  ["win", "loss", None, "ignore", None][i % 5], 1.0, [1.0, -1.0, 2.0, 0.5, -0.5][i % 5],
                  [None, None, "triple_barrier", "user", "trade"][i % 5], 0, 0, None, "old-run", "c", "u")
                 for i in range(25)]
@@ -533,6 +553,7 @@ def test_migration_from_version_1_to_current_keeps_every_row(tmp_path):
         conn.execute("INSERT INTO ml_model_versions (model_id, model_name, version, status) "
                      "VALUES ('sq-v1', 'sq', 1, 'production')")
         conn.execute("INSERT INTO ml_eval_history (evaluated_at, model_name, decision) VALUES ('t', 'sq', 'promote')")
+    conn.close()
     with PatternRegistry(db) as r:
         assert r.get_statistics()["total"] == 25
         for i in (0, 1, 2, 3, 4, 24):
@@ -583,18 +604,20 @@ def test_pattern_checks_still_refuse_bad_values_but_not_null(reg):
     conn = reg._db()
     base = ("INSERT INTO ml_pattern_registry (pattern_id, symbol, created_at, updated_at, {c}) "
             "VALUES (?, 'X', 'c', 'u', ?)")
-    for column, bad in [("label", 2), ("direction", 0), ("user_label", "maybe"), ("label_source", "guess")]:
-        with pytest.raises(sqlite3.IntegrityError, match=f"CHECK constraint failed: {column}"):
+    for column, bad in [("label", 2), ("direction", 0), ("user_label", "maybe"), ("label_source", "guess"),
+                        ("stop_first", 3)]:
+        check = rf"CHECK constraint failed: {column}|check constraint \"\w*_{column}_check"
+        with pytest.raises(Exception, match=check):
             conn.execute(base.format(c=column), (f"bad-{column}", bad))
         conn.execute(base.format(c=column), (f"null-{column}", None))
-    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+    with pytest.raises(Exception, match="CHECK constraint failed|check constraint"):
         conn.execute("INSERT INTO ml_pattern_registry (pattern_id, symbol, created_at, updated_at) "
                      "VALUES ('empty', '', 'c', 'u')")
 
 
-def test_the_pattern_table_has_no_in_list_checks(reg):
+def test_the_pattern_table_has_no_in_list_checks(sqlite_reg):
     # SQLite builds an ephemeral table for a CHECK's IN list on every inserted row: 7 us of 20 us.
-    ddl = reg._db().execute("SELECT sql FROM sqlite_master WHERE name = 'ml_pattern_registry'").fetchone()[0]
+    ddl = sqlite_reg._db().execute("SELECT sql FROM sqlite_master WHERE name = 'ml_pattern_registry'").fetchone()[0]
     assert "CHECK" in ddl and " IN (" not in ddl.upper()
 
 
@@ -644,3 +667,29 @@ def test_no_lost_rows_and_labels_respect_the_ranking(ops):
         stored = dict(((p, (lab, src)) for p, lab, src in r._db().execute(
             "SELECT pattern_id, label, label_source FROM ml_pattern_registry")))
         assert stored == state
+
+
+def test_a_promotion_racing_another_waits_for_it_and_then_declines(reg, registry_db):
+    import threading
+    import time
+
+    from qml_plugin.registry.connection import write_transaction
+    v1, v2 = reg.add_model_version("sq"), reg.add_model_version("sq")
+    result = {}
+
+    def promote_v2():
+        with PatternRegistry(registry_db) as mine:
+            result["eid"] = mine.transition_models("sq", "promote", expect_production=None, production=v2)
+
+    with PatternRegistry(registry_db) as other:
+        with write_transaction(other._db()) as conn:       # the other cycle, inside its promotion
+            conn.lock("models")
+            racer = threading.Thread(target=promote_v2)
+            racer.start()
+            time.sleep(0.5)
+            assert racer.is_alive()                          # it waits for the other one to finish ...
+            conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (v1,))
+        racer.join(timeout=30)
+    assert result == {"eid": None}                           # ... then sees production moved and writes nothing
+    assert [v["status"] for v in reg.list_model_versions("sq")] == ["production", "staging"]
+    assert reg.eval_history("sq") == []

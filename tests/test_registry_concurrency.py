@@ -1,15 +1,15 @@
 """The registry under several writing processes, and after a writer is killed mid-transaction.
 
-These are the SPEC §5 promises a sweep relies on: processes that write to one file at once lose
-nothing and never see "database is locked"; a process killed with SIGKILL leaves a file that is
-intact and holds only whole committed batches.
+These are the SPEC §5 promises a sweep relies on, on both backends (``registry_db``, see
+``conftest.py``): processes that write to one registry at once lose nothing and never see "database
+is locked"; a process killed with SIGKILL leaves a registry that is intact and holds only whole
+committed batches.
 """
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import textwrap
@@ -20,8 +20,24 @@ import pandas as pd
 import pytest
 
 from qml_plugin.registry import PatternRegistry
+from qml_plugin.registry.connection import connect
 
-WRITERS, PER_WRITER, BATCH, N_FEATURES = 4, 5_000, 500, 20
+PER_WRITER, BATCH, N_FEATURES = 5_000, 500, 20
+WRITERS = {"sqlite": 4, "postgresql": 8}
+"""Processes writing at once: a sweep's workers on one machine; a cluster's (or a team's) on PostgreSQL."""
+
+
+def count(db: str, sql: str) -> list[tuple]:
+    conn = connect(db)[0]
+    try:
+        return [tuple(r) for r in conn.execute(sql).fetchall()]
+    finally:
+        conn.close()
+
+
+def intact(db: str) -> bool:
+    """SQLite's own integrity check; a PostgreSQL server guards its pages itself."""
+    return not db.endswith(".db") or count(db, "PRAGMA integrity_check") == [("ok",)]
 
 
 def batch_frames(writer: int, batch: int, size: int, n_features: int = N_FEATURES):
@@ -50,11 +66,13 @@ def _writer(db: str, writer: int, barrier, errors) -> None:
         errors.put(f"writer {writer}: {type(exc).__name__}: {exc}")
 
 
-def test_four_processes_writing_at_once_lose_no_rows(tmp_path):
-    db = str(tmp_path / "shared" / "sweep.db")              # the folder does not exist yet either
+def test_processes_writing_at_once_lose_no_rows(tmp_path, registry_db):
+    sqlite = registry_db.endswith(".db")
+    db = str(tmp_path / "shared" / "sweep.db") if sqlite else registry_db   # SQLite: no folder yet either
+    writers = WRITERS["sqlite" if sqlite else "postgresql"]
     ctx = mp.get_context("spawn")
-    barrier, errors = ctx.Barrier(WRITERS), ctx.Queue()
-    procs = [ctx.Process(target=_writer, args=(db, w, barrier, errors)) for w in range(WRITERS)]
+    barrier, errors = ctx.Barrier(writers), ctx.Queue()
+    procs = [ctx.Process(target=_writer, args=(db, w, barrier, errors)) for w in range(writers)]
     for p in procs:
         p.start()
     for p in procs:
@@ -63,14 +81,15 @@ def test_four_processes_writing_at_once_lose_no_rows(tmp_path):
     while not errors.empty():
         problems.append(errors.get())
     assert not problems, problems
-    assert [p.exitcode for p in procs] == [0] * WRITERS
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    assert conn.execute("SELECT COUNT(*) FROM ml_pattern_registry").fetchone()[0] == WRITERS * PER_WRITER
-    per_symbol = dict(conn.execute("SELECT symbol, COUNT(*) FROM ml_pattern_registry GROUP BY symbol"))
-    assert per_symbol == {f"SYM{w}": PER_WRITER for w in range(WRITERS)}
-    assert conn.execute("SELECT COUNT(*) FROM schema_migrations").fetchone()[0] >= 1   # migrated once
-    conn.close()
+    assert [p.exitcode for p in procs] == [0] * writers
+    assert intact(db)
+    assert count(db, "SELECT COUNT(*) FROM ml_pattern_registry") == [(writers * PER_WRITER,)]
+    per_symbol = dict(count(db, "SELECT symbol, COUNT(*) FROM ml_pattern_registry GROUP BY symbol"))
+    assert per_symbol == {f"SYM{w}": PER_WRITER for w in range(writers)}
+    assert count(db, "SELECT COUNT(*), COUNT(DISTINCT version) FROM schema_migrations")[0][0] == 5   # migrated once
+    with PatternRegistry(db) as reg:                       # and every row is whole
+        assert reg.get_features("w3-b9-499") == pytest.approx(
+            dict(batch_frames(3, 9, BATCH)[1].iloc[-1].astype(np.float32).astype(float)))
 
 
 CRASH_BATCH = 2_000
@@ -80,7 +99,8 @@ _CRASH_WRITER = textwrap.dedent("""
     from test_registry_concurrency import batch_frames
     from qml_plugin.registry import PatternRegistry
     reg = PatternRegistry({db!r})
-    reg._db().execute("PRAGMA cache_size=40")   # 640 kB: a batch spills into the WAL before its commit
+    if reg.backend == "sqlite":
+        reg._db().execute("PRAGMA cache_size=40")   # 640 kB: a batch spills into the WAL before its commit
     for b in range(10_000):
         reg.register_patterns(*batch_frames(0, b, {size}, 60), run_id=f"batch-{{b}}")
         print(b, flush=True)
@@ -88,8 +108,8 @@ _CRASH_WRITER = textwrap.dedent("""
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs SIGKILL")
-def test_writer_killed_mid_batch_leaves_only_whole_committed_batches(tmp_path):
-    db = str(tmp_path / "crash.db")
+def test_writer_killed_mid_batch_leaves_only_whole_committed_batches(tmp_path, registry_db):
+    db = str(tmp_path / "crash.db") if registry_db.endswith(".db") else registry_db
     code = _CRASH_WRITER.format(tests=os.path.dirname(__file__), db=db, size=CRASH_BATCH)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     committed, stamps = -1, []
@@ -108,10 +128,8 @@ def test_writer_killed_mid_batch_leaves_only_whole_committed_batches(tmp_path):
         proc.stdout.close()
     assert proc.returncode == -signal.SIGKILL
 
-    conn = sqlite3.connect(db)
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    per_batch = dict(conn.execute("SELECT run_id, COUNT(*) FROM ml_pattern_registry GROUP BY run_id"))
-    conn.close()
+    assert intact(db)
+    per_batch = dict(count(db, "SELECT run_id, COUNT(*) FROM ml_pattern_registry GROUP BY run_id"))
     assert set(per_batch.values()) == {CRASH_BATCH}                   # each batch all or nothing
     batches = sorted(int(k.split("-")[1]) for k in per_batch)
     assert batches == list(range(len(batches)))                       # no holes

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -23,8 +22,7 @@ import pandas as pd
 from ..config import load_config
 from ..ml.drift import drift_state_file, last_drift
 from ..ml.lifecycle import CycleResult, LearnSettings, check_drift, labeled_since, rollback, run_cycle
-from ..registry import PatternRegistry
-from ..registry.connection import resolve_db_path
+from ..registry import PatternRegistry, registry_exists
 from .common import config_path
 
 _ACTIONS = ("status", "check_drift", "retrain", "cycle", "history", "rollback")
@@ -58,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     settings = LearnSettings.from_config(cfg, model_name=args.model_name, models_dir=args.models_dir)
     db = args.db or cfg["ml_data_collection"]["db_path"]
     action = next(a for a in _ACTIONS if getattr(args, a))
-    if action in ("status", "history") and not Path(resolve_db_path(db)).is_file():
+    if action in ("status", "history") and not registry_exists(db):
         print(f"no production model yet: no registry at {db} (nothing created); run `qml run` to fill it with "
               f"labeled patterns, then `qml learn --retrain --force`")
         return 0

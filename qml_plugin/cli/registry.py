@@ -1,4 +1,9 @@
-"""``qml migrate``, ``qml stats`` and ``qml label``: the registry from the command line.
+"""``qml migrate``, ``qml stats``, ``qml label`` and ``qml registry copy``: the registry from the command line.
+
+``--db`` is a file path or a URL (``sqlite:///...``, ``postgresql://user@host:port/dbname``).
+``qml registry copy --from results/experiments.db --to postgresql://...`` copies a whole registry
+into an empty one on any backend and checks the row count of every table
+(:func:`qml_plugin.registry.transfer.copy_registry`).
 
 ``qml label`` is interactive but reads plain lines from stdin, so it also works with piped input
 (``printf 'w\\nl\\nq\\n' | qml label --limit 3``). For each unlabeled pattern it shows the pattern,
@@ -15,8 +20,10 @@ import sys
 
 from ..errors import UsageError
 from ..registry import PatternRegistry
+from ..registry.connection import display_url
 from ..registry.migrations import migrate
 from .common import int_in
+from ..registry.transfer import copy_registry
 
 _KEYS = {"w": "win", "l": "loss", "i": "ignore"}
 MAX_LIMIT = 10_000
@@ -30,7 +37,8 @@ def add_parser(sub) -> None:
                              ("stats", _stats, "counts by symbol, type, label, label source and regime"),
                              ("label", _label, "label unlabeled patterns interactively (w/l/i/s/q on stdin)")):
         p = sub.add_parser(name, help=text, description=text)
-        p.add_argument("--db", default="results/experiments.db", help="registry path or sqlite:/// URL")
+        p.add_argument("--db", default="results/experiments.db",
+                       help="registry path, sqlite:/// or postgresql://user@host:port/dbname URL")
         if name == "label":
             p.add_argument("--limit", type=int_in(1, MAX_LIMIT), default=20,
                            help=f"how many patterns to show, 1 .. {MAX_LIMIT:,} (default 20)")
@@ -39,6 +47,23 @@ def add_parser(sub) -> None:
             p.add_argument("--port", type=int_in(0, 65535), default=8765,
                            help="port of the --web page (default 8765; 0 = any)")
         p.set_defaults(func=func)
+    reg = sub.add_parser("registry", help="whole-registry operations (copy between backends)",
+                         description="whole-registry operations")
+    ops = reg.add_subparsers(dest="registry_command", required=True)
+    cp = ops.add_parser("copy", help="copy a registry into an empty one (SQLite <-> PostgreSQL) and check counts",
+                        description="copy every table (patterns, labels, outcomes, model versions, eval history, "
+                                    "predictions) into an empty registry, then compare row counts per table")
+    cp.add_argument("--from", dest="source", required=True, help="source registry: path or URL")
+    cp.add_argument("--to", dest="target", required=True, help="target registry (empty): path or URL")
+    cp.set_defaults(func=_copy)
+
+
+def _copy(args: argparse.Namespace) -> int:
+    counts = copy_registry(args.source, args.target)
+    for table, n in counts.items():
+        print(f"  {table:<22} {n:>10,} rows (counts match)")
+    print(f"copied {sum(counts.values()):,} rows from {display_url(args.source)} to {display_url(args.target)}")
+    return 0
 
 
 def _migrate(args: argparse.Namespace) -> int:

@@ -1,4 +1,4 @@
-"""The pattern registry: every pattern, its features and outcome, and the model versions, in SQLite.
+"""The pattern registry: every pattern, its features and outcome, and the model versions (SQLite or PostgreSQL).
 
 Modules, one concern each: ``connection`` (opening the file: WAL, busy timeout, URLs),
 ``migrations`` (the numbered schema, ``qml migrate``), ``store`` (``PatternRegistry``: register,
@@ -6,19 +6,24 @@ label, outcomes, training data, statistics), ``similarity`` (nearest labeled pat
 ``models`` (model versions and evaluation history), ``predictions`` (the prediction log),
 ``_frames`` (frame <-> row conversions).
 
+    >>> import os, tempfile
     >>> from qml_plugin.registry import PatternRegistry, migrate
-    >>> migrate("results/experiments.db")
-    >>> with PatternRegistry("results/experiments.db") as reg:
+    >>> db = os.path.join(tempfile.mkdtemp(), "experiments.db")    # or "postgresql://user@host:5432/team"
+    >>> migrate(db)
+    [1, 2, 3, 4, 5]
+    >>> with PatternRegistry(db) as reg:
     ...     reg.get_statistics()["total"]
+    0
 """
-from .connection import BUSY_TIMEOUT_S, DEFAULT_DB
+from .connection import BUSY_TIMEOUT_S, DEFAULT_DB, registry_exists, sqlalchemy_url
 from .migrations import CURRENT_SCHEMA_VERSION, MIGRATIONS, migrate
 from .models import ANY_PRODUCTION, EVAL_DECISIONS, MODEL_STATUSES
 from .predictions import DECISIONS, PERFORMANCE_COLUMNS, TOP_CONTRIBUTIONS
 from .store import LABEL_RANK, PUBLIC_COLUMNS, USER_LABELS, PatternRegistry
 
 __all__ = [
-    "PatternRegistry", "migrate", "DEFAULT_DB", "BUSY_TIMEOUT_S", "CURRENT_SCHEMA_VERSION", "MIGRATIONS",
+    "PatternRegistry", "migrate", "registry_exists", "sqlalchemy_url", "DEFAULT_DB", "BUSY_TIMEOUT_S",
+    "CURRENT_SCHEMA_VERSION", "MIGRATIONS",
     "USER_LABELS", "LABEL_RANK", "MODEL_STATUSES", "EVAL_DECISIONS", "PUBLIC_COLUMNS", "DECISIONS",
     "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS", "ANY_PRODUCTION",
 ]

@@ -13,7 +13,8 @@ the same statement that writes the row (no read-modify-write race between proces
 """
 from __future__ import annotations
 
-__all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "RECORD", "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
+__all__ = ["LABEL_RANK", "COLUMNS", "PUBLIC_COLUMNS", "UPSERT", "UPSERT_FROM_BATCH", "BATCH_TABLE", "RECORD",
+           "LABEL_USER", "TRAINABLE", "STAT_GROUPS"]
 
 COLUMNS = ("pattern_id", "symbol", "timeframe", "detection_time", "known_at_utc", "pattern_type", "direction",
            "detection_bar", "entry", "stop", "target", "rr", "validity_score", "ml_confidence",
@@ -41,27 +42,39 @@ def _rank(expr: str) -> str:
     return f"(CASE {expr} {' '.join(f'WHEN {s!r} THEN {r}' for s, r in LABEL_RANK.items())} ELSE 0 END)"
 
 
-_WINS = f"(excluded.label IS NOT NULL AND {_rank('excluded.label_source')} >= {_rank('label_source')})"
+_WINS = f"(excluded.label IS NOT NULL AND {_rank('excluded.label_source')} >= {_rank('t.label_source')})"
+
+
+def _greater(c: str) -> str:
+    return f"{c} = CASE WHEN excluded.{c} > t.{c} THEN excluded.{c} ELSE t.{c} END, "
+
 
 UPSERT = (
-    f"INSERT INTO ml_pattern_registry ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+    f"INSERT INTO ml_pattern_registry AS t ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
     "ON CONFLICT (pattern_id) DO UPDATE SET symbol = excluded.symbol, "
-    + "".join(f"{c} = COALESCE(excluded.{c}, {c}), " for c in _NEWEST_WINS)
-    + "paper_traded = MAX(paper_traded, excluded.paper_traded), "
-      "live_traded = MAX(live_traded, excluded.live_traded), "
-      "feature_set_id = CASE WHEN excluded.features IS NULL THEN feature_set_id ELSE excluded.feature_set_id END, "
-      "features = COALESCE(excluded.features, features), "
-      "feature_schema = CASE WHEN excluded.features IS NULL THEN feature_schema ELSE excluded.feature_schema END, "
-    f"label = CASE WHEN {_WINS} THEN excluded.label ELSE label END, "
-    f"label_source = CASE WHEN {_WINS} THEN excluded.label_source ELSE label_source END, "
-    + "".join(f"{c} = CASE WHEN {_WINS} THEN COALESCE(excluded.{c}, {c}) ELSE COALESCE({c}, excluded.{c}) END, "
+    + "".join(f"{c} = COALESCE(excluded.{c}, t.{c}), " for c in _NEWEST_WINS)
+    + _greater("paper_traded") + _greater("live_traded")
+    + "feature_set_id = CASE WHEN excluded.features IS NULL THEN t.feature_set_id ELSE excluded.feature_set_id END, "
+      "features = COALESCE(excluded.features, t.features), "
+      "feature_schema = CASE WHEN excluded.features IS NULL THEN t.feature_schema ELSE excluded.feature_schema END, "
+    f"label = CASE WHEN {_WINS} THEN excluded.label ELSE t.label END, "
+    f"label_source = CASE WHEN {_WINS} THEN excluded.label_source ELSE t.label_source END, "
+    + "".join(f"{c} = CASE WHEN {_WINS} THEN COALESCE(excluded.{c}, t.{c}) ELSE COALESCE(t.{c}, excluded.{c}) END, "
               for c in _OUTCOME)
     + "updated_at = excluded.updated_at, rev = excluded.rev"
 )
 """Insert a pattern or update it in place: descriptive columns take the newest non-NULL value,
-``created_at`` and user labels are kept, outcomes follow the ranking rule."""
+``created_at`` and user labels are kept, outcomes follow the ranking rule. The stored row is
+``t`` (PostgreSQL needs every reference to it qualified), the new one ``excluded``."""
 
-_WINS_UPDATE = f"(?1 IS NOT NULL AND {_rank('?2')} >= {_rank('label_source')})"
+BATCH_TABLE = "qml_batch_patterns"
+"""PostgreSQL: the session's temporary table a batch is COPYed into before one ``UPSERT_FROM_BATCH``."""
+
+UPSERT_FROM_BATCH = UPSERT.replace(f"VALUES ({', '.join('?' * len(COLUMNS))})",
+                                   f"SELECT {', '.join(COLUMNS)} FROM {BATCH_TABLE}")
+"""The same upsert for a whole batch at once (ids must be unique within it)."""
+
+_WINS_UPDATE = f"(CAST(?1 AS INTEGER) IS NOT NULL AND {_rank('CAST(?2 AS TEXT)')} >= {_rank('label_source')})"
 _N_OUT = len(_OUTCOME)
 RECORD = (
     f"UPDATE ml_pattern_registry SET label = CASE WHEN {_WINS_UPDATE} THEN ?1 ELSE label END, "

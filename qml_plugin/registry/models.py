@@ -7,15 +7,23 @@ A *model version* is one trained ``SignalQualityModel`` on disk (``model_path`` 
 ``staging`` waits for a promotion decision, ``archived`` / ``failed`` are history.
 
 Exactly one ``production`` version per model name: a partial unique index enforces "at most
-one" in SQLite itself, and promoting a version archives the previous production version in the
-same transaction, so two lifecycle cycles racing each other cannot leave two (or, mid-way, none).
+one" in the database itself, and promoting a version archives the previous production version in
+the same transaction, so two lifecycle cycles racing each other cannot leave two (or, mid-way,
+none). Writes to the model table are serialized (SQLite's write lock; on PostgreSQL an advisory
+lock taken first in each such transaction), so the check "is production still what I compared
+against?" and the promotion happen with nobody in between, on both backends.
 
 This mixin stays small on purpose: it stores and lists. Drift, gates and rollback policy live in
 ``qml_plugin.ml.lifecycle``, which builds on these calls::
 
-    >>> mid = reg.add_model_version("signal_quality", metrics={"auc": 0.61}, model_path="models/sq/v3.json")
-    >>> reg.set_model_status(mid, "production")       # the old production version -> archived
-    >>> reg.add_eval("signal_quality", "promote", candidate_version=3, baseline_version=2)
+    >>> from qml_plugin.registry import PatternRegistry
+    >>> reg = PatternRegistry(":memory:")
+    >>> mid = reg.add_model_version("signal_quality", metrics={"auc": 0.61}, model_path="models/sq/v1")
+    >>> reg.set_model_status(mid, "production")       # any old production version -> archived
+    >>> reg.production_model("signal_quality")["model_id"]
+    'signal_quality-v1'
+    >>> reg.add_eval("signal_quality", "promote", candidate_version=1)
+    1
 """
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ from typing import Any
 
 from ..errors import RegistryError
 from ._frames import dumps, iso_times
-from .connection import utc_now, write_transaction
+from .connection import is_unique_violation, utc_now, write_transaction
 
 __all__ = ["ModelTables", "MODEL_STATUSES", "EVAL_DECISIONS", "ANY_PRODUCTION"]
 
@@ -84,6 +92,7 @@ class ModelTables:
         """
         _check(status, MODEL_STATUSES, "model status")
         with write_transaction(self._db(), self.path) as conn:
+            conn.lock("models")            # PostgreSQL: model-table writes one at a time (SQLite: always)
             if version is None:
                 version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM ml_model_versions "
                                        "WHERE model_name = ?", (model_name,)).fetchone()[0]
@@ -100,7 +109,7 @@ class ModelTables:
                 conn.execute(f"INSERT INTO ml_model_versions ({', '.join(_MODEL_COLUMNS)}) "
                              f"VALUES ({', '.join('?' * len(_MODEL_COLUMNS))})", values)
             except Exception as exc:
-                if "UNIQUE" not in str(exc):
+                if not is_unique_violation(exc):
                     raise
                 raise RegistryError(f"model version {model_name!r} v{version} (id {mid!r}) already exists") from exc
         return mid
@@ -109,6 +118,7 @@ class ModelTables:
         """Change a version's status; ``production`` archives the name's current production version."""
         _check(status, MODEL_STATUSES, "model status")
         with write_transaction(self._db(), self.path) as conn:
+            conn.lock("models")            # PostgreSQL: model-table writes one at a time (SQLite: always)
             row = conn.execute("SELECT model_name FROM ml_model_versions WHERE model_id = ?", (model_id,)).fetchone()
             if row is None:
                 raise RegistryError(f"unknown model_id {model_id!r}: no such model version in {self.path!r}")
@@ -139,6 +149,7 @@ class ModelTables:
         for status in [*(statuses or {}).values()]:
             _check(status, MODEL_STATUSES, "model status")
         with write_transaction(self._db(), self.path) as conn:
+            conn.lock("models")            # PostgreSQL: model-table writes one at a time (SQLite: always)
             row = conn.execute("SELECT model_id FROM ml_model_versions WHERE model_name = ? AND status = 'production'",
                                (model_name,)).fetchone()
             if expect_production is not ANY_PRODUCTION and (row[0] if row else None) != expect_production:
@@ -165,7 +176,8 @@ class ModelTables:
     def list_model_versions(self, model_name: str | None = None) -> list[dict[str, Any]]:
         """Every version (of ``model_name``, or all), by name then version."""
         rows = self._db().execute(
-            f"SELECT {', '.join(_MODEL_COLUMNS)} FROM ml_model_versions WHERE ?1 IS NULL OR model_name = ?1 "
+            f"SELECT {', '.join(_MODEL_COLUMNS)} FROM ml_model_versions "
+            "WHERE CAST(?1 AS TEXT) IS NULL OR model_name = ?1 "
             "ORDER BY model_name, version", (model_name,)).fetchall()
         return [_decode(_MODEL_COLUMNS, r) for r in rows]
 
@@ -199,6 +211,7 @@ class ModelTables:
     def eval_history(self, model_name: str | None = None) -> list[dict[str, Any]]:
         """Evaluations (of ``model_name``, or all), oldest first."""
         rows = self._db().execute(
-            f"SELECT {', '.join(_EVAL_COLUMNS)} FROM ml_eval_history WHERE ?1 IS NULL OR model_name = ?1 "
+            f"SELECT {', '.join(_EVAL_COLUMNS)} FROM ml_eval_history "
+            "WHERE CAST(?1 AS TEXT) IS NULL OR model_name = ?1 "
             "ORDER BY evaluated_at, eval_id", (model_name,)).fetchall()
         return [_decode(_EVAL_COLUMNS, r) for r in rows]

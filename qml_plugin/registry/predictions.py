@@ -180,7 +180,8 @@ class PredictionLog:
             "ORDER BY predicted_at, pattern_id, model_id, run_id, mode", (pattern_id, model_id, run_id)).fetchall()
         out = pd.DataFrame([tuple(r) for r in rows], columns=list(_COLUMNS))
         out["acting"] = out["acting"].astype(bool)
-        out["contributions"] = [None if c is None else json.loads(c) for c in out["contributions"]]
+        out["contributions"] = pd.Series([None if r[-1] is None else json.loads(r[-1]) for r in rows],
+                                         index=out.index, dtype=object)
         return out
 
     def prediction_performance(self, model_name: str | None = None, since: Any = None) -> pd.DataFrame:

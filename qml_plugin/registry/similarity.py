@@ -70,9 +70,9 @@ class SimilarityIndex:
         if mark == self._watermark:
             return
         if self._watermark is None:
-            rows = conn.execute(f"{_SELECT} WHERE {_USABLE}").fetchall()
-        else:
-            rows = conn.execute(f"{_SELECT} WHERE rev > ?", (self._watermark,)).fetchall()
+            rows = conn.execute(f"{_SELECT} WHERE {_USABLE} ORDER BY pattern_id").fetchall()
+        else:     # in key order, so the running sums (and distances) do not depend on the backend's row order
+            rows = conn.execute(f"{_SELECT} WHERE rev > ? ORDER BY pattern_id", (self._watermark,)).fetchall()
         self._merge(rows, names_of)
         self._watermark = mark
         self._standardize()

@@ -20,10 +20,17 @@ Columns worth knowing (times are UTC ISO text, see ``_frames``):
 SQLite does the locking and the durability (``connection``), the schema lives in
 ``migrations``, the nearest-neighbour search in ``similarity``, the model tables in ``models``.
 
-    >>> with PatternRegistry("results/experiments.db") as reg:
-    ...     ids = reg.register_patterns(patterns, features, run_id="sweep-7")
-    ...     reg.record_outcomes(label_patterns(ohlcv, patterns))
-    ...     X, y = reg.get_training_data(min_labels=100)
+    >>> import pandas as pd
+    >>> patterns = pd.DataFrame({"pattern_id": ["p1"], "symbol": ["EURUSD"],
+    ...                          "detection_time": [pd.Timestamp("2024-03-01 14:00")]})
+    >>> with PatternRegistry(":memory:") as reg:      # or a file, or "postgresql://user@host:5432/team"
+    ...     reg.register_patterns(patterns, pd.DataFrame({"ctx_rsi_14": [55.0]}), run_id="sweep-7")
+    ...     reg.record_outcomes(pd.DataFrame({"pattern_id": ["p1"], "label": [1.0], "r_multiple": [2.0]}))
+    ...     X, y = reg.get_training_data(min_labels=1)
+    ['p1']
+    1
+    >>> X.columns.tolist(), y.tolist()
+    (['ctx_rsi_14'], [1])
 """
 from __future__ import annotations
 
@@ -39,7 +46,16 @@ import pandas as pd
 from ..errors import InsufficientDataError, RegistryError
 from . import _frames as fr
 from . import _sql as sql
-from .connection import DEFAULT_DB, connect, read_snapshot, translate_errors, utc_now, write_transaction
+from .connection import (
+    DEFAULT_DB,
+    connect,
+    parse_db,
+    read_snapshot,
+    sqlalchemy_url,
+    translate_errors,
+    utc_now,
+    write_transaction,
+)
 from .migrations import apply_migrations
 from .models import ModelTables
 from .predictions import PredictionLog
@@ -57,18 +73,28 @@ LABEL_RANK = sql.LABEL_RANK
 """Which label source may overwrite which: higher or equal rank replaces, lower only fills gaps."""
 
 _USER_TO_LABEL = {"win": 1, "loss": 0, "ignore": None}
+_COPY_FROM = 20        # PostgreSQL: batches from this size are COPYed (~5x faster than one statement per row)
 
 
 class PatternRegistry(ModelTables, PredictionLog):
-    """The pattern registry on one SQLite file (path or ``sqlite:///`` URL).
+    """The pattern registry on an SQLite file (path or ``sqlite:///`` URL) or a PostgreSQL database
+    (``postgresql://user@host:port/dbname``, the ``[postgres]`` extra).
 
     Opening creates the file (and its folder) if needed and applies pending migrations. Use it as
-    a context manager, or call :meth:`close`. One instance per process; several processes may
-    write to the same file at once.
+    a context manager, or call :meth:`close`. One instance per process; several processes (or
+    machines, on PostgreSQL) may write at once. Attributes: ``backend`` (``"sqlite"`` /
+    ``"postgresql"``), ``path`` (the file, or the URL with its password hidden: for messages),
+    ``url`` (what to pass to open the same registry elsewhere, password included) and
+    ``sqlalchemy_url`` (the same database for SQLAlchemy, e.g. Optuna's study storage).
     """
 
     def __init__(self, db: str | os.PathLike[str] = DEFAULT_DB) -> None:
         self._conn, self.path = connect(db)
+        self.backend: str = self._conn.dialect
+        where = parse_db(db)[1]
+        self.url: str = where if self.backend == "postgresql" else (
+            "sqlite://" if self.path == ":memory:" else f"sqlite:///{os.path.abspath(self.path)}")
+        self.sqlalchemy_url: str = sqlalchemy_url(self.url)
         try:
             apply_migrations(self._conn, path=self.path)
         except BaseException:
@@ -101,9 +127,10 @@ class PatternRegistry(ModelTables, PredictionLog):
 
     def _next_rev(self) -> int:
         """Bump the write counter (inside the caller's transaction): the similarity cache's watermark."""
-        conn = self._db()
-        conn.execute("UPDATE registry_meta SET value = value + 1 WHERE key = 'rev'")
-        return conn.execute("SELECT value FROM registry_meta WHERE key = 'rev'").fetchone()[0]
+        # On PostgreSQL the row lock this UPDATE takes also orders concurrent writers: rows stamped
+        # with rev N are committed before any transaction can stamp N + 1 (the cache's invariant).
+        return self._db().execute("UPDATE registry_meta SET value = value + 1 WHERE key = 'rev' "
+                                  "RETURNING value").fetchone()[0]
 
     def _feature_set_id(self, names: list[str], created: dict[str, tuple[int, list[str]]]) -> int:
         key = fr.names_key(names)
@@ -112,10 +139,9 @@ class PatternRegistry(ModelTables, PredictionLog):
         conn = self._db()
         row = conn.execute("SELECT feature_set_id FROM feature_sets WHERE names_sha256 = ?", (key,)).fetchone()
         if row is None:
-            cur = conn.execute(
-                "INSERT INTO feature_sets (names_sha256, names_json, n_features, created_at) VALUES (?, ?, ?, ?)",
-                (key, fr.dumps(names), len(names), utc_now()))
-            row = (cur.lastrowid,)
+            row = conn.execute(
+                "INSERT INTO feature_sets (names_sha256, names_json, n_features, created_at) VALUES (?, ?, ?, ?) "
+                "RETURNING feature_set_id", (key, fr.dumps(names), len(names), utc_now())).fetchone()
         created[key] = (row[0], names)            # cached only once the transaction commits
         return row[0]
 
@@ -199,7 +225,12 @@ class PatternRegistry(ModelTables, PredictionLog):
         with write_transaction(self._db(), self.path) as conn:    # the write lock is held only here
             values["rev"] = repeat(self._next_rev())
             values["feature_set_id"] = repeat(None if block is None else self._feature_set_id(block[0], created))
-            conn.executemany(sql.UPSERT, zip(*(values[c] for c in sql.COLUMNS)))
+            rows = zip(*(values[c] for c in sql.COLUMNS))
+            if conn.dialect == "postgresql" and n >= _COPY_FROM and len(set(ids)) == n:
+                conn.copy_into_temp(sql.BATCH_TABLE, "ml_pattern_registry", sql.COLUMNS, rows)
+                conn.execute(sql.UPSERT_FROM_BATCH)              # the whole batch in one statement
+            else:
+                conn.executemany(sql.UPSERT, list(rows))
         self._remember_sets(created)
         return ids
 
@@ -228,12 +259,12 @@ class PatternRegistry(ModelTables, PredictionLog):
                    fr.time_values(frame, "exit_known_at_utc"), fr.stop_first_values(frame), status,
                    fr.text_values(frame, "exit_reason"), repeat(utc_now())]
         with write_transaction(self._db(), self.path) as conn:
-            cur = conn.executemany(sql.RECORD, zip(*columns, repeat(self._next_rev()), ids))
-            if cur.rowcount != len(ids) and not skip_unknown:
+            changed = conn.executemany(sql.RECORD, list(zip(*columns, repeat(self._next_rev()), ids)))
+            if changed != len(ids) and not skip_unknown:
                 unknown = self._unknown_ids(ids)
                 raise RegistryError(f"unknown pattern_id {unknown[:5]} ({len(unknown)} of {len(ids)}); "
                                     "register the patterns before recording their outcomes")
-        return cur.rowcount
+        return changed
 
     def label_pattern(self, pattern_id: str, label: str, outcome: float | None = None) -> bool:
         """Set a user's label (``win`` / ``loss`` / ``ignore``), which outranks every automatic one.
@@ -328,7 +359,7 @@ class PatternRegistry(ModelTables, PredictionLog):
         with translate_errors(self.path):
             rows = self._db().execute(
                 "SELECT pattern_id, detection_time, feature_set_id, features FROM ml_pattern_registry "
-                "WHERE features IS NOT NULL AND (?1 IS NULL OR detection_time > ?1) "
+                "WHERE features IS NOT NULL AND (CAST(?1 AS TEXT) IS NULL OR detection_time > ?1) "
                 "ORDER BY detection_time DESC, pattern_id DESC LIMIT ?2", (text, int(limit))).fetchall()[::-1]
         pids, det, sets, blobs = zip(*rows, strict=True) if rows else ([],) * 4
         names, matrix = fr.unpack_features(sets, blobs, self._feature_names(sets))
@@ -401,8 +432,9 @@ class PatternRegistry(ModelTables, PredictionLog):
         conn = self._db()
         with read_snapshot(conn, self.path):
             total, labeled, wins, ignored, first, last = conn.execute(
-                "SELECT COUNT(*), COUNT(label), COALESCE(SUM(label), 0), "
-                "COALESCE(SUM(user_label = 'ignore'), 0), MIN(detection_time), MAX(detection_time) "
+                "SELECT COUNT(*), COUNT(label), CAST(COALESCE(SUM(label), 0) AS BIGINT), "
+                "CAST(COALESCE(SUM(CASE WHEN user_label = 'ignore' THEN 1 ELSE 0 END), 0) AS BIGINT), "
+                "MIN(detection_time), MAX(detection_time) "
                 "FROM ml_pattern_registry").fetchone()
             stats: dict[str, Any] = {
                 "db": self.path, "total": total, "labeled": labeled, "unlabeled": total - labeled - ignored,
@@ -418,9 +450,12 @@ class PatternRegistry(ModelTables, PredictionLog):
 
     # -- helpers ---------------------------------------------------------------------------------
     def _unknown_ids(self, ids: list[str]) -> list[str]:
-        found = {r[0] for r in self._db().execute(
-            "SELECT pattern_id FROM ml_pattern_registry WHERE pattern_id IN (SELECT value FROM json_each(?))",
-            (fr.dumps(ids),))}
+        wanted, found = list(dict.fromkeys(ids)), set()
+        for lo in range(0, len(wanted), 500):
+            part = wanted[lo:lo + 500]
+            found |= {r[0] for r in self._db().execute(
+                f"SELECT pattern_id FROM ml_pattern_registry WHERE pattern_id IN ({', '.join('?' * len(part))})",
+                part).fetchall()}
         return [p for p in dict.fromkeys(ids) if p not in found]
 
     def _remember_sets(self, created: dict[str, tuple[int, list[str]]]) -> None:
