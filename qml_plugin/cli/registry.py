@@ -22,8 +22,8 @@ from ..errors import UsageError
 from ..registry import PatternRegistry
 from ..registry.connection import display_url
 from ..registry.migrations import migrate
-from .common import int_in
 from ..registry.transfer import copy_registry
+from .common import int_in
 
 _KEYS = {"w": "win", "l": "loss", "i": "ignore"}
 MAX_LIMIT = 10_000
