@@ -381,3 +381,70 @@ def test_optimize_works_with_the_registry_on(eurusd_4h, tmp_path):
     n_expected = len(set(detect_patterns(eurusd_4h, QMLParams(swing_n=2))["pattern_id"])
                      | set(detect_patterns(eurusd_4h, QMLParams(swing_n=3))["pattern_id"]))
     assert len(rows) == n_expected
+
+
+def _plotted(bt, tmp_path):
+    """``bt.plot()``'s bokeh model: {column: (values, glyph type, figure)} for every glyph drawn from a column."""
+    from bokeh.models import GlyphRenderer
+    from bokeh.plotting import figure
+
+    layout = bt.plot(open_browser=False, filename=str(tmp_path / "plot.html"))
+    out = {}
+    for fig in (m for m in layout.references() if isinstance(m, figure)):
+        for r in fig.renderers:
+            y = getattr(getattr(r, "glyph", None), "y", None)
+            y = getattr(y, "field", y)
+            if isinstance(r, GlyphRenderer) and isinstance(y, str) and y in r.data_source.data:
+                out[y] = (np.asarray(r.data_source.data[y], float), type(r.glyph).__name__, fig)
+    return out
+
+
+def _column(plotted, name):
+    (key,) = [k for k in plotted if k.startswith(name + "_")]          # backtesting.py names it NAME_i_j
+    return plotted[key]
+
+
+def test_bt_plot_draws_each_traded_patterns_levels_while_its_order_is_live(eurusd_4h, tmp_path):
+    from qml_plugin.mixins._plot import LEVEL_COLUMNS, LEVEL_NAMES, SCORE_NAME
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h.iloc[:3000], QMLStrategy, cash=1_000_000)
+        stats = bt.run(register_patterns=False)
+    plotted = _plotted(bt, tmp_path)
+    pats = stats._strategy.patterns.set_index("pattern_id")
+    trades = stats._trades
+    assert len(trades) > 5
+    candles = _column(plotted, "QML level")[2]
+    for name, col in zip(LEVEL_NAMES, LEVEL_COLUMNS):
+        values, glyph, fig = _column(plotted, name)
+        assert glyph == "Line" and len(values) == 3000 and fig is candles
+        for _, t in trades.iterrows():  # detection bar to exit: its own level (on the exit bar a new one may start)
+            p = pats.loc[t["Tag"]]
+            span = values[int(p["detection_bar"]): int(t["ExitBar"])]
+            np.testing.assert_allclose(span, p[col], rtol=1e-12)
+        assert np.isnan(values[: int(pats.loc[trades["Tag"], "detection_bar"].min())]).all()
+        taken = pats[stats._strategy.pattern_decisions["take"].to_numpy()]
+        assert set(np.unique(values[np.isfinite(values)])) <= set(taken[col])   # only patterns it traded
+    assert not any(k.startswith(SCORE_NAME) for k in plotted)                   # ML off: no score panel
+
+
+def test_bt_plot_shows_the_ml_score_in_its_own_panel_when_ml_is_on(trained_model, eurusd_4h, tmp_path):
+    from qml_plugin.mixins._plot import SCORE_NAME
+
+    _, path = trained_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h["2013-06-01":"2015-12-31"], QMLStrategy, cash=1_000_000)
+        stats = bt.run(register_patterns=False, ml_config=ml_block(path, "filter"))
+    plotted = _plotted(bt, tmp_path)
+    score, glyph, fig = _column(plotted, SCORE_NAME)
+    assert glyph in ("Circle", "Scatter") and fig is not _column(plotted, "QML level")[2]   # its own panel
+    s = stats._strategy
+    bars = s.patterns["detection_bar"].to_numpy()
+    conf = s.pattern_decisions["ml_confidence"].to_numpy()
+    scored = np.isfinite(conf)
+    assert scored.sum() > 20
+    best = pd.Series(conf[scored]).groupby(bars[scored]).max()     # two patterns on one bar: the higher score
+    np.testing.assert_allclose(score[best.index], best.to_numpy(), rtol=1e-12)
+    assert np.isfinite(score).sum() == len(best)
