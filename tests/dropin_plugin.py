@@ -9,7 +9,8 @@ environment chooses the run:
   user would write ``class SmaCross(PatternRegistryMixin, MLFilterMixin, Strategy)``, with
   ``register_patterns`` off or on (writing to ``QML_DROPIN_DB``), ML off.
 
-Every test's outcome (subtests included) is written as JSON to ``QML_DROPIN_OUT``.
+Every test's outcome (subtests included) and the names of the classes given the mixins are
+written as JSON to ``QML_DROPIN_OUT``.
 """
 from __future__ import annotations
 
@@ -18,13 +19,15 @@ import os
 
 MODE = os.environ.get("QML_DROPIN", "none")
 _outcomes: dict[str, str] = {}
+_injected: list[str] = []
 
 
 def _inject(register: bool, registry_db: str) -> None:
     from backtesting import Strategy
 
     from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
-    from qml_plugin.mixins._signals import _SignalMixin
+
+    _SignalMixin = next(c for c in PatternRegistryMixin.__mro__ if c.__name__ == "_SignalMixin")
 
     PatternRegistryMixin.register_patterns = register
     PatternRegistryMixin.registry_db = registry_db
@@ -35,6 +38,7 @@ def _inject(register: bool, registry_db: str) -> None:
         # the suite's own classes only; `in __mro__`, not issubclass(): ABCMeta caches issubclass answers
         if cls.__module__.rsplit(".", 1)[-1] == "_test" and _SignalMixin not in cls.__mro__:
             cls.__bases__ = (PatternRegistryMixin, MLFilterMixin, *cls.__bases__)
+            _injected.append(cls.__qualname__)
             hook_mixins(cls, **kwargs)   # what subclassing the mixins does: hook init() and next()
             return
         super(Strategy, cls).__init_subclass__(**kwargs)
@@ -64,4 +68,5 @@ def pytest_sessionfinish(session, exitstatus):
     out = os.environ.get("QML_DROPIN_OUT")
     if out:
         with open(out, "w") as f:
-            json.dump({"mode": MODE, "outcomes": _outcomes}, f, indent=1, sort_keys=True)
+            json.dump({"mode": MODE, "injected": sorted(set(_injected)), "outcomes": _outcomes}, f,
+                      indent=1, sort_keys=True)

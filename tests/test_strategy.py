@@ -448,3 +448,72 @@ def test_bt_plot_shows_the_ml_score_in_its_own_panel_when_ml_is_on(trained_model
     best = pd.Series(conf[scored]).groupby(bars[scored]).max()     # two patterns on one bar: the higher score
     np.testing.assert_allclose(score[best.index], best.to_numpy(), rtol=1e-12)
     assert np.isfinite(score).sum() == len(best)
+
+
+class OwnTags(PatternRegistryMixin, MLFilterMixin, Strategy):
+    """backtesting.py's own test_order_tag, with the mixins added: the user's tags must survive."""
+
+    def init(self):
+        pass
+
+    def next(self):
+        step = {20: "a", 25: "b", 30: "c", 35: "d", 40: "e"}.get(len(self.data))
+        if step == "a":
+            self.buy(size=2, tag=1)
+        elif step == "b":
+            self.sell(size=1, tag="s")
+        elif step == "c":
+            self.sell(size=1)
+        elif step == "d":
+            self.buy(tag=2)
+        elif step == "e":
+            self.position.close()
+
+
+def test_a_users_own_order_tags_are_kept_and_trades_still_join_their_patterns(eurusd_4h, tmp_path):
+    db = str(tmp_path / "tags.db")
+    stats = run(eurusd_4h.iloc[:60], OwnTags, registry_db=db)
+    assert list(stats._trades["Tag"]) == [1, 1, 2]                      # as without the mixins
+    strategy = stats._strategy
+    pids = strategy.trade_pattern_ids()
+    signal_of = {s["row"]["detection_bar"]: s["row"]["pattern_id"] for s in strategy._signals}
+    assert pids == [signal_of[19], signal_of[19], signal_of[34]]        # the orders placed at bars 19 and 34
+    record_run(stats, db)
+    rows = registry_rows(db).set_index("pattern_id")
+    assert rows.loc[signal_of[34], "trade_outcome"] == pytest.approx(stats._trades["ReturnPct"].iloc[2] * 100)
+    assert rows.loc[signal_of[34], "label_source"] == "trade"
+
+
+def test_any_index_backtesting_accepts_works_with_registration_on(eurusd_4h, tmp_path):
+    df = eurusd_4h.iloc[:1500].reset_index(drop=True)                     # a RangeIndex, no timestamps
+    df.attrs = {"symbol": "EURUSD", "timeframe": "4h"}
+    db = str(tmp_path / "range.db")
+    stats = run(df, RegisteredPlainSma, registry_db=db)
+    record_run(stats, db)
+    stamped = run(eurusd_4h.iloc[:1500], RegisteredPlainSma, register_patterns=False)
+    times = ["EntryTime", "ExitTime", "Duration", "Tag"]
+    pd.testing.assert_frame_equal(stats._trades.drop(columns=times), stamped._trades.drop(columns=times))
+    rows = registry_rows(db)
+    assert len(stats._trades) > 20 and (rows["label_source"] == "trade").sum() == len(set(stats._trades["Tag"]))
+    with sqlite3.connect(db) as conn:                                   # no invented 1970 timestamps
+        assert conn.execute("SELECT COUNT(*) FROM ml_pattern_registry WHERE detection_time IS NOT NULL").fetchone() \
+            == (0,)
+    with PatternRegistry(db) as reg:
+        assert len(reg.get_features(stats._trades["Tag"].iloc[0])) >= 150
+
+
+def test_ml_config_names_a_shipped_config_from_any_folder_like_the_cli(eurusd_4h, tmp_path, monkeypatch):
+    from qml_plugin.config import parse_ml_block, resolve_config
+
+    monkeypatch.chdir(tmp_path)                                          # no configs/ folder here
+    shipped = parse_ml_block(resolve_config("qml_with_ml.yaml"))
+    for name in ("qml_with_ml.yaml", "configs/qml_with_ml.yaml"):
+        with pytest.raises(ModelError, match="ml.model_path = 'models/signal_quality' does not exist"):
+            run(eurusd_4h.iloc[:600], register_patterns=False, ml_config=name)   # the shipped block was read
+    baseline = f"{resolve_config('qml_with_ml.yaml').read_text()}".replace("on_model_error: fail",
+                                                                            "on_model_error: baseline")
+    stats = run(eurusd_4h.iloc[:600], register_patterns=False, ml_config=baseline)
+    assert stats._strategy._ml.prediction_mode == shipped.prediction_mode and stats._strategy.ml_status.startswith(
+        "baseline: ml.model_path")
+    with pytest.raises(ConfigError, match="config file not found: missing_dir/qml_with_ml.yaml"):
+        run(eurusd_4h.iloc[:600], register_patterns=False, ml_config="missing_dir/qml_with_ml.yaml")

@@ -65,6 +65,7 @@ class _SignalMixin(Strategy):
         self._seen_trades: set[int] = set()      # id() of every trade already matched (or not ours)
         self._n_closed_seen = 0
         self._trade_pid: dict[int, str] = {}     # id(trade) -> pattern_id
+        self._entry_pid: dict[tuple, str] = {}   # (entry bar, entry price, side, id(tag)) -> pattern_id
         self._placed: list[tuple] = []           # (order, pattern_id, bar placed): every order that went out
         self._order_trade: dict[int, object] = {}   # id(order) -> the trade it opened
         self._order_end: dict[int, int] = {}     # id(order) -> last bar it was pending (unfilled orders)
@@ -173,6 +174,7 @@ class _SignalMixin(Strategy):
             for k, (order, pid) in enumerate(filled):
                 if order.tag is trade.tag and np.sign(order.size) == np.sign(trade.size):
                     self._trade_pid[id(trade)] = pid
+                    self._entry_pid[_entry_key(trade)] = pid
                     self._order_trade[id(order)] = trade
                     del filled[k]
                     break
@@ -180,10 +182,16 @@ class _SignalMixin(Strategy):
     def trade_pattern_ids(self) -> list[str | None]:
         """The ``pattern_id`` each closed trade was for (None: not placed through the mixins).
 
-        Aligned with ``self.closed_trades``, hence with the rows of ``stats._trades``.
+        Aligned with ``self.closed_trades``, hence with the rows of ``stats._trades``. A trade closed
+        in part is recorded by backtesting.py as a copy of the open one (same entry bar, price, side
+        and tag), so a closed trade the record has not met is looked up by those.
         """
         self._match_new_trades()
-        return [self._trade_pid.get(id(t)) for t in self.closed_trades]
+        return [self._trade_pid.get(id(t)) or self._entry_pid.get(_entry_key(t)) for t in self.closed_trades]
+
+
+def _entry_key(trade) -> tuple:
+    return trade.entry_bar, trade.entry_price, trade.size > 0, id(trade.tag)
 
 
 def _hooked_init(user_init):
