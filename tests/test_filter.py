@@ -87,16 +87,49 @@ def test_random_filter_keeps_the_same_pass_rate_among_candidates():
     assert len({m.tobytes() for m in masks}) == 5
 
 
+def _labeled(rows):
+    """A label_patterns-like frame from (detection_bar, p1_bar, validity_score, fill_bar, exit_bar) rows."""
+    t, p1, v, fill, exit_ = (np.array(c, float) for c in zip(*rows))
+    return pd.DataFrame({"detection_bar": t.astype(int), "p1_bar": p1.astype(int), "validity_score": v,
+                         "fill_bar": fill, "exit_bar": exit_})
+
+
+def test_trade_selection_waits_for_the_trade_to_exit_or_the_order_to_expire():
+    lab = _labeled([
+        (10, 1, 0.6, 12, 30),          # A: filled at 12, exits at 30            -> traded
+        (20, 2, 0.9, 21, 25),          # B: while A is open                       -> skipped
+        (30, 3, 0.6, np.nan, np.nan),  # C: on A's exit bar; never fills, expires at 30 + 20
+        (45, 4, 0.6, 46, 60),          # D: while C's order is pending            -> skipped
+        (50, 5, 0.6, 52, np.nan),      # E: as C expires; filled, still open at the end
+        (70, 6, 0.6, 71, 80),          # F: E never exits                          -> skipped
+    ])
+    assert select_trades(lab, np.ones(6, bool), max_wait=20).tolist() == [True, False, True, False, True, False]
+    assert select_trades(lab, np.array([True, True, False, True, True, True]), max_wait=20).tolist() == \
+        [True, False, False, True, False, True]     # without C: D is free (A exited at 30), blocks E, exits by F
+
+
+def test_two_patterns_on_one_bar_the_higher_score_wins_then_the_earlier_p1():
+    lab = _labeled([(10, 3, 0.6, 11, 20), (10, 2, 0.8, 11, 20), (30, 5, 0.7, 31, 40), (30, 4, 0.7, 31, 40)])
+    assert select_trades(lab, np.ones(4, bool)).tolist() == [False, True, False, True]
+
+
 def test_trade_selection_is_one_position_at_a_time():
     df = random_walk(3000, seed=7)
     lab = label_patterns(df, detect_patterns(df))
     chosen = select_trades(lab, np.ones(len(lab), bool))
+    assert 20 <= chosen.sum() < len(lab)                    # it trades, and the rule binds
     busy_until = -1
     for _, r in lab[chosen].iterrows():
         assert r.detection_bar >= busy_until
         busy_until = r.exit_bar if r.status == "filled" else r.detection_bar + 20
         if np.isnan(busy_until):
             busy_until = np.inf
+    # and every skipped pattern was really blocked: by a chosen one on its bar, or by a live order / trade
+    starts = lab.loc[chosen, "detection_bar"].to_numpy()
+    ends = np.where(lab.loc[chosen, "status"] == "filled", lab.loc[chosen, "exit_bar"].fillna(np.inf),
+                    lab.loc[chosen, "detection_bar"] + 20)
+    for b in lab.loc[~chosen, "detection_bar"]:
+        assert b in starts or ((starts < b) & (b < ends)).any()
 
 
 def test_guard_compares_times_of_different_resolutions_correctly():

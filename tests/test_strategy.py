@@ -381,3 +381,139 @@ def test_optimize_works_with_the_registry_on(eurusd_4h, tmp_path):
     n_expected = len(set(detect_patterns(eurusd_4h, QMLParams(swing_n=2))["pattern_id"])
                      | set(detect_patterns(eurusd_4h, QMLParams(swing_n=3))["pattern_id"]))
     assert len(rows) == n_expected
+
+
+def _plotted(bt, tmp_path):
+    """``bt.plot()``'s bokeh model: {column: (values, glyph type, figure)} for every glyph drawn from a column."""
+    from bokeh.models import GlyphRenderer
+    from bokeh.plotting import figure
+
+    layout = bt.plot(open_browser=False, filename=str(tmp_path / "plot.html"))
+    out = {}
+    for fig in (m for m in layout.references() if isinstance(m, figure)):
+        for r in fig.renderers:
+            y = getattr(getattr(r, "glyph", None), "y", None)
+            y = getattr(y, "field", y)
+            if isinstance(r, GlyphRenderer) and isinstance(y, str) and y in r.data_source.data:
+                out[y] = (np.asarray(r.data_source.data[y], float), type(r.glyph).__name__, fig)
+    return out
+
+
+def _column(plotted, name):
+    (key,) = [k for k in plotted if k.startswith(name + "_")]          # backtesting.py names it NAME_i_j
+    return plotted[key]
+
+
+def test_bt_plot_draws_each_traded_patterns_levels_while_its_order_is_live(eurusd_4h, tmp_path):
+    from qml_plugin.mixins._plot import LEVEL_COLUMNS, LEVEL_NAMES, SCORE_NAME
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h.iloc[:3000], QMLStrategy, cash=1_000_000)
+        stats = bt.run(register_patterns=False)
+    plotted = _plotted(bt, tmp_path)
+    pats = stats._strategy.patterns.set_index("pattern_id")
+    trades = stats._trades
+    assert len(trades) > 5
+    candles = _column(plotted, "QML level")[2]
+    for name, col in zip(LEVEL_NAMES, LEVEL_COLUMNS):
+        values, glyph, fig = _column(plotted, name)
+        assert glyph == "Line" and len(values) == 3000 and fig is candles
+        for _, t in trades.iterrows():  # detection bar to exit: its own level (on the exit bar a new one may start)
+            p = pats.loc[t["Tag"]]
+            span = values[int(p["detection_bar"]): int(t["ExitBar"])]
+            np.testing.assert_allclose(span, p[col], rtol=1e-12)
+        assert np.isnan(values[: int(pats.loc[trades["Tag"], "detection_bar"].min())]).all()
+        taken = pats[stats._strategy.pattern_decisions["take"].to_numpy()]
+        assert set(np.unique(values[np.isfinite(values)])) <= set(taken[col])   # only patterns it traded
+    assert not any(k.startswith(SCORE_NAME) for k in plotted)                   # ML off: no score panel
+
+
+def test_bt_plot_shows_the_ml_score_in_its_own_panel_when_ml_is_on(trained_model, eurusd_4h, tmp_path):
+    from qml_plugin.mixins._plot import SCORE_NAME
+
+    _, path = trained_model
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        bt = Backtest(eurusd_4h["2013-06-01":"2015-12-31"], QMLStrategy, cash=1_000_000)
+        stats = bt.run(register_patterns=False, ml_config=ml_block(path, "filter"))
+    plotted = _plotted(bt, tmp_path)
+    score, glyph, fig = _column(plotted, SCORE_NAME)
+    assert glyph in ("Circle", "Scatter") and fig is not _column(plotted, "QML level")[2]   # its own panel
+    s = stats._strategy
+    bars = s.patterns["detection_bar"].to_numpy()
+    conf = s.pattern_decisions["ml_confidence"].to_numpy()
+    scored = np.isfinite(conf)
+    assert scored.sum() > 20
+    best = pd.Series(conf[scored]).groupby(bars[scored]).max()     # two patterns on one bar: the higher score
+    np.testing.assert_allclose(score[best.index], best.to_numpy(), rtol=1e-12)
+    assert np.isfinite(score).sum() == len(best)
+
+
+class OwnTags(PatternRegistryMixin, MLFilterMixin, Strategy):
+    """backtesting.py's own test_order_tag, with the mixins added: the user's tags must survive."""
+
+    def init(self):
+        pass
+
+    def next(self):
+        step = {20: "a", 25: "b", 30: "c", 35: "d", 40: "e"}.get(len(self.data))
+        if step == "a":
+            self.buy(size=2, tag=1)
+        elif step == "b":
+            self.sell(size=1, tag="s")
+        elif step == "c":
+            self.sell(size=1)
+        elif step == "d":
+            self.buy(tag=2)
+        elif step == "e":
+            self.position.close()
+
+
+def test_a_users_own_order_tags_are_kept_and_trades_still_join_their_patterns(eurusd_4h, tmp_path):
+    db = str(tmp_path / "tags.db")
+    stats = run(eurusd_4h.iloc[:60], OwnTags, registry_db=db)
+    assert list(stats._trades["Tag"]) == [1, 1, 2]                      # as without the mixins
+    strategy = stats._strategy
+    pids = strategy.trade_pattern_ids()
+    signal_of = {s["row"]["detection_bar"]: s["row"]["pattern_id"] for s in strategy._signals}
+    assert pids == [signal_of[19], signal_of[19], signal_of[34]]        # the orders placed at bars 19 and 34
+    record_run(stats, db)
+    rows = registry_rows(db).set_index("pattern_id")
+    assert rows.loc[signal_of[34], "trade_outcome"] == pytest.approx(stats._trades["ReturnPct"].iloc[2] * 100)
+    assert rows.loc[signal_of[34], "label_source"] == "trade"
+
+
+def test_any_index_backtesting_accepts_works_with_registration_on(eurusd_4h, tmp_path):
+    df = eurusd_4h.iloc[:1500].reset_index(drop=True)                     # a RangeIndex, no timestamps
+    df.attrs = {"symbol": "EURUSD", "timeframe": "4h"}
+    db = str(tmp_path / "range.db")
+    stats = run(df, RegisteredPlainSma, registry_db=db)
+    record_run(stats, db)
+    stamped = run(eurusd_4h.iloc[:1500], RegisteredPlainSma, register_patterns=False)
+    times = ["EntryTime", "ExitTime", "Duration", "Tag"]
+    pd.testing.assert_frame_equal(stats._trades.drop(columns=times), stamped._trades.drop(columns=times))
+    rows = registry_rows(db)
+    assert len(stats._trades) > 20 and (rows["label_source"] == "trade").sum() == len(set(stats._trades["Tag"]))
+    with sqlite3.connect(db) as conn:                                   # no invented 1970 timestamps
+        assert conn.execute("SELECT COUNT(*) FROM ml_pattern_registry WHERE detection_time IS NOT NULL").fetchone() \
+            == (0,)
+    with PatternRegistry(db) as reg:
+        assert len(reg.get_features(stats._trades["Tag"].iloc[0])) >= 150
+
+
+def test_ml_config_names_a_shipped_config_from_any_folder_like_the_cli(eurusd_4h, tmp_path, monkeypatch):
+    from qml_plugin.config import parse_ml_block, resolve_config
+
+    monkeypatch.chdir(tmp_path)                                          # no configs/ folder here
+    shipped = parse_ml_block(resolve_config("qml_with_ml.yaml"))
+    for name in ("qml_with_ml.yaml", "configs/qml_with_ml.yaml"):
+        with pytest.raises(ModelError, match="ml.model_path = 'models/signal_quality' does not exist"):
+            run(eurusd_4h.iloc[:600], register_patterns=False, ml_config=name)   # the shipped block was read
+    baseline = f"{resolve_config('qml_with_ml.yaml').read_text()}".replace("on_model_error: fail",
+                                                                            "on_model_error: baseline")
+    stats = run(eurusd_4h.iloc[:600], register_patterns=False, ml_config=baseline)
+    assert stats._strategy._ml.prediction_mode == shipped.prediction_mode and stats._strategy.ml_status.startswith(
+        "baseline: ml.model_path")
+    with pytest.raises(ConfigError, match="config file not found: missing_dir/qml_with_ml.yaml"):
+        run(eurusd_4h.iloc[:600], register_patterns=False, ml_config="missing_dir/qml_with_ml.yaml")

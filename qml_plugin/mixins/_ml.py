@@ -8,6 +8,7 @@ from ..config import MLConfig, parse_ml_block
 from ..errors import ConfigError
 from ..filter import decide, size_fraction
 from ..scoring import score_or_baseline
+from . import _plot
 from ._signals import _SignalMixin
 
 FEATURE_PREFIXES = ("ctx_", "geo_", "temp_", "vol_", "mom_", "volu_", "regime_")
@@ -43,6 +44,13 @@ class MLFilterMixin(_SignalMixin):
                 {"take": take, "score": score, "ml_confidence": conf,
                  "decision": [f"{x}:{self._mode or 'technical'}" for x in label]}, index=pats.index)
             self._decision_rows = self.pattern_decisions.to_dict("records")  # O(1) lookups per order
+
+    def _declare_overlays(self) -> None:
+        super()._declare_overlays()
+        pats = getattr(self, "patterns", None)
+        if self._mode is not None and pats is not None and len(pats):
+            conf = self.pattern_decisions["ml_confidence"].to_numpy()
+            _plot.declare_score(self, pats["detection_bar"].to_numpy(), conf)
 
     @property
     def _mode(self) -> str | None:

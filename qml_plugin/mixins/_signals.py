@@ -25,6 +25,8 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
+from . import _plot
+
 _FULL_EQUITY = Strategy.buy.__kwdefaults__["size"]  # backtesting.py's own default size, so results match
 
 
@@ -63,9 +65,14 @@ class _SignalMixin(Strategy):
         self._seen_trades: set[int] = set()      # id() of every trade already matched (or not ours)
         self._n_closed_seen = 0
         self._trade_pid: dict[int, str] = {}     # id(trade) -> pattern_id
+        self._entry_pid: dict[tuple, str] = {}   # (entry bar, entry price, side, id(tag)) -> pattern_id
+        self._placed: list[tuple] = []           # (order, pattern_id, bar placed): every order that went out
+        self._order_trade: dict[int, object] = {}   # id(order) -> the trade it opened
+        self._order_end: dict[int, int] = {}     # id(order) -> last bar it was pending (unfilled orders)
 
     def _declare_overlays(self) -> None:
-        pass
+        """Cooperative, like ``_prepare``: the indicators ``bt.plot()`` draws (see ``_plot``)."""
+        self._levels = _plot.declare_levels(self)
 
     @cached_property
     def pattern_rows(self) -> list[dict]:
@@ -78,7 +85,25 @@ class _SignalMixin(Strategy):
                 "decision": "pass"}
 
     def _on_last_bar(self) -> None:
-        pass
+        if self._levels is not None:
+            self._fill_levels()
+
+    def _fill_levels(self) -> None:
+        """Each traded pattern's levels from its detection bar until its order (then its trade) ended."""
+        self._match_new_trades()
+        last = len(self.data) - 1
+        spans = []
+        for order, pid, _bar in self._placed:
+            k = self._pattern_index.get(pid)
+            if k is None:
+                continue
+            trade = self._order_trade.get(id(order))
+            if trade is not None:
+                end = trade.exit_bar if trade.exit_bar is not None else last
+            else:
+                end = self._order_end.get(id(order), last)
+            spans.append((k, int(self.pattern_rows[k]["detection_bar"]), end))
+        _plot.fill_levels(self._levels, self.patterns, spans)
 
     # ---- orders ----------------------------------------------------------------------------------
     def buy(self, *, size=_FULL_EQUITY, limit=None, stop=None, sl=None, tp=None, tag=None):
@@ -100,6 +125,7 @@ class _SignalMixin(Strategy):
                       tag=row["pattern_id"] if own_tag is None else own_tag)
         self._signals.append({"row": row, **verdict})
         self._pending.append((order, row["pattern_id"]))
+        self._placed.append((order, row["pattern_id"], len(self.data) - 1))
         return order
 
     def _resolve_pattern(self, tag, direction: int) -> tuple[dict, object]:
@@ -141,21 +167,31 @@ class _SignalMixin(Strategy):
         live = self.orders
         filled = [p for p in self._pending if not any(o is p[0] for o in live)]
         self._pending = [p for p in self._pending if any(o is p[0] for o in live)]
+        for order, _ in filled:
+            self._order_end[id(order)] = len(self.data) - 2
         for trade in sorted(fresh, key=lambda t: t.entry_bar):
             self._seen_trades.add(id(trade))
             for k, (order, pid) in enumerate(filled):
                 if order.tag is trade.tag and np.sign(order.size) == np.sign(trade.size):
                     self._trade_pid[id(trade)] = pid
+                    self._entry_pid[_entry_key(trade)] = pid
+                    self._order_trade[id(order)] = trade
                     del filled[k]
                     break
 
     def trade_pattern_ids(self) -> list[str | None]:
         """The ``pattern_id`` each closed trade was for (None: not placed through the mixins).
 
-        Aligned with ``self.closed_trades``, hence with the rows of ``stats._trades``.
+        Aligned with ``self.closed_trades``, hence with the rows of ``stats._trades``. A trade closed
+        in part is recorded by backtesting.py as a copy of the open one (same entry bar, price, side
+        and tag), so a closed trade the record has not met is looked up by those.
         """
         self._match_new_trades()
-        return [self._trade_pid.get(id(t)) for t in self.closed_trades]
+        return [self._trade_pid.get(id(t)) or self._entry_pid.get(_entry_key(t)) for t in self.closed_trades]
+
+
+def _entry_key(trade) -> tuple:
+    return trade.entry_bar, trade.entry_price, trade.size > 0, id(trade.tag)
 
 
 def _hooked_init(user_init):
