@@ -1,0 +1,176 @@
+"""What every job shares: its own run folder, its warnings, the registry opened first, the Backtest setup.
+
+* :func:`new_run_dir` creates ``<results>/runs/<run_id>/`` (``<results>`` = the folder of
+  ``report.output``, relative paths resolved against the working directory). The folder is created
+  with ``exist_ok=False``, so a run owns it alone; nothing outside it is ever deleted.
+* :class:`WarningLog` collects the warnings of the backtests (``warnings.catch_warnings(record=True)``),
+  re-emits each distinct one **once** and keeps them as notes for the report: "ML filter off, trading
+  unfiltered", "IN-SAMPLE" and the like reach the user instead of being silenced.
+* :func:`open_registry` opens (and migrates) the registry before anything is written, so a damaged or
+  unwritable registry fails the job before a model folder exists.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import secrets
+import warnings
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from backtesting import Backtest, Strategy
+
+from ..config import MIXIN_SETTINGS
+from ..errors import ConfigError
+from ..registry import PatternRegistry
+
+__all__ = ["RunDir", "new_run_dir", "WarningLog", "open_registry", "make_backtest", "strategy_params",
+           "data_name", "default_strategy", "run_backtest"]
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """One run's own folder: ``path`` (absolute) and its ``run_id`` (UTC time + random suffix)."""
+
+    run_id: str
+    path: Path
+
+    def models(self, name: str) -> Path:
+        """Where the walk-forward versions of ``name`` go (the folder is not created here)."""
+        return self.path / "models" / name
+
+
+def new_run_dir(results: str | os.PathLike, *, run_id: str | None = None) -> RunDir:
+    """Create ``results/runs/<run_id>/`` and return it; :class:`ConfigError` if it already exists.
+
+    ``run_id`` defaults to ``YYYYmmddTHHMMSSZ-<6 hex>``: sortable, and unique even for two runs
+    started in the same second.
+
+        >>> import tempfile
+        >>> d = new_run_dir(tempfile.mkdtemp(), run_id="demo")
+        >>> d.run_id, d.path.name, d.path.is_dir()
+        ('demo', 'demo', True)
+    """
+    run_id = run_id or f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+    path = Path(results).resolve() / "runs" / run_id
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(exist_ok=False)
+    except FileExistsError:
+        raise ConfigError(f"run folder {str(path)!r} already exists; a run never reuses another run's folder "
+                          "(give another run_id)") from None
+    return RunDir(run_id, path)
+
+
+_BAR_STAMP = re.compile(r"\(\d{4}-\d\d-\d\d[^)]*\)\s*")
+
+
+@dataclass
+class WarningLog:
+    """Warnings seen during a job, each kept once, in the order first seen."""
+
+    seen: list[str] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+    @contextmanager
+    def collect(self, where: str = ""):
+        """Record the warnings raised inside the block; re-emit each new one once (``UserWarning``)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            self.add(f"{where}: {w.message}" if where else str(w.message), category=w.category)
+
+    def add(self, message: str, *, category=UserWarning) -> None:
+        """Keep ``message`` (once) and show it to the user. Repeats that differ only by a leading
+        bar time (backtesting.py's ``(2017-04-23 20:00:00) A contingent SL/TP order ...``) count as one."""
+        text = " ".join(str(message).split())
+        key = _BAR_STAMP.sub("", text)
+        self.counts[key] = self.counts.get(key, 0) + 1
+        if self.counts[key] > 1:
+            return
+        self.seen.append(text)
+        if not issubclass(category, Warning) or issubclass(category, (DeprecationWarning, FutureWarning)):
+            category = UserWarning
+        warnings.warn(key, category, stacklevel=3)
+
+
+def run_backtest(bt: Backtest, *, log: WarningLog, where: str, **run_kw) -> pd.Series:
+    """``bt.run(**run_kw)`` with its warnings kept in ``log``; an IN-SAMPLE ML status becomes a
+    warning too (an ML filter that fell back to the baseline warns by itself: "ML filter off")."""
+    with log.collect(where):
+        stats = bt.run(**run_kw)
+        if str(getattr(stats._strategy, "ml_status", "off")).startswith("IN-SAMPLE"):
+            warnings.warn("ML scores are IN-SAMPLE: the model was trained on the backtest's own period, so "
+                          "these results say nothing about new data", UserWarning, stacklevel=2)
+    return stats
+
+
+def open_registry(db: str) -> PatternRegistry:
+    """Open the registry at ``db`` now (migrations run): a damaged file fails here, before any output."""
+    reg = PatternRegistry(db)
+    reg.get_statistics()  # reads every table once: a file damaged past its header fails here too
+    return reg
+
+
+def default_strategy() -> type[Strategy]:
+    """The shipped ``QMLStrategy`` (for library calls that name no strategy class)."""
+    import importlib
+
+    for name in ("qml_plugin.strategies", "strategies.qml_strategy"):
+        try:
+            return importlib.import_module(name).QMLStrategy
+        except (ImportError, AttributeError):
+            continue
+    raise ConfigError("the shipped QMLStrategy cannot be imported; pass strategy= explicitly")
+
+
+def _parameters(cls: type[Strategy]) -> list[str]:
+    """Public class attributes of ``cls`` that are plain values: the parameters ``Backtest.run(**kw)`` may set."""
+    out = []
+    for k in dir(cls):
+        if k.startswith("_") or k in MIXIN_SETTINGS:
+            continue
+        raw = inspect.getattr_static(cls, k)
+        if not (callable(raw) or isinstance(raw, (property, classmethod, staticmethod))):
+            out.append(k)
+    return sorted(out)
+
+
+def strategy_params(cls: type[Strategy], params: dict) -> dict:
+    """Check that every ``strategy.params`` key is a parameter of the strategy: a plain class attribute,
+    not a method or property, and not a mixin setting (``registry_db``, ``ml_config``, ...), which the
+    job sets from the config's own sections."""
+    allowed = _parameters(cls)
+    for key in params:
+        if key in MIXIN_SETTINGS:
+            raise ConfigError(f"strategy.params.{key} is a mixin setting, not a strategy parameter; "
+                              f"set it with {MIXIN_SETTINGS[key]}")
+        if key not in allowed:
+            what = "a method or property" if hasattr(cls, key) else "not an attribute"
+            raise ConfigError(f"strategy.params.{key} is not a parameter of {cls.__name__} ({what}); "
+                              f"allowed: {', '.join(allowed)}")
+    return dict(params)
+
+
+def make_backtest(df: pd.DataFrame, cls: type[Strategy], bt_cfg: dict, *, cash: float | None = None,
+                  commission: float | None = None, spread: float = 0.0) -> Backtest:
+    """A backtesting.py ``Backtest`` with the ``backtest:`` section's cash, commission and margin.
+
+    ``cash`` / ``commission`` / ``spread`` override the section (the universe job sizes cash per
+    market and takes costs per dataset). ``finalize_trades`` stays at backtesting.py's default
+    (False): a trade still open at the end has no outcome yet, exactly like an open triple-barrier
+    label, so every row of a comparison counts the same trades. Its warnings (e.g. "prices larger
+    than initial cash") are left to the caller's :class:`WarningLog`.
+    """
+    return Backtest(df, cls, cash=bt_cfg["cash"] if cash is None else cash,
+                    commission=bt_cfg["commission"] if commission is None else commission,
+                    spread=spread, margin=bt_cfg["margin"], exclusive_orders=bt_cfg["exclusive_orders"])
+
+
+def data_name(df: pd.DataFrame) -> str:
+    """``"EURUSD 1h"``: how a frame is named in messages and reports."""
+    return f"{df.attrs.get('symbol')} {df.attrs.get('timeframe') or ''}".strip()
