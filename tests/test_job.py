@@ -91,12 +91,14 @@ def test_ml_filter_off_warning_reaches_the_user_once(tmp_path, small_bt):
         for where in ("filter", "replace"):
             run_backtest(bt, log=log, where=where, registry_db=str(tmp_path / "r.db"), ml_config=block)
     off = [w for w in log.seen if "ML filter off, trading unfiltered" in w]
-    assert len(off) == 2 and off[0].startswith("filter: ") and off[1].startswith("replace: ")
-    assert [str(w.message) for w in shown if "ML filter off" in str(w.message)] == off
+    assert len(off) == 1 and off[0].endswith("[filter, replace; 2 times]"), log.seen
+    shown = [str(w.message) for w in shown if "ML filter off" in str(w.message)]
+    assert len(shown) == 1 and shown[0].startswith("filter: ML filter off")   # shown to the user once
     with warnings.catch_warnings(record=True) as again:
         warnings.simplefilter("always")
-        log.add(off[0])                       # the same message twice is shown once
-    assert not again and log.seen.count(off[0]) == 1
+        log.add("(2020-01-01 10:00:00) A contingent SL/TP order", where="x")
+        log.add("(2021-05-01 11:00:00) A contingent SL/TP order", where="y")   # same warning, other bar
+    assert len(again) == 1 and log.seen[-1] == "A contingent SL/TP order [x, y; 2 times]"
 
 
 def test_in_sample_scores_are_named_in_the_warnings(tmp_path, small_bt):
@@ -113,4 +115,4 @@ def test_in_sample_scores_are_named_in_the_warnings(tmp_path, small_bt):
         warnings.simplefilter("ignore")
         stats = run_backtest(bt, log=log, where="filter", registry_db=str(tmp_path / "r.db"), ml_config=block)
     assert stats._strategy.ml_status == "IN-SAMPLE"
-    assert any(w.startswith("filter: ML scores are IN-SAMPLE") for w in log.seen), log.seen
+    assert any(w.startswith("ML scores are IN-SAMPLE") and w.endswith("[filter]") for w in log.seen), log.seen

@@ -66,36 +66,51 @@ def new_run_dir(results: str | os.PathLike, *, run_id: str | None = None) -> Run
 
 
 _BAR_STAMP = re.compile(r"\(\d{4}-\d\d-\d\d[^)]*\)\s*")
+_DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
 
 
 @dataclass
 class WarningLog:
-    """Warnings seen during a job, each kept once, in the order first seen."""
+    """Warnings seen during a job, each shown once, in the order first seen.
 
-    seen: list[str] = field(default_factory=list)
-    counts: dict = field(default_factory=dict)
+    Repeats count as one when they differ only in where they arose (``baseline``, ``filter`` ...) or
+    by a leading bar time (backtesting.py's ``(2017-04-23 20:00:00) A contingent SL/TP order ...``).
+    Deprecation warnings are left to Python's own filters: they speak to developers, not users.
+    :attr:`seen` lists each as ``"message [baseline, filter; 12 times]"`` for the report's notes.
+    """
+
+    _where: dict = field(default_factory=dict)   # message -> [places in order], one entry per occurrence
 
     @contextmanager
     def collect(self, where: str = ""):
-        """Record the warnings raised inside the block; re-emit each new one once (``UserWarning``)."""
+        """Record the warnings raised inside the block; show each new one once (``UserWarning``)."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             yield
         for w in caught:
-            self.add(f"{where}: {w.message}" if where else str(w.message), category=w.category)
+            if issubclass(w.category, _DEVELOPER_WARNINGS):
+                continue
+            self.add(str(w.message), where=where, category=w.category)
 
-    def add(self, message: str, *, category=UserWarning) -> None:
-        """Keep ``message`` (once) and show it to the user. Repeats that differ only by a leading
-        bar time (backtesting.py's ``(2017-04-23 20:00:00) A contingent SL/TP order ...``) count as one."""
-        text = " ".join(str(message).split())
-        key = _BAR_STAMP.sub("", text)
-        self.counts[key] = self.counts.get(key, 0) + 1
-        if self.counts[key] > 1:
-            return
-        self.seen.append(text)
-        if not issubclass(category, Warning) or issubclass(category, (DeprecationWarning, FutureWarning)):
-            category = UserWarning
-        warnings.warn(key, category, stacklevel=3)
+    def add(self, message: str, *, where: str = "", category=UserWarning) -> None:
+        """Keep ``message`` and show it to the user the first time it is seen."""
+        key = _BAR_STAMP.sub("", " ".join(str(message).split()))
+        first = key not in self._where
+        self._where.setdefault(key, []).append(where)
+        if first:
+            if not isinstance(category, type) or not issubclass(category, Warning):
+                category = UserWarning
+            warnings.warn(f"{where}: {key}" if where else key, category, stacklevel=3)
+
+    @property
+    def seen(self) -> list[str]:
+        """Each distinct warning with where it arose and how often."""
+        out = []
+        for key, places in self._where.items():
+            named = ", ".join(dict.fromkeys(p for p in places if p))
+            times = f"; {len(places)} times" if len(places) > 1 else ""
+            out.append(f"{key} [{named}{times}]" if named or times else key)
+        return out
 
 
 def run_backtest(bt: Backtest, *, log: WarningLog, where: str, **run_kw) -> pd.Series:
