@@ -103,6 +103,17 @@ class WarningLog:
             warnings.warn(f"{where}: {key}" if where else key, category, stacklevel=3)
 
     @property
+    def entries(self) -> list[tuple[str, str]]:
+        """``(message, where)`` of every occurrence, for :meth:`merge` into another log (a work unit's
+        warnings reach the driver this way)."""
+        return [(key, where) for key, places in self._where.items() for where in places]
+
+    def merge(self, entries) -> None:
+        """Add another log's :attr:`entries` (each new message is shown once)."""
+        for message, where in entries:
+            self.add(message, where=where)
+
+    @property
     def seen(self) -> list[str]:
         """Each distinct warning with where it arose and how often."""
         out = []
