@@ -1,15 +1,20 @@
 """``qml run``: the main job. This module parses arguments and prints; :mod:`qml_plugin.job` does the work.
 
-Without ``--config`` the shipped single-market config runs (``configs/qml_with_ml.yaml``); see
-:func:`qml_plugin.job.run_market_job` for the steps. Every run writes its models, ``table.csv`` and
-report under its own folder ``results/runs/<run_id>/`` (next to ``report.output``).
+Without ``--config`` the shipped universe runs (``configs/universe.yaml``: every shipped hourly and
+daily market, :func:`qml_plugin.job.run_universe_job`); a config whose ``data.source`` names one
+dataset runs the single-market job (:func:`qml_plugin.job.run_market_job`, e.g.
+``--config qml_with_ml.yaml``). Every run writes its models, tables and report under its own folder
+``results/runs/<run_id>/`` (next to ``report.output``).
 """
 from __future__ import annotations
 
 import argparse
 
 from ..config import load_config
-from ..job import run_market_job
+from ..job import run_market_job, run_universe_job
+from ..job.schemes import parse_schemes
+from ..job.universe import is_universe_source
+from ..job.verdict import format_verdict
 from ..report import format_table, write_report
 from .common import config_path, resolve_strategy
 
@@ -17,22 +22,42 @@ from .common import config_path, resolve_strategy
 def add_parser(sub) -> None:
     p = sub.add_parser("run", help="the main job: baseline -> registry -> walk-forward ML -> modes vs random",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--config", default=None, help="run config (default: the shipped configs/qml_with_ml.yaml)")
+    p.add_argument("--config", default=None, help="run config (default: the shipped configs/universe.yaml)")
+    p.add_argument("--scheme", default=None, help="walk-forward schemes, comma-separated: pooled, per_market, "
+                                                  "leave_market_out (default: the config's, else pooled,per_market)")
+    p.add_argument("--scheduler", default=None, choices=("serial", "processes", "dask"),
+                   help="where per-market work runs (default: the config's compute.scheduler, else processes)")
+    p.add_argument("--workers", type=int, default=None, help="processes or Dask workers (default: the cores)")
+    p.add_argument("--address", default=None, help="an existing Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--strategies-module", default=None, help="module holding strategy.class (default: strategies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
+    cfg = load_config(config_path(args.config, "universe.yaml"))
     cls = resolve_strategy(cfg["strategy"]["class"], args.strategies_module)
-    result = run_market_job(cfg, strategy=cls, progress=not args.no_progress)
-    write_report(result.run.path / "report.html", **result.report_content)
-    write_report(result.report, **result.report_content)
-    print()
-    print(format_table(result.table).to_string(index=False))
-    print(f"\nout-of-sample period from {result.period_start}; run folder: {result.run.path}; "
-          f"report: {result.report}")
-    for w in result.warnings:
+    schemes = parse_schemes(args.scheme) if args.scheme else None
+    if is_universe_source(cfg["data"]["source"]):
+        res = run_universe_job(cfg, strategy=cls, schemes=schemes, scheduler=args.scheduler, workers=args.workers,
+                               address=args.address, progress=not args.no_progress)
+        write_report(res.run.path / "report.html", **res.report_content)
+        report = write_report(cfg["report"]["output"], **res.report_content)
+        print()
+        print(format_verdict(res.table, markets=False).to_string(index=False))
+        print(f"\n{res.sentence}")
+        print(f"\n{len(res.markets)} datasets; {res.fits} model fits in {res.timings['fit_s']:.1f} s of "
+              f"{res.timings['total_s']:.1f} s; run folder: {res.run.path} (verdict.csv, markets.csv)")
+        print(f"report: {report}")
+    else:
+        if schemes is not None:
+            print("note: --scheme applies to universe runs; this config names one dataset")
+        res = run_market_job(cfg, strategy=cls, progress=not args.no_progress)
+        write_report(res.run.path / "report.html", **res.report_content)
+        write_report(res.report, **res.report_content)
+        print()
+        print(format_table(res.table).to_string(index=False))
+        print(f"\nout-of-sample period from {res.period_start}; run folder: {res.run.path}; report: {res.report}")
+    for w in res.warnings:
         print(f"warning: {w}")
     return 0

@@ -14,5 +14,6 @@ from __future__ import annotations
 
 from .market import JobResult, run_market_job
 from .runs import RunDir, new_run_dir
+from .universe import UniverseResult, run_universe_job
 
-__all__ = ["run_market_job", "JobResult", "new_run_dir", "RunDir"]
+__all__ = ["run_market_job", "JobResult", "run_universe_job", "UniverseResult", "new_run_dir", "RunDir"]

@@ -38,7 +38,7 @@ from ..tradesim import levels_placeable, select_trades
 from .runs import RunDir, WarningLog, default_strategy, new_run_dir, open_registry, strategy_params
 from .schemes import SchemeScores, parse_schemes, score_scheme
 from .unit import MarketResult, MarketSpec, market_unit
-from .verdict import MODES, verdict_sentence, verdict_table, write_verdict_csv
+from .verdict import MODES, format_verdict, verdict_sentence, verdict_table, write_verdict_csv
 
 __all__ = ["run_universe_job", "UniverseResult", "load_universe_data", "is_universe_source"]
 
@@ -178,7 +178,7 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
-    report = dict(title=f"qml run: universe of {len(frames)} datasets", table=table[table["market"] == "all"],
+    report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=pooled_cal, notes=notes)
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report)
 
