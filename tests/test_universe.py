@@ -8,26 +8,24 @@ import os
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO, SHARED_DATA
 from sklearn.metrics import roc_auc_score
 
 from qml_plugin import load_ohlcv
 from qml_plugin.config import load_config
 from qml_plugin.job import run_universe_job
-from qml_plugin.job.clock import bar_close_utc
+from qml_plugin.job.clock import known_at_utc
 from qml_plugin.job.runs import default_strategy
 from qml_plugin.job.unit import MIN_UNITS, MarketSpec, market_unit
 from qml_plugin.ml.guard import admissible_model
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.synthetic import planted_universe
 
-from conftest import REPO, SHARED_DATA
-
 CFG = {"ml": {"enabled": True, "prediction_mode": "filter"},
        "walk_forward": {"min_train_labels": 40, "retrain_every_months": 6, "random_seeds": 200}}
 
 
-def _fast_model():
-    return SignalQualityModel(n_estimators=60, n_jobs=1)
+FAST_MODEL = {"n_estimators": 60}
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +36,7 @@ def planted_run(tmp_path_factory):
     os.chdir(tmp_path_factory.mktemp("planted"))
     try:
         res = run_universe_job(load_config(CFG), universe=universe, scheduler="processes", workers=2,
-                               progress=False, model_factory=_fast_model)
+                               progress=False, model_params=FAST_MODEL)
     finally:
         os.chdir(cwd)
     return res, pd.concat(planted.values())
@@ -79,7 +77,7 @@ def test_serial_processes_and_dask_give_identical_tables(tmp_path, monkeypatch):
     tables = {}
     for sch in ("serial", "processes", "dask"):
         res = run_universe_job(cfg, universe=universe, scheduler=sch, workers=2, progress=False,
-                               model_factory=lambda: SignalQualityModel(n_estimators=30, n_jobs=1))
+                               model_params={"n_estimators": 30})
         tables[sch] = res.table
     assert len(tables["serial"]) > 10 and tables["serial"]["n"].sum() > 0
     pd.testing.assert_frame_equal(tables["processes"], tables["serial"])
@@ -102,7 +100,9 @@ def _hour(df_index_tz: str, stamps, freq="1h"):
     idx = pd.DatetimeIndex(pd.to_datetime(stamps))
     df = pd.DataFrame({"Open": 1.0, "High": 1.0, "Low": 1.0, "Close": 1.0, "Volume": 0.0},
                       index=pd.date_range(idx[0], periods=3, freq=freq) if len(idx) == 1 else idx)
-    df.attrs.update(tz=df_index_tz, timeframe=freq)
+    df.attrs.update(tz=df_index_tz, timeframe=freq.lower())
+    if df_index_tz != "UTC":
+        df.attrs["session_close"] = "16:00"
     return df
 
 
@@ -122,9 +122,9 @@ def test_guard_refuses_a_new_york_equity_label_that_exits_after_an_fx_detection(
     fx = _hour("UTC", ["2020-03-02 13:00", "2020-03-02 14:00", "2020-03-02 15:00"])
     naive_end = _trained_on_end(equity.index[1] + pd.Timedelta("1h"))          # naive stamps: 11:00
     assert admissible_model([fx.index[1]], [naive_end])[0] == 0               # the leak a naive guard admits
-    utc_end = _trained_on_end(bar_close_utc(equity, [1])[0])
+    utc_end = _trained_on_end(known_at_utc(equity, [1])[0])
     assert utc_end == pd.Timestamp("2020-03-02 16:00")
-    known = bar_close_utc(fx, [1])
+    known = known_at_utc(fx, [1])
     assert known[0] == pd.Timestamp("2020-03-02 15:00")
     assert admissible_model(known, [utc_end])[0] == -1                        # refused on the UTC clock
 
@@ -134,11 +134,11 @@ def test_guard_refuses_a_daily_label_known_only_at_its_close_against_an_earlier_
     hourly = _hour("America/New_York", ["2020-07-02 12:00", "2020-07-02 13:00", "2020-07-02 14:00"])
     naive_end = _trained_on_end(daily.index[1])                               # the day's stamp: 00:00
     assert admissible_model([hourly.index[1]], [naive_end])[0] == 0           # admitted: a leak
-    utc_end = _trained_on_end(bar_close_utc(daily, [1])[0])
+    utc_end = _trained_on_end(known_at_utc(daily, [1])[0])
     assert utc_end == pd.Timestamp("2020-07-02 20:00")                        # 16:00 EDT
-    known = bar_close_utc(hourly, [1])                                        # 14:00 EDT = 18:00 UTC
+    known = known_at_utc(hourly, [1])                                        # 14:00 EDT = 18:00 UTC
     assert admissible_model(known, [utc_end])[0] == -1
-    later = bar_close_utc(hourly, [2])                                        # 15:00 EDT = 19:00 UTC
+    later = known_at_utc(hourly, [2])                                        # 15:00 EDT = 19:00 UTC
     assert admissible_model(later + pd.Timedelta("1h"), [utc_end])[0] == -1     # at the close: not yet
     assert admissible_model(later + pd.Timedelta("1h1min"), [utc_end])[0] == 0
 

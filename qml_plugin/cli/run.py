@@ -4,7 +4,8 @@ Without ``--config`` the shipped universe runs (``configs/universe.yaml``: every
 daily market, :func:`qml_plugin.job.run_universe_job`); a config whose ``data.source`` names one
 dataset runs the single-market job (:func:`qml_plugin.job.run_market_job`, e.g.
 ``--config qml_with_ml.yaml``). Every run writes its models, tables and report under its own folder
-``results/runs/<run_id>/`` (next to ``report.output``).
+``<report.output_dir>/<run_id>/`` (default ``results/runs/``); the report goes to ``report.output``
+(null = inside that folder).
 """
 from __future__ import annotations
 
@@ -41,19 +42,17 @@ def run(args: argparse.Namespace) -> int:
     if is_universe_source(cfg["data"]["source"]):
         res = run_universe_job(cfg, strategy=cls, schemes=schemes, scheduler=args.scheduler, workers=args.workers,
                                address=args.address, progress=not args.no_progress)
-        write_report(res.run.path / "report.html", **res.report_content)
-        report = write_report(cfg["report"]["output"], **res.report_content)
+        report = write_report(res.report, **res.report_content)
         print()
         print(format_verdict(res.table, markets=False).to_string(index=False))
         print(f"\n{res.sentence}")
-        print(f"\n{len(res.markets)} datasets; {res.fits} model fits in {res.timings['fit_s']:.1f} s of "
+        print(f"\n{len(res.markets)} datasets; {res.fits} model fits in {res.timings['models_s']:.1f} s of "
               f"{res.timings['total_s']:.1f} s; run folder: {res.run.path} (verdict.csv, markets.csv)")
         print(f"report: {report}")
     else:
         if schemes is not None:
             print("note: --scheme applies to universe runs; this config names one dataset")
         res = run_market_job(cfg, strategy=cls, progress=not args.no_progress)
-        write_report(res.run.path / "report.html", **res.report_content)
         write_report(res.report, **res.report_content)
         print()
         print(format_table(res.table).to_string(index=False))

@@ -29,6 +29,7 @@ from backtesting import Strategy
 from tqdm.auto import tqdm
 
 from ..comparison import mode_trades, random_filter_band
+from ..config import embargo_timedelta
 from ..data import bar_duration, load_data
 from ..errors import InsufficientDataError
 from ..mixins import record_run
@@ -37,16 +38,16 @@ from ..ml.versions import record_version
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
-from ..tradesim import TABLE_COLUMNS, equity_from_trades, trade_metrics
+from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
 from .runs import (
     RunDir,
     WarningLog,
     data_name,
     default_strategy,
     make_backtest,
-    new_run_dir,
     open_registry,
     run_backtest,
+    run_folder,
     strategy_params,
 )
 
@@ -80,7 +81,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     """Run the single-market job for a validated config (see :func:`qml_plugin.config.load_config`).
 
     ``strategy`` is the Strategy class to trade (the CLI resolves ``strategy.class``); None = the
-    shipped ``QMLStrategy``. Models and outputs go to ``<folder of report.output>/runs/<run_id>/``.
+    shipped ``QMLStrategy``. Models and outputs go to ``<report.output_dir>/<run_id>/`` (default ``results/runs/``).
     """
     cls = strategy or default_strategy()
     params = strategy_params(cls, cfg["strategy"]["params"])
@@ -89,7 +90,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     log = WarningLog()
     open_registry(db).close()            # damaged / unwritable registry: fail before any output exists
     df = load_data(cfg["data"])
-    run = new_run_dir(Path(cfg["report"]["output"]).parent, run_id=run_id)
+    run, report_path = run_folder(cfg, run_id)
     steps = tqdm(total=6, desc="qml run", disable=not progress, unit="step")
 
     def step(msg):
@@ -107,7 +108,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     pats, feats = strat.patterns, strat.pattern_features
     if feats is None or len(pats) == 0:
         raise InsufficientDataError(f"no patterns detected in {data_name(df)}: nothing to learn from")
-    labeled = label_patterns(df, pats, strat.max_wait, strat.max_hold)
+    labeled = label_patterns(df, pats, max_wait=strat.max_wait, max_hold=strat.max_hold)
     y = _training_labels(db, labeled)
     X = feats.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore").reset_index(drop=True)
     name = f"{df.attrs.get('symbol')}_{df.attrs.get('timeframe')}"
@@ -117,7 +118,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
         wf = train_walk_forward(X, y, labeled["detection_time"], labeled["exit_time"], root=root,
                                 every_months=cfg["walk_forward"]["retrain_every_months"],
                                 min_train=cfg["walk_forward"]["min_train_labels"],
-                                embargo=bar_duration(df) * ml["embargo_bars"],
+                                embargo=embargo_timedelta(ml, bar_duration(df)),
                                 feature_schema=getattr(strat, "feature_schema", None))
     period = wf.first_model_time
     _record_versions(db, wf, f"walk_forward_{name}", run.run_id)
@@ -135,11 +136,11 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
-    table = pd.concat([table, _shadow_rows(db, ml, X, labeled, strat, period, df.index[-1])], ignore_index=True)
+    table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
     table.to_csv(run.path / "table.csv", index=False)
     step("random filter done")
     start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
-    equity = {name: pd.concat([start, equity_from_trades(t["ReturnPct"] * 100, t["ExitTime"])])
+    equity = {name: pd.concat([start, daily_equity(t, df, start=period)])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}
     equity["random (median seed)"] = pd.concat([start, rand])
     notes = [f"Data: {data_name(df)}, {df.index[0]} .. {df.index[-1]} ({len(df):,} bars), {len(pats):,} patterns, "
@@ -155,7 +156,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     steps.close()
     report = dict(title=f"qml run: {data_name(df)}", table=table, equity=equity, calibration=wf.calibration,
                   importances=wf.models[-1].feature_importances(), notes=notes)
-    return JobResult(table, trades, wf, Path(cfg["report"]["output"]), period, run, list(log.seen), report)
+    return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report)
 
 
 def _training_labels(db: str, labeled: pd.DataFrame) -> np.ndarray:
@@ -175,7 +176,7 @@ def _record_versions(db: str, wf, model_name: str, run_id: str) -> None:
                            notes=f"qml run {run_id} walk-forward model")
 
 
-def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:
+def _shadow_rows(db, ml, X, df, labeled, strat, start, end) -> pd.DataFrame:
     """What each canary / shadow version of ``ml.model_name`` would have done (never acting; simulated)."""
     with PatternRegistry(db) as reg:
         waiting = [v for v in reg.list_model_versions(ml["model_name"]) if v["status"] in ("canary", "shadow")]
@@ -189,7 +190,7 @@ def _shadow_rows(db, ml, X, labeled, strat, start, end) -> pd.DataFrame:
                         ml_weight=ml["ml_weight"], confidence_threshold=ml["confidence_threshold"],
                         max_wait=strat.max_wait, start=start)
         rows.append({"mode": f"{col} ({ml['prediction_mode']}, not acting)",
-                     **trade_metrics(t["pnl_pct"], t["exit_time"], start, end), "oos_auc": np.nan})
+                     **trade_metrics(t, df, start=start, end=end), "oos_auc": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -201,8 +202,8 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds):
     rows = []
     for name, t in trades.items():
         t = _in_period(t, period)
-        rows.append({"mode": name, **trade_metrics(t["ReturnPct"] * 100, t["ExitTime"], period, df.index[-1])})
-    res, rate, curve = random_filter_band(labeled, proba, min_score=strat.min_score,
+        rows.append({"mode": name, **trade_metrics(t, df, start=period, end=df.index[-1])})
+    res, rate, curve = random_filter_band(labeled, proba, ohlcv=df, min_score=strat.min_score,
                                           confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
                                           start=period, end=df.index[-1], seeds=seeds)
     rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **res.median().to_dict()})

@@ -1,8 +1,8 @@
 """What every job shares: its own run folder, its warnings, the registry opened first, the Backtest setup.
 
-* :func:`new_run_dir` creates ``<results>/runs/<run_id>/`` (``<results>`` = the folder of
-  ``report.output``, relative paths resolved against the working directory). The folder is created
-  with ``exist_ok=False``, so a run owns it alone; nothing outside it is ever deleted.
+* :func:`new_run_dir` creates ``<report.output_dir>/<run_id>/`` (default ``results/runs/<run_id>/``,
+  relative paths resolved against the working directory). The folder is created with
+  ``exist_ok=False``, so a run owns it alone; nothing outside it is ever deleted.
 * :class:`WarningLog` collects the warnings of the backtests (``warnings.catch_warnings(record=True)``),
   re-emits each distinct one **once** and keeps them as notes for the report: "ML filter off, trading
   unfiltered", "IN-SAMPLE" and the like reach the user instead of being silenced.
@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..registry import PatternRegistry
 
 __all__ = ["RunDir", "new_run_dir", "WarningLog", "open_registry", "make_backtest", "strategy_params",
-           "data_name", "default_strategy", "run_backtest"]
+           "data_name", "default_strategy", "run_backtest", "run_folder"]
 
 
 @dataclass(frozen=True)
@@ -43,8 +43,8 @@ class RunDir:
         return self.path / "models" / name
 
 
-def new_run_dir(results: str | os.PathLike, *, run_id: str | None = None) -> RunDir:
-    """Create ``results/runs/<run_id>/`` and return it; :class:`ConfigError` if it already exists.
+def new_run_dir(output_dir: str | os.PathLike = "results/runs", *, run_id: str | None = None) -> RunDir:
+    """Create ``output_dir/<run_id>/`` and return it; :class:`ConfigError` if it already exists.
 
     ``run_id`` defaults to ``YYYYmmddTHHMMSSZ-<6 hex>``: sortable, and unique even for two runs
     started in the same second.
@@ -55,7 +55,7 @@ def new_run_dir(results: str | os.PathLike, *, run_id: str | None = None) -> Run
         ('demo', 'demo', True)
     """
     run_id = run_id or f"{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
-    path = Path(results).resolve() / "runs" / run_id
+    path = Path(output_dir).resolve() / run_id
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         path.mkdir(exist_ok=False)
@@ -133,6 +133,13 @@ def run_backtest(bt: Backtest, *, log: WarningLog, where: str, **run_kw) -> pd.S
             warnings.warn("ML scores are IN-SAMPLE: the model was trained on the backtest's own period, so "
                           "these results say nothing about new data", UserWarning, stacklevel=2)
     return stats
+
+
+def run_folder(cfg: dict, run_id: str | None = None) -> tuple[RunDir, Path]:
+    """This run's folder (``report.output_dir``) and its report path (``report.output``, null = inside it)."""
+    rep = cfg.get("report") or {}
+    run = new_run_dir(rep.get("output_dir") or "results/runs", run_id=run_id)
+    return run, Path(rep["output"]) if rep.get("output") else run.path / "report.html"
 
 
 def open_registry(db: str) -> PatternRegistry:

@@ -18,7 +18,6 @@ stamps. Models are saved under the run's own folder (``root``), never elsewhere.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ from ..ml.metrics import calibration_table, evaluate
 from ..ml.model import SignalQualityModel
 from ..ml.walkforward import train_walk_forward
 
-__all__ = ["SCHEMES", "SchemeScores", "score_scheme", "parse_schemes"]
+__all__ = ["SCHEMES", "SchemeScores", "score_scheme", "parse_schemes", "group_tasks", "fit_group", "collect_scheme"]
 
 SCHEMES = ("pooled", "per_market", "leave_market_out")
 """Names accepted by ``walk_forward.scheme`` and ``qml run --scheme``."""
@@ -63,55 +62,86 @@ class SchemeScores:
     share_scored: float = 0.0
 
 
-def _wf(X, y, known, exits, root, opts):
+def fit_group(task: dict) -> dict | None:
+    """A work unit: one walk-forward family (one scheme's group of markets) trained and applied.
+
+    ``task`` holds the training rows (``X``, ``y``, ``known``, ``exits``), the rows to score
+    (``X_score``, ``known_score``) and the options; models are trained in a scratch folder (so a
+    worker writes nothing that outlives it) and returned, with the out-of-sample scores of the rows
+    to score under the guard. None when the group never reaches ``min_train`` labels.
+    """
+    import tempfile
+
     t0 = time.perf_counter()
-    wf = train_walk_forward(X, y, known, exits, root=root, every_months=opts["every_months"],
-                            min_train=opts["min_train"], embargo=opts["embargo"],
-                            model_factory=opts["model_factory"], feature_schema=opts.get("feature_schema"))
-    return wf, time.perf_counter() - t0
+    params = dict(task["model_params"] or {})
+    params.setdefault("n_jobs", 1)
+    with tempfile.TemporaryDirectory(prefix="qml-wf-") as scratch:
+        try:
+            wf = train_walk_forward(task["X"], task["y"], task["known"], task["exits"], root=Path(scratch) / "wf",
+                                    every_months=task["every_months"], min_train=task["min_train"],
+                                    embargo=task["embargo"], model_factory=lambda: SignalQualityModel(**params),
+                                    feature_schema=task.get("feature_schema"))
+        except InsufficientDataError:
+            return None
+    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], task["embargo"])
+    proba = np.full(len(which), np.nan)
+    expected = np.full(len(which), np.nan)
+    Xs = task["X_score"]
+    for k, mdl in enumerate(wf.models):
+        hit = np.flatnonzero(which == k)
+        if len(hit):
+            proba[hit] = mdl.predict_proba(Xs.iloc[hit])[:, 1]
+            if hasattr(mdl, "predict_expected_r") and "expected_r" in getattr(mdl, "heads_", ()):
+                expected[hit] = mdl.predict_expected_r(Xs.iloc[hit])
+    return {"models": wf.models, "proba": proba, "expected_r": expected, "seconds": time.perf_counter() - t0}
 
 
-def score_scheme(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, root: str | Path, every_months: int = 12,
-                 min_train: int = 100, embargo: pd.Timedelta | None = None,
-                 model_factory: Callable[[], SignalQualityModel] | None = None,
-                 feature_schema: str | None = None) -> SchemeScores:
-    """Out-of-sample scores of every row of ``pool`` under ``scheme`` (see the module docstring).
+def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_months: int = 12,
+                min_train: int = 100, embargo: pd.Timedelta | None = None, model_params: dict | None = None,
+                feature_schema: str | None = None) -> list[tuple[str, np.ndarray, dict]]:
+    """``(group name, rows scored, task)`` for each walk-forward family of ``scheme`` (see :func:`fit_group`).
 
     ``pool`` needs ``market``, ``known_at_utc`` and ``exit_known_at_utc`` (naive UTC); ``X`` its
     features (same row order), ``y`` its labels (NaN = no known outcome: scored, never trained on).
     """
-    opts = dict(every_months=every_months, min_train=min_train, embargo=embargo,
-                model_factory=model_factory, feature_schema=feature_schema)
-    root = Path(root)
+    if scheme not in SCHEMES:
+        raise ConfigError(f"walk_forward.scheme = {scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
     y = np.asarray(y, dtype=float)
     known = pd.DatetimeIndex(pool["known_at_utc"])
     exits = pd.DatetimeIndex(pool["exit_known_at_utc"])
     market = pool["market"].to_numpy()
-    proba = np.full(len(pool), np.nan)
-    out = SchemeScores(scheme, proba)
-    expected = np.full(len(pool), np.nan)
     X = X.reset_index(drop=True)
-    if scheme not in SCHEMES:
-        raise ConfigError(f"walk_forward.scheme = {scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
-    groups = [(None, np.arange(len(pool)))] if scheme == "pooled" else \
-        [(m, np.flatnonzero(market == m)) for m in sorted(set(market))]
-    for m, rows in groups:
-        train = rows if scheme != "leave_market_out" else np.flatnonzero(market != m)
-        where = root / scheme / (str(m) if m is not None else "")
-        try:
-            wf, sec = _wf(X.iloc[train], y[train], known[train], exits[train], where, opts)
-        except InsufficientDataError:
-            continue                       # this market trades its baseline under this scheme
-        out.fits += len(wf.models)
-        out.fit_seconds += sec
-        out.markets_trained.append("all" if m is None else m)
-        which = admissible_model(known[rows], [mdl.trained_on_end_ for mdl in wf.models], embargo)
-        for k, mdl in enumerate(wf.models):
-            hit = rows[which == k]
-            if len(hit):
-                proba[hit] = mdl.predict_proba(X.iloc[hit])[:, 1]
-                if hasattr(mdl, "predict_expected_r") and "expected_r" in getattr(mdl, "heads_", ()):
-                    expected[hit] = mdl.predict_expected_r(X.iloc[hit])
+    groups = [("all", np.arange(len(pool)))] if scheme == "pooled" else \
+        [(str(m), np.flatnonzero(market == m)) for m in sorted(set(market))]
+    out = []
+    for name, rows in groups:
+        train = rows if scheme != "leave_market_out" else np.flatnonzero(market != name)
+        out.append((name, rows, {"X": X.iloc[train], "y": y[train], "known": known[train], "exits": exits[train],
+                                 "X_score": X.iloc[rows], "known_score": known[rows], "every_months": every_months,
+                                 "min_train": min_train, "embargo": embargo, "model_params": model_params,
+                                 "feature_schema": feature_schema}))
+    return out
+
+
+def collect_scheme(scheme: str, pool: pd.DataFrame, y, groups: list, results: list, *,
+                   root: str | Path | None = None) -> SchemeScores:
+    """Put the groups' :func:`fit_group` results together; save their models under ``root/scheme/group``."""
+    y = np.asarray(y, dtype=float)
+    known = pd.DatetimeIndex(pool["known_at_utc"])
+    proba = np.full(len(pool), np.nan)
+    expected = np.full(len(pool), np.nan)
+    out = SchemeScores(scheme, proba)
+    for (name, rows, _), res in zip(groups, results):
+        if res is None:
+            continue                       # this group trades its baseline under this scheme
+        out.fits += len(res["models"])
+        out.fit_seconds += res["seconds"]
+        out.markets_trained.append(name)
+        proba[rows] = res["proba"]
+        expected[rows] = res["expected_r"]
+        if root is not None:
+            for mdl in res["models"]:
+                mdl.save_version(Path(root) / scheme / name, metrics={"scheme": scheme, "group": name})
     if not np.isnan(expected).all():
         out.expected_r = expected
     scored = ~np.isnan(proba)
@@ -123,3 +153,13 @@ def score_scheme(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, root: s
     if scored.any():
         out.first_model_utc = pd.Timestamp(known[scored].min())
     return out
+
+
+def score_scheme(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, root: str | Path | None = None,
+                 every_months: int = 12, min_train: int = 100, embargo: pd.Timedelta | None = None,
+                 model_params: dict | None = None, feature_schema: str | None = None) -> SchemeScores:
+    """Out-of-sample scores of every row of ``pool`` under ``scheme``, in this process (see the module
+    docstring; :func:`group_tasks` + :func:`fit_group` + :func:`collect_scheme` run it on a scheduler)."""
+    groups = group_tasks(scheme, pool, X, y, every_months=every_months, min_train=min_train, embargo=embargo,
+                         model_params=model_params, feature_schema=feature_schema)
+    return collect_scheme(scheme, pool, y, groups, [fit_group(task) for _, _, task in groups], root=root)

@@ -4,8 +4,10 @@
 the dataset's resolved cash and costs) and returns a :class:`MarketResult`: the baseline backtest's
 trades (real backtesting.py), every detected pattern with its features, its triple-barrier outcome,
 its R net of costs and its two UTC instants (``known_at_utc``, ``exit_known_at_utc``, see
-:mod:`.clock`). It takes **no registry path** and writes nothing: the driver alone writes to the
-registry, so a Dask cluster needs no shared file system.
+:mod:`.clock`). It takes **no registry path** and writes nothing: the strategy runs in the registry
+mixin's collect mode (``registry_db=None, register_patterns=True``) and the unit returns its
+``registrations`` (with the UTC instants added), which the driver alone writes
+(:func:`qml_plugin.mixins.write_registrations`), so a Dask cluster needs no shared file system.
 
 Costs (``backtest.costs``) are backtesting.py's: ``commission`` a fraction of the traded value per
 side, ``spread`` a fraction of the price paid once per round trip. A pattern's net R is
@@ -22,9 +24,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from ..features import FeatureExtractor
 from ..patterns import label_patterns
-from .clock import bar_close_utc
+from .clock import known_at_utc
 from .runs import WarningLog, make_backtest, run_backtest
 
 __all__ = ["MarketSpec", "MarketResult", "market_unit", "units_cash", "MIN_UNITS"]
@@ -58,6 +59,7 @@ class MarketResult:
     patterns: pd.DataFrame       # detect_patterns + label_patterns columns + clocks, costs, regime
     features: pd.DataFrame       # index pattern_id, columns = FeatureExtractor.feature_names
     trades: pd.DataFrame         # the baseline backtest's stats._trades, with net R per trade
+    registrations: object = None  # the strategy's collected Registrations, ready for write_registrations
     bars: int = 0
     warnings: list[tuple[str, str]] = field(default_factory=list)   # WarningLog.entries
 
@@ -75,34 +77,36 @@ def market_unit(spec: MarketSpec) -> MarketResult:
     with log.collect("baseline"):
         bt = make_backtest(df, spec.strategy, spec.backtest, cash=cash, commission=spec.commission,
                            spread=spec.spread)
-    stats = run_backtest(bt, log=log, where=spec.dataset, **spec.params, register_patterns=False,
+    stats = run_backtest(bt, log=log, where=spec.dataset, **spec.params, registry_db=None, register_patterns=True,
                          ml_config=None)
     strat = stats._strategy
-    pats = strat.patterns
+    pats, feats = strat.patterns, strat.pattern_features
     labeled = label_patterns(df, pats, max_wait=strat.max_wait, max_hold=strat.max_hold)
-    extractor = FeatureExtractor()
-    with log.collect(spec.dataset):
-        feats = extractor.extract(df, pats)
-        regime = (extractor.regimes(df, pats) if hasattr(extractor, "regimes")
-                  else feats.get("regime_at_detection"))
-    feats = feats.drop(columns=["pattern_id", "regime_at_detection"], errors="ignore")
-    feats.index = pats["pattern_id"].to_numpy()
     out = labeled.copy()
     out["dataset"], out["symbol"], out["timeframe"] = spec.dataset, df.attrs.get("symbol"), df.attrs.get("timeframe")
-    if regime is not None:
-        out["regime_at_detection"] = np.asarray(regime)
-    out["known_at_utc"] = bar_close_utc(df, out["detection_bar"])
-    out["exit_known_at_utc"] = bar_close_utc(df, out["exit_bar"])
-    out["fill_known_at_utc"] = bar_close_utc(df, out["fill_bar"])
+    if feats is not None and "regime_at_detection" in feats:
+        out["regime_at_detection"] = feats["regime_at_detection"].to_numpy()
+    feats = (feats.drop(columns=["pattern_id", "regime_at_detection"], errors="ignore") if feats is not None
+             else pd.DataFrame(index=pats["pattern_id"].to_numpy()))
+    feats.index = pats["pattern_id"].to_numpy()
+    out["known_at_utc"] = known_at_utc(df, out["detection_bar"])
+    out["exit_known_at_utc"] = known_at_utc(df, out["exit_bar"])
+    out["fill_known_at_utc"] = known_at_utc(df, out["fill_bar"])
     risk = (out["entry"] - out["stop"]).abs().to_numpy(float)
     cost = (2 * spec.commission + spec.spread) * out["fill_price"].to_numpy(float)
     with np.errstate(divide="ignore", invalid="ignore"):
         out["r_net"] = out["r_multiple"].to_numpy(float) - cost / risk
     out["pnl_net_pct"] = out["pnl_pct"] - (2 * spec.commission + spec.spread) * 100
     trades = _trades_with_r(stats._trades, out)
-    trades["entry_time_utc"] = bar_close_utc(df, trades["EntryBar"])
+    trades["entry_time_utc"] = known_at_utc(df, trades["EntryBar"])
+    regs = strat.registrations
+    if regs is not None:                 # the registry stores when each pattern and outcome became known
+        clocks = out.set_index("pattern_id")[["known_at_utc", "exit_known_at_utc"]]
+        for pats_b, _, _ in regs.batches:
+            for col in clocks:
+                pats_b[col] = clocks[col].reindex(pats_b["pattern_id"]).dt.tz_localize("UTC").to_numpy()
     return MarketResult(spec.dataset, df.attrs.get("symbol"), df.attrs.get("timeframe"), df.attrs.get("tz") or "UTC",
-                        cash, out.reset_index(drop=True), feats, trades, len(df), log.entries)
+                        cash, out.reset_index(drop=True), feats, trades, regs, len(df), log.entries)
 
 
 def _trades_with_r(trades: pd.DataFrame, patterns: pd.DataFrame) -> pd.DataFrame:

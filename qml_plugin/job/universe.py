@@ -29,14 +29,16 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
+from .._config_fields import parse_duration
 from ..compute import Scheduler
-from ..data import bar_duration, list_datasets, load_ohlcv
+from ..config import dataset_costs
+from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
-from ..ml.model import SignalQualityModel
 from ..tradesim import levels_placeable, select_trades
-from .runs import RunDir, WarningLog, default_strategy, new_run_dir, open_registry, strategy_params
-from .schemes import SchemeScores, parse_schemes, score_scheme
+from ..universe import load_universe
+from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
+from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes
 from .unit import MarketResult, MarketSpec, market_unit
 from .verdict import MODES, format_verdict, verdict_sentence, verdict_table, write_verdict_csv
 
@@ -60,6 +62,7 @@ class UniverseResult:
     timings: dict = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     report_content: dict = field(default_factory=dict)
+    report: Path | None = None             # where the report goes (report.output, null = in the run folder)
 
     @property
     def fits(self) -> int:
@@ -73,20 +76,9 @@ def is_universe_source(source) -> bool:
 
 
 def load_universe_data(data_cfg: dict) -> dict[str, pd.DataFrame]:
-    """The ``data:`` section as ``{"SYMBOL_TIMEFRAME": frame}`` (start / end applied to each dataset)."""
-    try:
-        from .. import data as _data
-
-        frames = _data.load_universe(data_cfg["source"], resample=data_cfg.get("resample"))
-    except AttributeError:   # a build without load_universe: shipped names, lists and the shipped universes
-        src = data_cfg["source"]
-        names = list(src) if isinstance(src, (list, tuple)) else \
-            [n for n in list_datasets() if src == "all" or n.endswith("_1h" if src == "hourly" else "_1d")] \
-            if src in SHIPPED_UNIVERSES else [src]
-        frames = {}
-        for n in names:
-            df = load_ohlcv(n, resample=data_cfg.get("resample"))
-            frames[f"{df.attrs['symbol']}_{df.attrs['timeframe']}"] = df
+    """The ``data:`` section as ``{"SYMBOL_TIMEFRAME": frame}`` (:func:`qml_plugin.universe.load_universe`,
+    then ``start`` / ``end`` applied to each dataset; datasets left with under 100 bars are dropped)."""
+    frames = load_universe(data_cfg["source"], resample=data_cfg.get("resample"), tz=data_cfg.get("tz"))
     out = {}
     for key, df in frames.items():
         attrs = dict(df.attrs)
@@ -100,22 +92,19 @@ def load_universe_data(data_cfg: dict) -> dict[str, pd.DataFrame]:
     return out
 
 
-def _costs(cfg_backtest: dict, dataset: str) -> tuple[float, float]:
-    costs = cfg_backtest.get("costs") or {}
-    own = {**(costs.get("default") or {}), **(costs.get(dataset) or {})}
-    return float(own.get("commission", cfg_backtest["commission"])), float(own.get("spread", 0.0))
-
-
 def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                      universe: dict[str, pd.DataFrame] | None = None, schemes=None, scheduler: str | None = None,
                      workers: int | None = None, address: str | None = None, progress: bool = True,
-                     run_id: str | None = None, model_factory=None, seeds: int | None = None) -> UniverseResult:
+                     run_id: str | None = None, model_params: dict | None = None,
+                     seeds: int | None = None) -> UniverseResult:
     """Run the universe job for a validated run config (module docstring: the steps).
 
     ``universe`` gives the frames directly (else ``data.source`` is loaded); ``schemes`` overrides
     ``walk_forward.scheme`` (default ``pooled, per_market``); ``scheduler`` / ``workers`` / ``address``
-    override ``compute``; ``seeds`` the random filters per verdict row (default
-    ``walk_forward.random_seeds``). The result does not depend on the scheduler.
+    override ``compute``; ``model_params`` are ``SignalQualityModel``'s (default: its own); ``seeds``
+    the random filters per verdict row (default ``walk_forward.random_seeds``). Market units and the
+    walk-forward families (one per scheme and group) both run on the scheduler; the result does not
+    depend on it.
     """
     t_start = time.perf_counter()
     cls = strategy or default_strategy()
@@ -127,35 +116,45 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     reg = open_registry(db)              # a damaged registry fails the job before any output exists
     try:
         frames = universe if universe is not None else load_universe_data(cfg["data"])
-        run = new_run_dir(Path(cfg["report"]["output"]).parent, run_id=run_id)
-        specs = [MarketSpec(k, df, cls, params, cfg["backtest"], *_costs(cfg["backtest"], k))
+        run, report_path = run_folder(cfg, run_id)
+        specs = [MarketSpec(k, df, cls, params, cfg["backtest"], **dataset_costs(cfg["backtest"], k))
                  for k, df in frames.items()]
         t0 = time.perf_counter()
-        with Scheduler(scheduler or compute.get("scheduler") or "processes", workers=workers or compute.get("workers"),
-                       address=address or compute.get("address"), progress=progress) as sch:
+        sch = Scheduler(scheduler or compute.get("scheduler") or "processes", workers=workers or compute.get("workers"),
+                        address=address or compute.get("address"), progress=progress)
+        with sch:
             results: list[MarketResult] = sch.map(market_unit, specs, label=lambda s: s.dataset, desc="markets")
-        timings["markets_s"] = time.perf_counter() - t0
-        for r in results:
-            log.merge(r.warnings)
-        pool, X = _pool(results)
-        if collect:
-            t0 = time.perf_counter()
+            timings["markets_s"] = time.perf_counter() - t0
             for r in results:
-                reg.register_patterns(r.patterns, r.features, run_id=run.run_id)
-            timings["registry_s"] = time.perf_counter() - t0
+                log.merge(r.warnings)
+            pool, X = _pool(results)
+            if collect:
+                t0 = time.perf_counter()
+                for r in results:
+                    for pats, feats, schema in r.registrations.batches:
+                        reg.register_patterns(pats, feats, run_id=run.run_id, feature_schema=schema)
+                    if len(r.registrations.outcomes):
+                        reg.record_outcomes(r.registrations.outcomes, label_source="trade")
+                timings["registry_s"] = time.perf_counter() - t0
+            y = pool["label"].to_numpy(float)
+            longest_bar = max(bar_duration(f) for f in frames.values())
+            embargo = pd.Timedelta(parse_duration(wf_cfg["embargo"])) if wf_cfg.get("embargo") else longest_bar
+            t0 = time.perf_counter()
+            groups = {name: group_tasks(name, pool, X, y, every_months=wf_cfg["retrain_every_months"],
+                                        min_train=wf_cfg["min_train_labels"], embargo=embargo,
+                                        model_params=model_params) for name in names}
+            flat = [(name, g) for name in names for g in groups[name]]
+            with log.collect("walk-forward"):
+                fitted = sch.map(fit_group, [g[2] for _, g in flat], label=lambda t: "walk-forward group",
+                                 desc="models")
+            timings["models_s"] = time.perf_counter() - t0
     finally:
         reg.close()
-    y = pool["label"].to_numpy(float)
-    longest_bar = max(bar_duration(f) for f in frames.values())
-    embargo = pd.Timedelta(wf_cfg["embargo"]) if wf_cfg.get("embargo") else longest_bar
-    factory = model_factory or (lambda: SignalQualityModel(n_jobs=1))
-    scores = {}
+    scores, k = {}, 0
     for name in names:
-        with log.collect(name):
-            scores[name] = score_scheme(name, pool, X, y, root=run.path / "models",
-                                        every_months=wf_cfg["retrain_every_months"],
-                                        min_train=wf_cfg["min_train_labels"], embargo=embargo,
-                                        model_factory=factory)
+        n = len(groups[name])
+        scores[name] = collect_scheme(name, pool, y, groups[name], fitted[k:k + n], root=run.path / "models")
+        k += n
     timings["fit_s"] = sum(s.fit_seconds for s in scores.values())
     rule = dict(min_score=float(getattr(cls, "min_score", 0.5)) if "min_score" not in params
                 else float(params["min_score"]), ml_weight=ml["ml_weight"],
@@ -180,7 +179,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=pooled_cal, notes=notes)
-    return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report)
+    return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
+                          report_path)
 
 
 def _pool(results: list[MarketResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -253,7 +253,7 @@ def _mode_trades(pool, results, scheme, taken, oos, max_wait) -> pd.DataFrame:
 
 def _notes(markets, scores, embargo, timings, run, primary, sentence) -> list[str]:
     fits = sum(s.fits for s in scores.values())
-    share = timings["fit_s"] / timings["total_s"] if timings.get("total_s") else np.nan
+    share = timings["models_s"] / timings["total_s"] if timings.get("total_s") else np.nan
     out = [sentence,
            f"Universe: {len(markets)} datasets in {markets['market'].nunique()} markets, "
            f"{int(markets['patterns'].sum()):,} patterns, {int(markets['labels'].sum()):,} with a known outcome.",
@@ -264,7 +264,8 @@ def _notes(markets, scores, embargo, timings, run, primary, sentence) -> list[st
            "Costs per dataset (commission per side, spread per round trip, fractions of price): " +
            ", ".join(f"{d} {c:g}/{s:g}" for d, c, s in zip(markets["dataset"], markets["commission"],
                                                           markets["spread"])),
-           f"{fits} model fits in {timings['fit_s']:.1f} s ({share:.0%} of the run's {timings['total_s']:.1f} s).",
+           f"{fits} model fits: the model stage took {timings['models_s']:.1f} s wall ({share:.0%} of the run's "
+           f"{timings['total_s']:.1f} s; fit times summed over workers {timings['fit_s']:.1f} s).",
            f"Run {run.run_id}: models, verdict.csv and markets.csv in {run.path}."]
     for name, s in scores.items():
         auc = s.metrics.get("auc", np.nan)
