@@ -29,7 +29,7 @@ def time_qml_run() -> float:
 
 
 def planted() -> None:
-    from qml_plugin.cli.run import main_job
+    from qml_plugin.job import run_market_job
     from qml_plugin.config import load_config
     from qml_plugin.patterns import detect_patterns, label_patterns
     from qml_plugin.synthetic import ceiling_auc, plant_volume_signal, random_walk_ohlcv
@@ -42,7 +42,7 @@ def planted() -> None:
         planted_df.to_csv(Path(d) / "PLANTED_4h.csv", index_label="timestamp")
         cfg = load_config({"data": {"source": str(Path(d) / "PLANTED_4h.csv"), "resample": None},
                            "ml": {"enabled": True}})
-        res = main_job(cfg, progress=False)
+        res = run_market_job(cfg, progress=False)
         y = labeled["label"].to_numpy()
         ok = ~np.isnan(res.walk_forward.oos_proba.to_numpy()) & ~np.isnan(y)
         print(f"planted: theoretical ceiling AUC {ceiling_auc(1.5):.3f}, realized ceiling "

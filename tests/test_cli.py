@@ -144,9 +144,9 @@ def test_qml_errors_are_one_bounded_line_and_interrupts_and_closed_pipes_keep_th
 
 
 def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, eurusd_4h):
-    from qml_plugin.cli.run import main_job
     from qml_plugin.config import load_config
     from qml_plugin.features import FeatureExtractor
+    from qml_plugin.job import run_market_job
     from qml_plugin.ml.model import SignalQualityModel
 
     monkeypatch.chdir(tmp_path)
@@ -162,7 +162,7 @@ def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, e
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         reg.add_model_version("signal_quality", status="canary", model_path=str(path),
                               trained_on_end=str(model.trained_on_end_), features_used=model.feature_names)
-    table = main_job(cfg, progress=False).table
+    table = run_market_job(cfg, progress=False).table
     row = table[table["mode"].str.startswith("canary_v1")]
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:

@@ -8,7 +8,11 @@ from conftest import REPO
 nbclient = pytest.importorskip("nbclient")
 
 
-@pytest.mark.parametrize("name", ["quickstart.ipynb"])
+EXPECTED = {"quickstart.ipynb": "ML status: out-of-sample",
+            "universe.ipynb": "Primary test (pooled scheme, filter mode, pattern level)"}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_notebook_runs(name, tmp_path):
     nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
     client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
@@ -17,4 +21,4 @@ def test_notebook_runs(name, tmp_path):
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
-    assert "ML status: out-of-sample" in text
+    assert EXPECTED[name] in text

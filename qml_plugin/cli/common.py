@@ -8,20 +8,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import math
 import warnings
 from pathlib import Path
 
-import pandas as pd
-from backtesting import Backtest, Strategy
+from backtesting import Strategy
 
-from ..config import MIXIN_SETTINGS, resolve_config
+from ..config import resolve_config
 from ..data import load_data
 from ..errors import ConfigError
+from ..job.runs import data_name, make_backtest, strategy_params  # re-exported for the other commands
 
 __all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params",
-           "int_in", "finite_float"]
+           "int_in", "finite_float", "data_name"]
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -114,49 +113,3 @@ def resolve_strategy(name: str, module: str | None = None) -> type[Strategy]:
     if not (isinstance(cls, type) and issubclass(cls, Strategy)):
         raise ConfigError(f"strategy.class = {name!r}: {mod_name} has no backtesting.Strategy named {cls_name!r}")
     return cls
-
-
-def _parameters(cls: type[Strategy]) -> list[str]:
-    """Public class attributes of ``cls`` that are plain values: the parameters ``Backtest.run(**kw)`` may set."""
-    out = []
-    for k in dir(cls):
-        if k.startswith("_") or k in MIXIN_SETTINGS:
-            continue
-        raw = inspect.getattr_static(cls, k)
-        if not (callable(raw) or isinstance(raw, (property, classmethod, staticmethod))):
-            out.append(k)
-    return sorted(out)
-
-
-def strategy_params(cls: type[Strategy], params: dict) -> dict:
-    """Check that every ``strategy.params`` key is a parameter of the strategy: a plain class attribute,
-    not a method or property, and not a mixin setting (``registry_db``, ``ml_config``, ...), which the
-    job sets from the config's own sections."""
-    allowed = _parameters(cls)
-    for key in params:
-        if key in MIXIN_SETTINGS:
-            raise ConfigError(f"strategy.params.{key} is a mixin setting, not a strategy parameter; "
-                              f"set it with {MIXIN_SETTINGS[key]}")
-        if key not in allowed:
-            what = "a method or property" if hasattr(cls, key) else "not an attribute"
-            raise ConfigError(f"strategy.params.{key} is not a parameter of {cls.__name__} ({what}); "
-                              f"allowed: {', '.join(allowed)}")
-    return dict(params)
-
-
-def make_backtest(df: pd.DataFrame, cls: type[Strategy], bt_cfg: dict) -> Backtest:
-    """A backtesting.py ``Backtest`` with the ``backtest:`` section's cash, commission and margin.
-
-    ``finalize_trades`` stays at backtesting.py's default (False): a trade still open at the end has
-    no outcome yet, exactly like an open triple-barrier label, so every row of a comparison counts
-    the same trades.
-    """
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return Backtest(df, cls, cash=bt_cfg["cash"], commission=bt_cfg["commission"], margin=bt_cfg["margin"],
-                        exclusive_orders=bt_cfg["exclusive_orders"])
-
-
-def data_name(df: pd.DataFrame) -> str:
-    return f"{df.attrs.get('symbol')} {df.attrs.get('timeframe') or ''}".strip()
-
