@@ -37,6 +37,7 @@ from ..errors import InsufficientDataError
 from ..filter import decide
 from ..tradesim import levels_placeable, select_trades
 from ..universe import load_universe
+from .charts import chart_data
 from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
 from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes
 from .unit import MarketResult, MarketSpec, market_unit
@@ -177,8 +178,10 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
+    charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES), seeds=n_seeds)
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
-                  equity={}, calibration=pooled_cal, notes=notes)
+                  equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
+                  charts=charts)
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
                           report_path)
 
