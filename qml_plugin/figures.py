@@ -52,8 +52,9 @@ def equity_with_band(equity: Mapping[str, pd.Series], band: pd.DataFrame | None 
                   fill_alpha=0.45, legend_label="random filter 5-95 %", name="random_band")
     for i, (name, curve) in enumerate(equity.items()):
         if len(curve):
+            bold = name == "baseline" or "band" in str(name)
             fig.step(curve.index, curve.to_numpy(float), mode="after", color=Category10_10[i % 10],
-                     line_width=2.6 if name == "baseline" or "band" in str(name) else 1.4, legend_label=str(name), name=f"equity:{name}")
+                     line_width=2.6 if bold else 1.4, legend_label=str(name), name=f"equity:{name}")
     fig.legend.location = "top_left"
     fig.legend.click_policy = "hide"
     fig.legend.label_text_font_size = "8pt"
