@@ -17,7 +17,7 @@ from ..job.schemes import parse_schemes
 from ..job.universe import is_universe_source
 from ..job.verdict import format_verdict
 from ..report import format_table, write_report
-from .common import config_path, resolve_strategy
+from .common import config_path, int_in, resolve_strategy
 
 
 def add_parser(sub) -> None:
@@ -28,7 +28,8 @@ def add_parser(sub) -> None:
                                                   "leave_market_out (default: the config's, else pooled,per_market)")
     p.add_argument("--scheduler", default=None, choices=("serial", "processes", "dask"),
                    help="where per-market work runs (default: the config's compute.scheduler, else processes)")
-    p.add_argument("--workers", type=int, default=None, help="processes or Dask workers (default: the cores)")
+    p.add_argument("--workers", type=int_in(1, 1024), default=None,
+                   help="processes or Dask workers (default: the cores)")
     p.add_argument("--address", default=None, help="an existing Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--strategies-module", default=None, help="module holding strategy.class (default: strategies)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
