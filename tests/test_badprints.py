@@ -131,7 +131,9 @@ def test_warn_is_silent_on_clean_data():
 
 
 def test_repair_clips_bad_wicks_and_flattens_an_implausible_bar_and_records_each_change(raw):
-    aapl = load_ohlcv("AAPL_1d", bad_prints="repair")
+    with pytest.warns(BadPrintWarning, match=r"AAPL_1d.csv.gz: 4 bad print\(s\) repaired \(data.bad_prints: repair\): "
+                                             r"2001-04-05 00:00:00 \(clip High to 0.372678\), 2009-09-21"):
+        aapl = load_ohlcv("AAPL_1d", bad_prints="repair")
     assert aapl.loc["2009-09-21", "Low"] == 6.572145 == min(aapl.loc["2009-09-21", ["Open", "Close"]])
     assert {"time": "2009-09-21T00:00:00", "column": "Low", "old": 0.378214, "new": 6.572145} in aapl.attrs["repairs"]
     googl = load_ohlcv("GOOGL_1d", bad_prints="repair")
@@ -199,3 +201,14 @@ def test_property_any_prefix_gets_the_same_verdicts_and_repairs(seed, n_bad, sta
         pd.testing.assert_frame_equal(repair_bad_prints(df.iloc[: c + 1])[OHLCV_COLUMNS],
                                       fixed.iloc[: c + 1][OHLCV_COLUMNS])
     validate_ohlcv(fixed)
+
+
+def test_the_run_config_data_bad_prints_reaches_every_dataset_of_a_universe_run():
+    from qml_plugin.job.universe import load_universe_data
+
+    cfg = {"source": ["BAC_1d", "EURUSD_1d"], "resample": "4h", "bad_prints": "repair", "start": None, "end": None}
+    with pytest.warns(BadPrintWarning, match="BAC_1d.csv.gz: 1 bad print"):
+        frames = load_universe_data(cfg)
+    assert frames["BAC_1d"].loc["2001-11-12", "Low"] == 31.4 and frames["BAC_1d"].attrs["repairs"]
+    with pytest.raises(DataError, match=r"BAC_1d.csv.gz: bad print at 2001-11-12"):
+        load_universe_data({**cfg, "bad_prints": "fail"})
