@@ -180,7 +180,8 @@ def apply_bad_prints(df: pd.DataFrame, *, bad_prints: str | None = "warn") -> pd
     """Apply a ``data.bad_prints`` policy to ``df`` and return the frame to use.
 
     ``"warn"``: the frame unchanged, one :class:`BadPrintWarning` naming each flagged timestamp
-    once; ``"repair"``: :func:`repair_bad_prints`; ``"fail"``: a :class:`DataError` naming the
+    once; ``"repair"``: :func:`repair_bad_prints`, and one :class:`BadPrintWarning` saying what was
+    repaired (so a run's report lists it); ``"fail"``: a :class:`DataError` naming the
     first bad print; ``None``: unchecked. The table found is kept in ``attrs["bad_prints"]`` (a
     list of records, for the run report) in every mode that checks.
     """
@@ -197,12 +198,20 @@ def apply_bad_prints(df: pd.DataFrame, *, bad_prints: str | None = "warn") -> pd
                         f"{len(found)} in all; 'repair' would {first['repair']})")
     out = repair_bad_prints(df) if bad_prints == "repair" and len(found) else df.copy()
     if len(found) and bad_prints == "warn":
-        times = found["time"].drop_duplicates().astype(str).tolist()
-        shown = ", ".join(times[:50]) + (f" and {len(times) - 50} more" if len(times) > 50 else "")
+        times = [str(t) for t in found["time"].drop_duplicates()]
         warnings.warn(f"{where}: {len(times)} bad print(s) kept as they are (data.bad_prints: warn; "
-                      f"'repair' fixes them, `qml data check` lists them): {shown}", BadPrintWarning, stacklevel=2)
+                      f"'repair' fixes them, `qml data check` lists them): {_listed(times)}", BadPrintWarning,
+                      stacklevel=2)
+    if len(found) and bad_prints == "repair":  # said once too, so a run's report lists what was changed
+        done = [f"{t} ({r})" for t, r in zip(found["time"], found["repair"])]
+        warnings.warn(f"{where}: {len(done)} bad print(s) repaired (data.bad_prints: repair): {_listed(done)}",
+                      BadPrintWarning, stacklevel=2)
     out.attrs["bad_prints"] = found.assign(time=found["time"].astype(str)).to_dict("records")
     return out
+
+
+def _listed(items: list[str], limit: int = 50) -> str:
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
 
 
 def bad_print_report(sources="all", *, tz: str | None = None) -> pd.DataFrame:

@@ -7,10 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_ohlcv
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qml_plugin import ConfigError, DataError
 from qml_plugin.badprints import BadPrintWarning, apply_bad_prints, find_bad_prints, repair_bad_prints
-from qml_plugin.data import load_ohlcv, validate_ohlcv
+from qml_plugin.data import OHLCV_COLUMNS, load_ohlcv, validate_ohlcv
 from qml_plugin.patterns import detect_patterns
 from qml_plugin.universe import load_universe
 
@@ -129,7 +131,9 @@ def test_warn_is_silent_on_clean_data():
 
 
 def test_repair_clips_bad_wicks_and_flattens_an_implausible_bar_and_records_each_change(raw):
-    aapl = load_ohlcv("AAPL_1d", bad_prints="repair")
+    with pytest.warns(BadPrintWarning, match=r"AAPL_1d.csv.gz: 4 bad print\(s\) repaired \(data.bad_prints: repair\): "
+                                             r"2001-04-05 00:00:00 \(clip High to 0.372678\), 2009-09-21"):
+        aapl = load_ohlcv("AAPL_1d", bad_prints="repair")
     assert aapl.loc["2009-09-21", "Low"] == 6.572145 == min(aapl.loc["2009-09-21", ["Open", "Close"]])
     assert {"time": "2009-09-21T00:00:00", "column": "Low", "old": 0.378214, "new": 6.572145} in aapl.attrs["repairs"]
     googl = load_ohlcv("GOOGL_1d", bad_prints="repair")
@@ -173,3 +177,38 @@ def test_a_repaired_dataset_has_its_own_pattern_ids_and_loses_the_false_swings(r
     eur = load_ohlcv("EURUSD_1h", bad_prints="repair")
     assert "repairs" not in eur.attrs
     assert detect_patterns(eur)["pattern_id"].tolist() == detect_patterns(raw("EURUSD_1h"))["pattern_id"].tolist()
+
+
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), n_bad=st.integers(0, 6), stale=st.booleans())
+def test_property_any_prefix_gets_the_same_verdicts_and_repairs(seed, n_bad, stale):
+    from conftest import random_walk
+
+    df = random_walk(300, seed)
+    rng = np.random.default_rng(seed)
+    if stale:  # a stretch of zero-range bars, as in BTCUSD_1h on 2018-08-10
+        k = int(rng.integers(20, 200))
+        df.iloc[k:k + 30, :4] = df["Close"].iloc[k - 1]
+    for i in rng.integers(1, len(df), n_bad):  # planted bad wicks of 30-95 % of price
+        col, f = ("Low", 1 - rng.uniform(0.3, 0.95)) if rng.random() < 0.5 else ("High", 1 + rng.uniform(0.3, 3))
+        df.iloc[i, df.columns.get_loc(col)] = df[["Open", "Close"]].iloc[i].min() * f if col == "Low" else \
+            df[["Open", "Close"]].iloc[i].max() * f
+    full, fixed = find_bad_prints(df), repair_bad_prints(df)
+    assert len(full) >= (n_bad > 0)  # the planted prints are found
+    for c in rng.integers(0, len(df), 5):
+        pd.testing.assert_frame_equal(find_bad_prints(df.iloc[: c + 1]),
+                                      full[full["time"] <= df.index[c]].reset_index(drop=True))
+        pd.testing.assert_frame_equal(repair_bad_prints(df.iloc[: c + 1])[OHLCV_COLUMNS],
+                                      fixed.iloc[: c + 1][OHLCV_COLUMNS])
+    validate_ohlcv(fixed)
+
+
+def test_the_run_config_data_bad_prints_reaches_every_dataset_of_a_universe_run():
+    from qml_plugin.job.universe import load_universe_data
+
+    cfg = {"source": ["BAC_1d", "EURUSD_1d"], "resample": "4h", "bad_prints": "repair", "start": None, "end": None}
+    with pytest.warns(BadPrintWarning, match="BAC_1d.csv.gz: 1 bad print"):
+        frames = load_universe_data(cfg)
+    assert frames["BAC_1d"].loc["2001-11-12", "Low"] == 31.4 and frames["BAC_1d"].attrs["repairs"]
+    with pytest.raises(DataError, match=r"BAC_1d.csv.gz: bad print at 2001-11-12"):
+        load_universe_data({**cfg, "bad_prints": "fail"})

@@ -89,7 +89,8 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     collect = cfg["ml_data_collection"]["enabled"]
     log = WarningLog()
     open_registry(db).close()            # damaged / unwritable registry: fail before any output exists
-    df = load_data(cfg["data"])
+    with log.collect("data"):              # bad prints flagged or repaired reach the report's notes
+        df = load_data(cfg["data"])
     run, report_path = run_folder(cfg, run_id)
     steps = tqdm(total=6, desc="qml run", disable=not progress, unit="step")
 

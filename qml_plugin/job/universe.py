@@ -79,7 +79,8 @@ def is_universe_source(source) -> bool:
 def load_universe_data(data_cfg: dict) -> dict[str, pd.DataFrame]:
     """The ``data:`` section as ``{"SYMBOL_TIMEFRAME": frame}`` (:func:`qml_plugin.universe.load_universe`,
     then ``start`` / ``end`` applied to each dataset; datasets left with under 100 bars are dropped)."""
-    frames = load_universe(data_cfg["source"], resample=data_cfg.get("resample"), tz=data_cfg.get("tz"))
+    frames = load_universe(data_cfg["source"], resample=data_cfg.get("resample"), tz=data_cfg.get("tz"),
+                           bad_prints=data_cfg.get("bad_prints"))
     out = {}
     for key, df in frames.items():
         attrs = dict(df.attrs)
@@ -116,7 +117,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     log, timings = WarningLog(), {}
     reg = open_registry(db)              # a damaged registry fails the job before any output exists
     try:
-        frames = universe if universe is not None else load_universe_data(cfg["data"])
+        with log.collect("data"):          # bad prints flagged or repaired reach the report's notes
+            frames = universe if universe is not None else load_universe_data(cfg["data"])
         run, report_path = run_folder(cfg, run_id)
         specs = [MarketSpec(k, df, cls, params, cfg["backtest"], **dataset_costs(cfg["backtest"], k))
                  for k, df in frames.items()]
