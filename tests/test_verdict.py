@@ -326,3 +326,17 @@ def test_equity_figures_by_hand():
     late = pd.Series([1.0, 1.2], index=days[2:])
     both = equal_weight_portfolio([curve, late])                   # before its start a curve counts 1.0
     assert both.tolist() == pytest.approx([1.0, 1.05, 0.995, 1.1445])
+
+
+def test_a_mode_that_keeps_its_whole_pool_made_no_choice_and_rows_keep_their_order():
+    pats, trades, _ = _inputs(4, skill=0.0, trades=True)
+    pats["taken_expected_value"] = pats["technical"] & pats["placeable"]      # no expected_r: the baseline
+    trades = pd.concat([trades[trades["mode"] != "baseline"], trades[trades["mode"] == "baseline"]])
+    table = verdict_table(pats, trades=trades, primary_mode="filter", seeds=100, trade_seeds=50, n_boot=0)
+    ev = table[table["mode"] == "expected_value"]
+    assert ev["p_random"].isna().all() and ev["p_holm"].isna().all()
+    assert np.allclose(ev.loc[ev["level"] == "pattern", "random_median"], ev.loc[ev["level"] == "pattern", "mean_r"])
+    for level in ("pattern", "trade"):
+        rows = table[(table["level"] == level) & (table["market"] == "all")]
+        assert rows["mode"].tolist() == ["baseline", *MODES]
+    assert table["level"].tolist() == sorted(table["level"].tolist())            # pattern rows first

@@ -70,7 +70,8 @@ family, and each of those questions' per-market rows another; on the primary row
 one pre-registered test); ``mde`` (pooled rows only:
 :func:`~qml_plugin.comparison.minimum_detectable_effect` from the pooled SD of the mode's R and the pool's);
 ``primary`` (True on at most one row; none when the pooled scheme was not run). Mode rows with no pool
-(``n_pool == 0``) have NaN statistics.
+(``n_pool == 0``) have NaN statistics; a mode that kept its whole pool in every market of a row made no choice
+there, and its ``p_random`` is NaN (the band is the mode itself).
 """
 from __future__ import annotations
 
@@ -152,13 +153,15 @@ def _per_trade(r: np.ndarray, blocks: np.ndarray, rng: np.random.Generator, n_bo
             "mean_r": float(r.mean()), "mean_r_lo": lo, "mean_r_hi": hi}
 
 
-def _band(observed: float, means: np.ndarray) -> dict:
+def _band(observed: float, means: np.ndarray, chose: bool) -> dict:
+    """The random filters' median and 5-95 % band of mean R, and ``p_random``: NaN when the mode made no choice
+    (it kept its whole pool in every market, so every random filter is the mode itself)."""
     m = means[~np.isnan(means)]
     if len(m) == 0:
         return {"random_median": np.nan, "random_p05": np.nan, "random_p95": np.nan, "p_random": np.nan}
     q05, q50, q95 = np.quantile(m, [0.05, 0.5, 0.95])
     return {"random_median": float(q50), "random_p05": float(q05), "random_p95": float(q95),
-            "p_random": p_random(observed, m)}
+            "p_random": p_random(observed, m) if chose else np.nan}
 
 
 def _pooled_sd(a: np.ndarray, b_var: float) -> float:
@@ -193,6 +196,7 @@ def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 2000, n_boot: int = 200
             pool, taken = pool & known, taken & known
             rng = _rng(seed, "pattern", str(scheme), mode)
             keep = np.bincount(codes[taken], minlength=len(markets))
+            room = keep < np.bincount(codes[pool], minlength=len(markets))       # markets where it chose
             if mode != "baseline":
                 sums = random_keep_sums(r, pool, codes, keep, seeds=seeds, rng=rng)   # (seeds, markets)
             for g in [-1, *range(len(markets))]:
@@ -204,7 +208,7 @@ def pattern_rows(patterns: pd.DataFrame, *, seeds: int = 2000, n_boot: int = 200
                 if mode != "baseline":
                     k = keep.sum() if g < 0 else keep[g]
                     means = (sums.sum(axis=1) if g < 0 else sums[:, g]) / k if k else np.full(seeds, np.nan)
-                    row |= _band(row["mean_r"], means)
+                    row |= _band(row["mean_r"], means, bool(room.any() if g < 0 else room[g]))
                     if g < 0:
                         row["mde"] = minimum_detectable_effect(
                             _pooled_sd(r[sel], float(np.var(r[in_pool], ddof=1)) if in_pool.sum() > 1 else np.nan),
@@ -274,6 +278,7 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
             if (taken & ~pool).any():
                 raise ValueError(f"scheme {scheme!r}, mode {mode!r}: taken patterns outside the mode's pool")
             keep = np.bincount(codes[taken], minlength=len(markets))
+            room = keep < np.bincount(codes[pool], minlength=len(markets))
             masks = random_keep(pool, codes, keep, seeds=seeds, rng=rng)
             sums, counts, squares = _random_trades(sub, codes, len(markets), masks, max_wait)
         for g in [-1, *range(len(markets))]:
@@ -288,7 +293,8 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
             if mode in MODES:
                 s, c, q = (x.sum(axis=1) if g < 0 else x[:, g] for x in (sums, counts, squares))
                 with np.errstate(invalid="ignore", divide="ignore"):
-                    row |= _band(row["mean_r"], np.where(c > 0, s / np.maximum(c, 1), np.nan))
+                    row |= _band(row["mean_r"], np.where(c > 0, s / np.maximum(c, 1), np.nan),
+                                 bool(room.any() if g < 0 else room[g]))
                 if g < 0 and c.sum() > 1:
                     var_random = (q.sum() - s.sum() ** 2 / c.sum()) / (c.sum() - 1)
                     row["mde"] = minimum_detectable_effect(_pooled_sd(r_tr[sel], var_random), int(sel.sum()),
@@ -319,6 +325,11 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
         parts.append(trade_rows(patterns, trades, equity, seeds=trade_seeds, max_wait=max_wait, n_boot=n_boot,
                                 level=level, alpha=alpha, power=power, seed=seed))
     table = pd.concat(parts, ignore_index=True).reindex(columns=VERDICT_COLUMNS)
+    order = pd.DataFrame({"level": table["level"].map({"pattern": 0, "trade": 1}),
+                          "scheme": pd.factorize(table["scheme"])[0],
+                          "mode": table["mode"].map({m: i for i, m in enumerate(("baseline",) + MODES)}),
+                          "market": table["market"] != "all", "name": table["market"]})
+    table = table.loc[order.sort_values(list(order.columns), kind="stable").index].reset_index(drop=True)
     table["primary"] = ((table["level"] == "pattern") & (table["scheme"] == "pooled")
                         & (table["mode"] == primary_mode) & (table["market"] == "all"))
     p = table["p_random"].to_numpy(float)
