@@ -48,9 +48,11 @@ from . import _frames as fr
 from . import _sql as sql
 from .connection import (
     DEFAULT_DB,
+    check_writable,
     connect,
     parse_db,
     read_snapshot,
+    remember_intact,
     sqlalchemy_url,
     translate_errors,
     utc_now,
@@ -97,6 +99,7 @@ class PatternRegistry(ModelTables, PredictionLog):
         self.sqlalchemy_url: str = sqlalchemy_url(self.url)
         try:
             apply_migrations(self._conn, path=self.path)
+            check_writable(self._conn, self.path)
         except BaseException:
             self._conn.close()
             raise
@@ -110,6 +113,8 @@ class PatternRegistry(ModelTables, PredictionLog):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+            if self.backend == "sqlite":
+                remember_intact(self.path)
 
     def __enter__(self) -> PatternRegistry:
         return self
