@@ -733,3 +733,22 @@ def test_a_read_only_registry_is_a_clear_error_at_open(immutable):
                                             r"qml writes .* point ml_data_collection\.db_path / --db elsewhere"):
         PatternRegistry(immutable)
     assert immutable.read_bytes() == before
+
+
+def test_the_registry_names_its_database_for_sqlalchemy_so_optuna_can_keep_studies_there(registry_db):
+    import optuna
+
+    from qml_plugin.registry import sqlalchemy_url
+    with PatternRegistry(registry_db) as reg:
+        url = reg.sqlalchemy_url
+        assert url == sqlalchemy_url(registry_db)
+        assert url.startswith("postgresql+psycopg://" if reg.backend == "postgresql" else "sqlite:////")
+        if reg.backend == "sqlite":
+            url = f"sqlite:///{reg.path}-optuna.db"           # SQLite: the study beside the file, not inside it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="qml-optimize", storage=optuna.storages.RDBStorage(url))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.25) ** 2, n_trials=3)
+    again = optuna.load_study(study_name="qml-optimize", storage=url)      # another process would do this
+    assert len(again.trials) == 3 and again.best_value == study.best_value
+    with PatternRegistry(registry_db) as reg:                                # and the registry is unharmed
+        assert reg.get_statistics()["total"] == 0
