@@ -18,7 +18,13 @@ What it measures, on a fresh file in a temporary folder (WAL, synchronous=NORMAL
 5. ``find_similar_patterns`` over all (labeled) patterns: the cold call (reads and standardizes
    the matrix), warm calls (median and p95 of ``--queries``), and the call after one new labeled
    row (the cache is brought up to date, never stale);
-6. ``get_training_data`` for every labeled pattern.
+6. ``get_training_data`` for every labeled pattern;
+7. with ``--postgres postgresql://user@host:port/db`` (a server where that user may create databases):
+   batched inserts/s and ``find_similar_patterns`` latency on PostgreSQL beside SQLite, the same
+   patterns, in the same run, alternating backend per round (``--backend-n`` patterns, ``--repeat``
+   rounds; a fresh SQLite file and a fresh PostgreSQL database each round)::
+
+    python benchmarks/bench_registry.py --postgres postgresql://qml@127.0.0.1:5432/qml_test --only-backends
 """
 from __future__ import annotations
 
@@ -97,7 +103,15 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=5000, help="patterns per register_patterns call")
     ap.add_argument("--queries", type=int, default=50, help="warm similarity queries")
     ap.add_argument("--repeat", type=int, default=3, help="fresh-file runs of the main insert measurement")
+    ap.add_argument("--postgres", default=None, help="PostgreSQL server URL: also compare the two backends")
+    ap.add_argument("--backend-n", type=int, default=20_000, help="patterns per backend round (default 20000)")
+    ap.add_argument("--only-backends", action="store_true", help="run only the SQLite vs PostgreSQL comparison")
     args = ap.parse_args()
+    if args.only_backends:
+        if not args.postgres:
+            ap.error("--only-backends needs --postgres URL")
+        bench_backends(args.postgres, args.backend_n, args.features, args.batch, args.queries, args.repeat)
+        return
 
     print(f"python {platform.python_version()}, sqlite {__import__('sqlite3').sqlite_version}, "
           f"numpy {np.__version__}, pandas {pd.__version__}, {os.cpu_count()} cpus, {platform.machine()}")
@@ -173,6 +187,74 @@ def main() -> None:
             X, y = reg.get_training_data()
             dt = time.perf_counter() - t
             print(f"get_training_data: X {X.shape}, y {y.shape} in {dt:.2f} s")
+    if args.postgres:
+        bench_backends(args.postgres, args.backend_n, args.features, args.batch, args.queries, args.repeat)
+
+
+def _one_backend(db: str, patterns: pd.DataFrame, features: pd.DataFrame, batch: int,
+                 queries: list[dict]) -> dict[str, float]:
+    with PatternRegistry(db) as reg:
+        t = time.perf_counter()
+        for lo in range(0, len(patterns), batch):
+            reg.register_patterns(patterns.iloc[lo:lo + batch], features.iloc[lo:lo + batch])
+        insert = len(patterns) / (time.perf_counter() - t)
+        reg.record_outcomes(outcomes_for(patterns))
+        t = time.perf_counter()
+        reg.find_similar_patterns(queries[0], n=5)
+        cold = time.perf_counter() - t
+        warm = []
+        for q in queries:
+            t = time.perf_counter()
+            reg.find_similar_patterns(q, n=5)
+            warm.append(time.perf_counter() - t)
+        extra_p, extra_f = make_patterns(1, features.shape[1], seed=9, offset=len(patterns))
+        reg.register_patterns(extra_p, extra_f)
+        reg.record_outcomes(outcomes_for(extra_p))
+        t = time.perf_counter()
+        reg.find_similar_patterns(extra_f.iloc[0].to_dict(), n=5)
+        refresh = time.perf_counter() - t
+    return {"insert": insert, "cold_ms": cold * 1e3, "warm_ms": statistics.median(warm) * 1e3,
+            "refresh_ms": refresh * 1e3}
+
+
+def bench_backends(server: str, n: int, n_features: int, batch: int, n_queries: int, repeat: int) -> None:
+    """SQLite and PostgreSQL on the same patterns, alternating per round (see the module docstring)."""
+    import uuid
+    from urllib.parse import urlsplit, urlunsplit
+
+    import psycopg
+
+    patterns, features = make_patterns(n, n_features, seed=3)
+    rng = np.random.default_rng(8)
+    queries = [dict(zip(features.columns, rng.normal(size=n_features), strict=True)) for _ in range(n_queries)]
+    with psycopg.connect(server, autocommit=True) as admin:
+        version = admin.execute("SHOW server_version").fetchone()[0]
+    print(f"\nbackends: {n} patterns x {n_features} features in batches of {batch}, {repeat} rounds; "
+          f"PostgreSQL {version} (psycopg {psycopg.__version__}), SQLite {__import__('sqlite3').sqlite_version}")
+    results: dict[str, list[dict[str, float]]] = {"sqlite": [], "postgresql": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(repeat):
+            for backend in (("sqlite", "postgresql") if r % 2 == 0 else ("postgresql", "sqlite")):
+                if backend == "sqlite":
+                    results[backend].append(_one_backend(str(Path(tmp) / f"b{r}.db"), patterns, features, batch,
+                                                         queries))
+                    continue
+                name = f"qml_bench_{uuid.uuid4().hex[:12]}"
+                with psycopg.connect(server, autocommit=True) as admin:
+                    admin.execute(f'CREATE DATABASE "{name}"')             # a generated name, never input
+                try:
+                    url = urlunsplit(urlsplit(server)._replace(path=f"/{name}"))
+                    results[backend].append(_one_backend(url, patterns, features, batch, queries))
+                finally:
+                    with psycopg.connect(server, autocommit=True) as admin:
+                        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    for backend, runs in results.items():
+        med = {k: statistics.median(run[k] for run in runs) for k in runs[0]}
+        each = ", ".join(f"{run['insert']:,.0f}" for run in runs)
+        print(f"{backend:<10} inserts median {med['insert']:,.0f} patterns/s (runs: {each}); "
+              f"find_similar_patterns cold "
+              f"{med['cold_ms']:.0f} ms, warm median {med['warm_ms']:.1f} ms, after 1 new label "
+              f"{med['refresh_ms']:.0f} ms")
 
 
 if __name__ == "__main__":

@@ -693,3 +693,62 @@ def test_a_promotion_racing_another_waits_for_it_and_then_declines(reg, registry
     assert result == {"eid": None}                           # ... then sees production moved and writes nothing
     assert [v["status"] for v in reg.list_model_versions("sq")] == ["production", "staging"]
     assert reg.eval_history("sq") == []
+
+
+# -- damaged and read-only files (issue 11): refused at open, before anything is written --------------
+def test_a_file_damaged_in_the_middle_is_refused_on_open_and_left_untouched(tmp_path):
+    db = tmp_path / "damaged.db"
+    with PatternRegistry(db) as r:
+        r.register_patterns(patterns(3000), features(3000))
+    with sqlite3.connect(db) as conn:                        # the pattern table's root page: in use, not page 1
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'ml_pattern_registry'").fetchone()[0]
+    data = bytearray(db.read_bytes())
+    assert 1 < root < len(data) // 16384                     # the file header stays intact
+    offset = 16384 * (root - 1)
+    data[offset + 8:offset + 4000] = np.random.default_rng(1).bytes(3992)
+    db.write_bytes(bytes(data))
+    with pytest.raises(RegistryError, match=r"damaged\.db' is damaged \(SQLite quick_check: .*nothing was written"):
+        PatternRegistry(db)
+    assert db.read_bytes() == bytes(data)
+
+
+@pytest.fixture
+def immutable(tmp_path):
+    """A registry file even root cannot write (``chattr +i``; skipped where the filesystem has no such flag)."""
+    import shutil
+    import subprocess
+
+    db = tmp_path / "frozen.db"
+    with PatternRegistry(db) as r:
+        r.register_patterns(patterns(3), features(3))
+    if shutil.which("chattr") is None or subprocess.run(["chattr", "+i", str(db)], capture_output=True).returncode:
+        pytest.skip("needs chattr +i (e2fsprogs, an ext2/3/4 or similar filesystem) to make a read-only file as root")
+    yield db
+    subprocess.run(["chattr", "-i", str(db)], check=True)
+
+
+def test_a_read_only_registry_is_a_clear_error_at_open(immutable):
+    before = immutable.read_bytes()
+    with pytest.raises(RegistryError, match=r"frozen\.db' is read-only \(attempt to write a readonly database\): "
+                                            r"qml writes .* point ml_data_collection\.db_path / --db elsewhere"):
+        PatternRegistry(immutable)
+    assert immutable.read_bytes() == before
+
+
+def test_the_registry_names_its_database_for_sqlalchemy_so_optuna_can_keep_studies_there(registry_db):
+    import optuna
+
+    from qml_plugin.registry import sqlalchemy_url
+    with PatternRegistry(registry_db) as reg:
+        url = reg.sqlalchemy_url
+        assert url == sqlalchemy_url(registry_db)
+        assert url.startswith("postgresql+psycopg://" if reg.backend == "postgresql" else "sqlite:////")
+        if reg.backend == "sqlite":
+            url = f"sqlite:///{reg.path}-optuna.db"           # SQLite: the study beside the file, not inside it
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="qml-optimize", storage=optuna.storages.RDBStorage(url))
+    study.optimize(lambda t: (t.suggest_float("x", -1, 1) - 0.25) ** 2, n_trials=3)
+    again = optuna.load_study(study_name="qml-optimize", storage=url)      # another process would do this
+    assert len(again.trials) == 3 and again.best_value == study.best_value
+    with PatternRegistry(registry_db) as reg:                                # and the registry is unharmed
+        assert reg.get_statistics()["total"] == 0

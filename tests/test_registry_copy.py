@@ -93,3 +93,7 @@ def test_copy_refuses_a_target_that_is_not_empty_and_writes_nothing(tmp_path, re
         assert reg.get_statistics()["total"] == 0
     with pytest.raises(RegistryError, match="same registry"):
         copy_registry(origin, f"sqlite:///{origin}")
+    missing = tmp_path / "nowhere" / "x.db"
+    with pytest.raises(RegistryError, match=r"no registry at '.*nowhere/x\.db' to copy from"):
+        copy_registry(str(missing), registry_db)
+    assert not missing.parent.exists()

@@ -1,10 +1,12 @@
 """The pattern registry: every pattern, its features and outcome, and the model versions (SQLite or PostgreSQL).
 
-Modules, one concern each: ``connection`` (opening the file: WAL, busy timeout, URLs),
-``migrations`` (the numbered schema, ``qml migrate``), ``store`` (``PatternRegistry``: register,
-label, outcomes, training data, statistics), ``similarity`` (nearest labeled patterns, cached),
-``models`` (model versions and evaluation history), ``predictions`` (the prediction log),
-``_frames`` (frame <-> row conversions).
+Modules, one concern each: ``connection`` (opening SQLite or PostgreSQL: URLs, WAL and busy timeout,
+the one connection type, transactions, damaged / read-only checks), ``migrations`` (the numbered
+schema on both backends, ``qml migrate``), ``store`` (``PatternRegistry``: register, label,
+outcomes, statistics), ``training`` (training data and the heads' targets), ``similarity``
+(nearest labeled patterns, cached), ``models`` (model versions and evaluation history),
+``predictions`` (the prediction log), ``transfer`` (``qml registry copy``), ``_sql`` / ``_frames``
+(the SQL text; frame <-> row conversions).
 
     >>> import os, tempfile
     >>> from qml_plugin.registry import PatternRegistry, migrate

@@ -9,8 +9,9 @@ answers every query exactly as the original does.
 
 Rules it keeps:
 
-- both ends are opened as registries first, so both are brought to the current schema by the
-  numbered migrations (the source too, as on any open);
+- the source must exist (a missing file is an error, never created empty); both ends are opened
+  as registries, so both are brought to the current schema by the numbered migrations (the
+  source too, as on any open);
 - the target must be empty (a fresh file or database): merging two registries would have to
   renumber feature sets and evaluations, which is not what a copy promises;
 - the copy is one transaction on the target: all of it or, on any error, nothing;
@@ -23,7 +24,7 @@ import os
 from typing import Any
 
 from ..errors import RegistryError
-from .connection import read_snapshot, write_transaction
+from .connection import display_url, read_snapshot, registry_exists, write_transaction
 from .store import PatternRegistry
 
 __all__ = ["COPIED_TABLES", "copy_registry"]
@@ -47,6 +48,9 @@ def copy_registry(source: str | os.PathLike[str], target: str | os.PathLike[str]
     ``source`` and ``target`` are paths or URLs (``sqlite:///...``, ``postgresql://...``). Raises
     :class:`RegistryError` when the target already holds data or a count differs afterwards.
     """
+    if not registry_exists(source):                       # never create an empty source by opening it
+        shown = display_url(source) if isinstance(source, str) else os.fspath(source)
+        raise RegistryError(f"registry copy: there is no registry at {shown!r} to copy from")
     with PatternRegistry(source) as src, PatternRegistry(target) as dst:
         if src.url == dst.url:
             raise RegistryError(f"registry copy: source and target are the same registry ({src.path})")
