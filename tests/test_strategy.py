@@ -78,7 +78,12 @@ def test_optimize_works_on_qml_params(eurusd_4h):
         bt = Backtest(eurusd_4h, QMLStrategy, cash=1_000_000)
         stats, heat = bt.optimize(swing_n=[2, 3], head_min_atr=[0.3, 0.5], register_patterns=[False],
                                   maximize="Equity Final [$]", return_heatmap=True)
-    assert len(heat) == 4 and stats._strategy.swing_n in (2, 3)
+        each = {(n, h): bt.run(swing_n=n, head_min_atr=h, register_patterns=False)["Equity Final [$]"]
+                for n in (2, 3) for h in (0.3, 0.5)}
+    assert len(heat) == 4 and len(set(each.values())) == 4            # the parameters reach the detector
+    h = heat.reset_index()
+    assert dict(zip(zip(h["swing_n"], h["head_min_atr"]), h.iloc[:, -1])) == pytest.approx(each)
+    assert stats["Equity Final [$]"] == pytest.approx(max(each.values()))
 
 
 def test_ml_disabled_gives_stats_identical_to_the_plain_strategy(eurusd_4h):
@@ -118,6 +123,14 @@ def test_three_modes_really_differ_and_filter_only_removes_trades(trained_model,
     dec = out["filter"]._strategy.pattern_decisions
     tech = out["filter"]._strategy.patterns["validity_score"] >= 0.5
     assert not (dec["take"] & ~tech).any()  # filter never adds a pattern the technical rule rejects
+    for mode, stats in out.items():         # and every trade obeys its mode's rule
+        strategy = stats._strategy
+        d = strategy.pattern_decisions.set_index(strategy.patterns["pattern_id"]).loc[stats._trades["Tag"]]
+        v = strategy.patterns.set_index("pattern_id").loc[stats._trades["Tag"], "validity_score"]
+        c = d["ml_confidence"]
+        rule = {"filter": (v >= 0.5) & ((c >= 0.4) | c.isna()), "replace": (c >= 0.4) | (c.isna() & (v >= 0.5)),
+                "score_enhancement": (0.7 * v + 0.3 * c.fillna(v)) >= 0.5 - 1e-12}[mode]
+        assert d["take"].all() and rule.all(), mode
     assert out["filter"]._strategy.ml_status == "out-of-sample"
     assert len(out["filter"]._trades) <= len(base._trades) + 5
 
@@ -332,6 +345,11 @@ def test_fractional_backtest_stores_prices_unscaled(tmp_path):
     assert len(common) >= 0.95 * len(pats)  # ids are price-free; scaling could only move exact ties
     for col in ("entry", "stop", "target"):
         np.testing.assert_allclose(rows.loc[common, col], pats.loc[common, col], rtol=1e-9)
+    with warnings.catch_warnings():                 # forgetting price_unit is said, from the trades themselves
+        warnings.simplefilter("ignore")
+        scaled = FractionalBacktest(df, QMLStrategy, cash=10_000, fractional_unit=1e-6).run(register_patterns=False)
+    with pytest.warns(UserWarning, match=r"scaled by 1e-06 .* run with price_unit=1e-06"):
+        record_run(scaled, str(tmp_path / "other.db"))
 
 
 def test_canary_shadow_and_failed_versions_never_act(eurusd_4h, tmp_path):

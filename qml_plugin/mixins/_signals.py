@@ -57,6 +57,7 @@ class _SignalMixin(Strategy):
         """Cooperative: each mixin calls ``super()._prepare()`` first, then prepares its own state."""
         df = self.data.df
         self._n_bars = len(df)
+        self._bar_times = df.index          # the full index, once: self.data.index slices it on every call
         self._symbol, self._timeframe = series_identity(self)
         self._signals: list[dict] = []
         pats = getattr(self, "patterns", None)
@@ -144,7 +145,7 @@ class _SignalMixin(Strategy):
                 here = pats[(pats["detection_bar"] == i) & (pats["direction"] == direction)]
                 row = here.iloc[0].to_dict() if len(here) else {}
         if "detection_time" not in row:
-            now = self.data.index[-1]
+            now = self._bar_times[len(self.data) - 1]
             row["detection_time"] = now if isinstance(now, (pd.Timestamp, np.datetime64)) else None
         row.setdefault("detection_bar", len(self.data) - 1)
         row.setdefault("direction", direction)
@@ -213,15 +214,17 @@ def _hooked_init(user_init):
 def _hooked_next(user_next):
     @functools.wraps(user_next)
     def next(self):
-        depth = self.__dict__.get("_qml_next_depth", 0)
-        if depth == 0 and self._pending:
+        state = self.__dict__                 # per bar: plain dict access, no attribute machinery
+        if state.get("_qml_in_next"):         # a super().next() chain: only the outermost call acts
+            return user_next(self)
+        if self._pending:
             self._match_new_trades()
-        self._qml_next_depth = depth + 1
+        state["_qml_in_next"] = True
         try:
             user_next(self)
         finally:
-            self._qml_next_depth = depth
-        if depth == 0 and len(self.data) == self._n_bars:
+            state["_qml_in_next"] = False
+        if len(self.data) == self._n_bars:
             self._on_last_bar()
 
     next._qml_wrapped = True
