@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
-from .._config_fields import parse_duration
 from ..compute import Scheduler
-from ..config import dataset_costs
+from ..config import dataset_costs, parse_duration
 from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
