@@ -9,6 +9,10 @@ import pandas as pd
 import pytest
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+# XGBoost's OpenMP pool (libgomp) is not fork-safe: once a fit with more than one OpenMP thread ran in
+# this process, a forked worker that fits again hangs (compute.Scheduler("processes") forks). Tests fit
+# in the pytest process and then fork, so they keep OpenMP to one thread; read before xgboost loads.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 # ../shared/data beside the repository (/work/main), or two levels up from a worktree (/work/wt/<name>)

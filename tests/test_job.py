@@ -116,3 +116,21 @@ def test_in_sample_scores_are_named_in_the_warnings(tmp_path, small_bt):
         stats = run_backtest(bt, log=log, where="filter", registry_db=str(tmp_path / "r.db"), ml_config=block)
     assert stats._strategy.ml_status == "IN-SAMPLE"
     assert any(w.startswith("ML scores are IN-SAMPLE") and w.endswith("[filter]") for w in log.seen), log.seen
+
+
+def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tmp_path, monkeypatch, capsys):
+    from qml_plugin.cli.main import main as qml
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.yaml").write_text(
+        "data: {source: [EURUSD_1d, GBPUSD_1d, EURGBP_1d], resample: null}\n"
+        "ml: {enabled: true, prediction_mode: filter}\n"
+        "walk_forward: {min_train_labels: 20, random_seeds: 20, scheme: pooled}\n")
+    assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "serial"]) == 0
+    out = capsys.readouterr().out
+    assert "Primary test (pooled scheme, filter mode, pattern level)" in out and "model fits" in out
+    (run,) = (tmp_path / "results" / "runs").iterdir()
+    assert {"verdict.csv", "markets.csv", "report.html", "models"} <= {p.name for p in run.iterdir()}
+    verdict = pd.read_csv(run / "verdict.csv")
+    assert set(verdict["scheme"]) == {"pooled"} and verdict["primary"].sum() == 1
+    assert set(pd.read_csv(run / "markets.csv")["dataset"]) == {"EURUSD_1d", "GBPUSD_1d", "EURGBP_1d"}

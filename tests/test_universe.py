@@ -71,7 +71,7 @@ def test_the_run_writes_only_its_own_folder(planted_run):
 
 def test_serial_processes_and_dask_give_identical_tables(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    universe, _ = planted_universe(3, 4000, seed=5)
+    universe, _ = planted_universe(3, 3000, seed=5)
     cfg = load_config({**CFG, "walk_forward": {"min_train_labels": 30, "retrain_every_months": 6,
                                                "random_seeds": 50}})
     tables = {}

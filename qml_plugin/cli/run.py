@@ -10,6 +10,7 @@ dataset runs the single-market job (:func:`qml_plugin.job.run_market_job`, e.g.
 from __future__ import annotations
 
 import argparse
+import os
 
 from ..config import load_config
 from ..job import run_market_job, run_universe_job
@@ -37,6 +38,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_progress:  # backtesting.py's own bars too, in this process and in every worker it forks
+        os.environ["TQDM_DISABLE"] = "1"
     cfg = load_config(config_path(args.config, "universe.yaml"))
     cls = resolve_strategy(cfg["strategy"]["class"], args.strategies_module)
     schemes = parse_schemes(args.scheme) if args.scheme else None

@@ -99,6 +99,7 @@ def market_unit(spec: MarketSpec) -> MarketResult:
     out["pnl_net_pct"] = out["pnl_pct"] - (2 * spec.commission + spec.spread) * 100
     trades = _trades_with_r(stats._trades, out)
     trades["entry_time_utc"] = known_at_utc(df, trades["EntryBar"])
+    trades["exit_time_utc"] = known_at_utc(df, trades["ExitBar"])
     regs = strat.registrations
     if regs is not None:                 # the registry stores when each pattern and outcome became known
         clocks = out.set_index("pattern_id")[["known_at_utc", "exit_known_at_utc"]]

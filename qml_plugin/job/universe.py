@@ -29,9 +29,8 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
-from .._config_fields import parse_duration
 from ..compute import Scheduler
-from ..config import dataset_costs
+from ..config import dataset_costs, parse_duration
 from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
@@ -167,8 +166,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     vp, vt = _verdict_inputs(pool, results, scores, rule, max_wait)
     n_seeds = seeds or wf_cfg["random_seeds"]
     primary = ml["prediction_mode"] if ml["prediction_mode"] in MODES else "filter"
-    table = verdict_table(vp, trades=vt, primary_mode=primary, seeds=n_seeds, trade_seeds=n_seeds,
-                          max_wait=max_wait)
+    table = verdict_table(vp, trades=vt, equity=_closed_trade_equity(vt, scores), primary_mode=primary,
+                          seeds=n_seeds, trade_seeds=n_seeds, max_wait=max_wait)
     timings["verdict_s"] = time.perf_counter() - t0
     write_verdict_csv(table, run.path / "verdict.csv")
     sentence = verdict_sentence(table)
@@ -246,14 +245,35 @@ def _mode_trades(pool, results, scheme, taken, oos, max_wait) -> pd.DataFrame:
             t = sub[chosen]
             rows.append(pd.DataFrame({"scheme": scheme, "mode": mode, "dataset": r.dataset, "market": r.symbol,
                                       "entry_time_utc": pd.DatetimeIndex(t["fill_known_at_utc"]).tz_localize("UTC"),
-                                      "r_net": t["r_net"].to_numpy(float)}))
+                                      "r_net": t["r_net"].to_numpy(float),
+                                      "exit_time_utc": pd.DatetimeIndex(t["exit_known_at_utc"]).tz_localize("UTC"),
+                                      "return_pct": t["pnl_net_pct"].to_numpy(float)}))
         if df_start is not None:
             bt = r.trades[r.trades["EntryTime"] >= df_start]
             rows.append(pd.DataFrame({"scheme": scheme, "mode": "baseline", "dataset": r.dataset, "market": r.symbol,
                                       "entry_time_utc": pd.DatetimeIndex(bt["entry_time_utc"]).tz_localize("UTC"),
-                                      "r_net": bt["r_net"].to_numpy(float)}))
+                                      "r_net": bt["r_net"].to_numpy(float),
+                                      "exit_time_utc": pd.DatetimeIndex(bt["exit_time_utc"]).tz_localize("UTC"),
+                                      "return_pct": bt["ReturnPct"].to_numpy(float) * 100}))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net"])
+        columns=["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net", "exit_time_utc", "return_pct"])
+
+
+def _closed_trade_equity(trades: pd.DataFrame, scores: dict[str, SchemeScores]) -> pd.DataFrame:
+    """The verdict's ``equity``: per (scheme, mode, dataset), closed-trade equity compounding each trade's
+    return net of costs (the strategy's whole-equity size) at its exit, from 1.0 at the scheme's first
+    out-of-sample instant. Marked at exits only: a trade's open loss shows on the day it closes."""
+    parts = []
+    for (scheme, mode, dataset, market), t in trades.groupby(["scheme", "mode", "dataset", "market"], sort=False):
+        t = t.dropna(subset=["exit_time_utc", "return_pct"]).sort_values("exit_time_utc", kind="stable")
+        start = scores[scheme].first_model_utc
+        if start is None:
+            continue
+        times = pd.DatetimeIndex([pd.Timestamp(start).tz_localize("UTC")]).append(pd.DatetimeIndex(t["exit_time_utc"]))
+        equity = np.cumprod(np.r_[1.0, 1.0 + t["return_pct"].to_numpy(float) / 100.0])
+        parts.append(pd.DataFrame({"scheme": scheme, "mode": mode, "dataset": dataset, "market": market,
+                                   "time_utc": times, "equity": equity}))
+    return pd.concat(parts, ignore_index=True) if parts else None
 
 
 def _notes(markets, scores, embargo, timings, run, primary, sentence) -> list[str]:
