@@ -3,10 +3,10 @@
 A config is data, never code. It is read with a bounded ``yaml.SafeLoader`` (a file over
 :data:`MAX_CONFIG_BYTES`, or YAML whose aliases expand past :data:`MAX_CONFIG_NODES` values, is a
 one-line error, not a ``MemoryError``) and validated by the pydantic v2 models of
-:mod:`qml_plugin.config_models` (``extra="forbid"``). A key that is not in the schema (a typo), a
-value of the wrong type, a number out of range (NaN and inf included) or a value outside its allowed
-set raises :class:`~qml_plugin.errors.ConfigError` naming the key path, the bad value (cut to about
-200 characters) and what is allowed:
+:mod:`qml_plugin.config_models` and :mod:`qml_plugin.config_search` (``extra="forbid"``). A key
+that is not in the schema (a typo), a value of the wrong type, a number out of range (NaN and inf
+included) or a value outside its allowed set raises :class:`~qml_plugin.errors.ConfigError` naming
+the key path, the bad value (cut to about 200 characters) and what is allowed:
 
     >>> load_config("ml: {prediction_mode: filtr}")
     Traceback (most recent call last):
@@ -54,28 +54,26 @@ from ._config_fields import config_error, parse_duration, show
 from .config_models import (
     DEFAULT_STRATEGY,
     MIXIN_SETTINGS,
-    MODELS,
-    OPTIMIZE_OBJECTIVES,
     PREDICTION_MODES,
-    SWEEP_METRICS,
     WALK_FORWARD_SCHEMES,
     MLConfig,
-    OptimizeConfig,
     RunConfig,
-    SweepConfig,
-    space_dimension,
 )
+from .config_search import OPTIMIZE_OBJECTIVES, SWEEP_METRICS, OptimizeConfig, SweepConfig, space_dimension
 from .errors import ConfigError
 
 __all__ = ["load_config", "load_sweep_config", "load_optimize_config", "load_any_config", "config_kind",
            "parse_ml_block", "MLConfig", "resolve_config", "shipped_configs", "config_schema", "parse_duration",
            "embargo_timedelta", "dataset_costs", "space_dimensions", "PREDICTION_MODES", "WALK_FORWARD_SCHEMES",
            "SWEEP_METRICS", "OPTIMIZE_OBJECTIVES", "DEFAULT_STRATEGY", "MIXIN_SETTINGS", "ML_SCHEMA",
-           "MAX_CONFIG_BYTES",
+           "MODELS", "MAX_CONFIG_BYTES",
            "MAX_CONFIG_NODES"]
 
 ML_SCHEMA = MLConfig.model_fields
 """The ``ml:`` block's fields (name -> pydantic ``FieldInfo`` with ``.default``), in order."""
+
+MODELS = {"run": RunConfig, "sweep": SweepConfig, "optimize": OptimizeConfig}
+"""Config kinds and their pydantic models (``qml config schema KIND``)."""
 
 MAX_CONFIG_BYTES = 1_000_000
 """Largest config file or YAML string accepted (a config is a few hundred bytes)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from ..config import config_schema, load_any_config
-from ..config_models import MODELS
+from ..config import MODELS, config_schema, load_any_config
 
 
 def add_parser(sub) -> None:
