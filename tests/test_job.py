@@ -130,7 +130,7 @@ def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tm
     out = capsys.readouterr().out
     assert "Primary test (pooled scheme, filter mode, pattern level)" in out and "model fits" in out
     (run,) = (tmp_path / "results" / "runs").iterdir()
-    assert {"verdict.csv", "markets.csv", "report.html", "models"} <= {p.name for p in run.iterdir()}
+    assert {"verdict.csv", "markets.csv", "models", "report.html"} <= {p.name for p in run.iterdir()}
     verdict = pd.read_csv(run / "verdict.csv")
     assert set(verdict["scheme"]) == {"pooled"} and verdict["primary"].sum() == 1
     assert set(pd.read_csv(run / "markets.csv")["dataset"]) == {"EURUSD_1d", "GBPUSD_1d", "EURGBP_1d"}

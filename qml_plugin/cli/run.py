@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 from ..config import load_config
 from ..job import run_market_job, run_universe_job
@@ -37,6 +38,14 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _write_reports(res):
+    """The report at ``report.output`` and, when that is elsewhere, a copy in the run's own folder."""
+    own = res.run.path / "report.html"
+    if Path(res.report).resolve() != own:
+        write_report(own, **res.report_content)
+    return write_report(res.report, **res.report_content)
+
+
 def run(args: argparse.Namespace) -> int:
     if args.no_progress:  # backtesting.py's own bars too, in this process and in every worker it forks
         os.environ["TQDM_DISABLE"] = "1"
@@ -46,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     if is_universe_source(cfg["data"]["source"]):
         res = run_universe_job(cfg, strategy=cls, schemes=schemes, scheduler=args.scheduler, workers=args.workers,
                                address=args.address, progress=not args.no_progress)
-        report = write_report(res.report, **res.report_content)
+        report = _write_reports(res)
         print()
         print(format_verdict(res.table, markets=False).to_string(index=False))
         print(f"\n{res.sentence}")
@@ -57,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if schemes is not None:
             print("note: --scheme applies to universe runs; this config names one dataset")
         res = run_market_job(cfg, strategy=cls, progress=not args.no_progress)
-        write_report(res.report, **res.report_content)
+        _write_reports(res)
         print()
         print(format_table(res.table).to_string(index=False))
         print(f"\nout-of-sample period from {res.period_start}; run folder: {res.run.path}; report: {res.report}")

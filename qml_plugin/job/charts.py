@@ -33,6 +33,8 @@ _POOL = {"filter": "technical", "expected_value": "technical", "replace": "place
 
 def _cumulative(times: pd.DatetimeIndex, r: np.ndarray, grid: pd.DatetimeIndex) -> np.ndarray:
     """Cumulative R at each instant of ``grid`` (patterns known by then)."""
+    if len(times) == 0:          # a mode that took nothing stays at 0
+        return np.zeros(len(grid))
     order = np.argsort(times.asi8, kind="stable")
     cum = np.cumsum(r[order])
     pos = np.searchsorted(times.asi8[order], grid.asi8, side="right")
