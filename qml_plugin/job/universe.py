@@ -34,6 +34,7 @@ from ..config import dataset_costs, parse_duration
 from ..data import bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
+from ..ml.calibration import calibration_report
 from ..tradesim import levels_placeable, select_trades
 from ..universe import load_universe
 from .charts import chart_data
@@ -182,9 +183,17 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES), seeds=n_seeds)
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
-                  charts=charts)
+                  charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")))
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
                           report_path)
+
+
+def _pooled_calibration(pool: pd.DataFrame, sc: SchemeScores | None) -> dict | None:
+    """ECE of the pooled scheme's out-of-sample ``ml_confidence``, with its noise (the report's verdict section)."""
+    if sc is None:
+        return None
+    ok = ~np.isnan(sc.proba) & pool["label"].notna().to_numpy()
+    return calibration_report(pool["label"].to_numpy(float)[ok], sc.proba[ok]) if ok.any() else None
 
 
 def _pool(results: list[MarketResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
