@@ -44,3 +44,39 @@ def test_a_unit_bad_input_error_stays_a_qml_error():
 def test_bad_settings_are_config_errors(kw, msg):
     with pytest.raises(ConfigError, match=msg.replace(".", r"\.").replace("(", r"\(")):
         Scheduler(**kw)
+
+
+_FITS = '''
+import numpy as np, pandas as pd
+from qml_plugin.ml.model import SignalQualityModel
+rng = np.random.default_rng(0)
+X = pd.DataFrame(rng.normal(size=(300, 8)), columns=[f"f{i}" for i in range(8)])
+y = rng.integers(0, 2, 300)
+def fit(_):
+    return float(SignalQualityModel(n_estimators=10).fit(X, y).predict_proba(X)[0, 1])
+'''
+_DRIVER = '''
+from units import fit
+from qml_plugin.compute import Scheduler
+if __name__ == "__main__":
+    first = fit(0)                       # the parent trains first: it now holds an OpenMP thread pool
+    with Scheduler("processes", workers=2, progress=False) as sch:
+        assert sch.map(fit, [1, 2]) == [first, first]
+    print("ok")
+'''
+
+
+def test_processes_work_after_the_parent_trained_a_model(tmp_path):
+    """A worker forked from a process that already ran XGBoost hangs in its own first fit; workers come from a
+    fresh fork server instead, so a notebook that fits and then runs a universe on processes finishes."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "units.py").write_text(_FITS)
+    (tmp_path / "driver.py").write_text(_DRIVER)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), *sys.path])}
+    env.pop("OMP_NUM_THREADS", None)             # the hang needs OpenMP's own default thread pool
+    done = subprocess.run([sys.executable, str(tmp_path / "driver.py")], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
