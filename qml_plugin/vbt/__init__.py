@@ -24,9 +24,12 @@ ML modes to :mod:`qml_plugin.filter`, model loading and the out-of-sample guard 
 """
 from __future__ import annotations
 
-from .engine import FULL_SIZE, backtest, trades_table
-from .grid import METRICS, expand_grid, heatmap_path, sweep
+from .engine import FULL_SIZE, EngineMismatchError, backtest, portfolio_metrics, trades_table, verify
+from .fast import EventBook
+from .grid import METRICS, expand_grid, heatmap_path, run_grid, sweep
 from .indicator import OUTPUT_NAMES, QML
+from .overfit import deflated_sharpe, expected_max_sharpe, pbo
 
-__all__ = ["QML", "OUTPUT_NAMES", "backtest", "trades_table", "sweep", "expand_grid", "heatmap_path", "METRICS",
-           "FULL_SIZE"]
+__all__ = ["QML", "OUTPUT_NAMES", "backtest", "trades_table", "portfolio_metrics", "verify", "EngineMismatchError",
+           "EventBook", "sweep", "run_grid", "expand_grid", "heatmap_path", "METRICS", "FULL_SIZE",
+           "deflated_sharpe", "expected_max_sharpe", "pbo"]
