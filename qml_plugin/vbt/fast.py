@@ -91,14 +91,19 @@ class EventBook:
 
     ``ml`` (an enabled :class:`~qml_plugin.config.MLConfig`) scores the patterns through
     :class:`~qml_plugin.vbt.engine.PatternBook` (one feature extraction and one guarded model pass
-    for all combinations, :meth:`prepare`); ML off, the technical rule decides.
+    for all combinations, :meth:`prepare`); ML off, the technical rule decides. ``start`` scores
+    only the period from that time: patterns are still detected on every bar (the earlier ones are
+    the warm-up, causal), but only those detected from ``start`` on are traded, and the daily
+    equity starts there (``qml optimize``'s validation and holdout periods).
     """
 
-    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None) -> None:
+    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, start=None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
         self._ohlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("Open", "High", "Low", "Close"))
         self.market = Market.of(ohlcv)
+        self.first_bar = self.market.bar_range(start)[0] if start is not None else 0
+        self.sample = self.market.sample_bars(self.first_bar, len(ohlcv) - 1)
         self._structure: dict[tuple, dict] = {}
         self._levels: dict[tuple, tuple] = {}
         self._ml_book = None
@@ -137,6 +142,7 @@ class EventBook:
                 self._levels = {}
             arr = pattern_levels(self._structure[skey], p)
             ok = levels_placeable(arr["direction"], arr["entry"], arr["stop"], arr["target"])
+            ok &= arr["detection_bar"] >= self.first_bar
             mode, conf = None, np.nan
             if self._ml_book is not None:
                 self.prepare([p])
@@ -159,7 +165,7 @@ class EventBook:
         take, _ = decide(arr["validity_score"], conf, mode=mode, min_score=float(p.min_score),
                          ml_weight=self.ml.ml_weight, confidence_threshold=self.ml.confidence_threshold)
         o, h, l, c = self._ohlc
-        return simulate_nb(o, h, l, c, self.market.day_end, order, arr["detection_bar"], arr["direction"],
+        return simulate_nb(o, h, l, c, self.sample, order, arr["detection_bar"], arr["direction"],
                            arr["entry"], arr["stop"], arr["target"], take & ok, size, int(p.max_wait),
                            int(p.max_hold), float(commission), float(cash), self.market.days_per_year)
 
@@ -168,7 +174,7 @@ class EventBook:
         """Metric matrix (combinations x :data:`FAST_METRICS`) and daily returns (days x combinations)."""
         self.prepare(grid)
         metrics = np.empty((len(grid), len(FAST_METRICS)))
-        returns = np.empty((len(self.market.day_end), len(grid)))
+        returns = np.empty((len(self.sample), len(grid)))
         for j, p in enumerate(grid):
             out, *_, daily = self.simulate(p, commission=commission, cash=cash)
             metrics[j] = out
