@@ -57,8 +57,10 @@ def backtest(ohlcv: pd.DataFrame, params: QMLParams | None = None, ml: MLLike = 
              cash: float = 100_000) -> vbt.Portfolio:
     """One parameter combination through ``Portfolio.from_orders``: the same trades as ``QMLStrategy``.
 
-        >>> pf = backtest(load_ohlcv("EURUSD_1h"), QMLParams(swing_n=5))       # doctest: +SKIP
-        >>> pf.total_return(), trades_table(pf).head()
+        >>> from qml_plugin import load_ohlcv
+        >>> pf = backtest(load_ohlcv("EURUSD_1h").iloc[:5000], QMLParams(swing_n=5))
+        >>> bool((trades_table(pf)["EntryBar"] < trades_table(pf)["ExitBar"]).all())
+        True
 
     ``commission`` is a fraction of each order's value (backtesting.py's ``commission``), ``cash``
     the starting equity. With an ``ml`` block whose model is in-sample or unusable the run warns
@@ -250,8 +252,10 @@ def portfolio_metrics(pf: vbt.Portfolio, ohlcv: pd.DataFrame | Market, *, commis
     The equity is ``pf.value()`` at each day's last bar, the trades ``pf.trades``; a trade still open at
     the end is valued, not counted. Columns are :data:`qml_plugin.vbt.fast.FAST_METRICS`.
 
-        >>> pf = backtest(load_ohlcv("EURUSD_1h").iloc[:20_000])            # doctest: +SKIP
-        >>> portfolio_metrics(pf, load_ohlcv("EURUSD_1h").iloc[:20_000])
+        >>> from qml_plugin import load_ohlcv
+        >>> df = load_ohlcv("EURUSD_1h").iloc[:5000]
+        >>> list(portfolio_metrics(backtest(df), df).columns[:5])
+        ['n_trades', 'win_rate', 'profit_factor', 'total_return', 'sharpe']
     """
     from .fast import FAST_METRICS
 

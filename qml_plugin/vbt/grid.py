@@ -1,8 +1,8 @@
 """Parameter sweeps: a ``QMLParams`` grid scored from events, checked against vectorbt, its overfitting said.
 
-    >>> table = sweep("configs/sweep.yaml")                        # doctest: +SKIP
-    >>> table.head()     # grid params, n_trades, win_rate, profit_factor, total_return, sharpe, calmar,
-    ...                  # max_drawdown, dsr;  table.attrs["pbo"]
+    table = sweep("configs/sweep.yaml")
+    table.head()     # grid params, n_trades, win_rate, profit_factor, total_return, sharpe, calmar,
+                     # max_drawdown, dsr;  table.attrs["pbo"], table.attrs["verified"]
 
 The config is the §9 sweep config (:func:`qml_plugin.config.load_sweep_config`; a path, a YAML
 string or a dict). ``sweep.grid`` maps ``QMLParams`` fields to lists of values; the grid is their
@@ -212,7 +212,10 @@ def trial_count(returns: np.ndarray, sr: np.ndarray) -> tuple[int, float]:
     """Distinct combinations (by their daily returns) and the variance of their per-day Sharpes (DSR inputs)."""
     if returns.size == 0:
         return len(sr), 0.0
-    _, first = np.unique(returns.T, axis=0, return_index=True)
+    seen: dict[bytes, int] = {}
+    for j in range(returns.shape[1]):
+        seen.setdefault(np.ascontiguousarray(returns[:, j]).tobytes(), j)
+    first = np.fromiter(seen.values(), dtype=np.int64)
     s = sr[first]
     s = s[np.isfinite(s)]
     return int(len(first)), float(np.var(s, ddof=1)) if len(s) > 1 else 0.0

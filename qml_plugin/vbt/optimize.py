@@ -1,8 +1,8 @@
 """``qml optimize``: a seeded Bayesian search over ``QMLParams``, judged walk-forward by time.
 
-    >>> res = optimize("configs/optimize.yaml", trials=50, seed=7)      # doctest: +SKIP
-    >>> res.top            # the 10 best by train score, with their validation and holdout scores
-    >>> res.chosen, res.dsr, res.importance
+    res = optimize("configs/optimize.yaml", trials=50, seed=7)
+    res.top                 # the 10 best by train score, with their validation and holdout scores
+    res.chosen, res.dsr, res.importance, res.paths
 
 How a search goes (SPEC §9):
 

@@ -76,42 +76,54 @@ def _sharpe(s1, s2, n):
 
 
 @njit(cache=True)
+def _logit_of_best(sr_in, sr_out):
+    best = 0
+    for j in range(sr_in.shape[0]):
+        if sr_in[j] > sr_in[best]:
+            best = j
+    x = sr_out[best]
+    below = 0
+    ties = 0
+    for j in range(sr_out.shape[0]):
+        if sr_out[j] < x:
+            below += 1
+        elif sr_out[j] == x:
+            ties += 1
+    w = (below + (ties + 1) / 2.0) / (sr_out.shape[0] + 1.0)
+    return np.log(w / (1.0 - w))
+
+
+@njit(cache=True)
 def _cscv_nb(s1, s2, cnt, combos):
-    """Logit of the in-sample best's out-of-sample relative rank, for every split in ``combos``."""
-    n, n_blocks = s1.shape                          # combinations x blocks: one row per combination
+    """Logit of the in-sample best's out-of-sample relative rank, for every split in ``combos``.
+
+    ``combos`` is ``itertools.combinations(range(S), S // 2)`` in its own (lexicographic) order, in
+    which split ``i``'s complement is split ``-1 - i``: each pair of halves is summed once and serves
+    as in-sample and as out-of-sample.
+    """
+    n = s1.shape[0]                                 # combinations x blocks: one row per combination
     tot1 = s1.sum(axis=1)
     tot2 = s2.sum(axis=1)
     total = cnt.sum()
+    m = combos.shape[0]
     half = combos.shape[1]
-    out = np.empty(combos.shape[0])
-    sr_out = np.empty(n)
-    for c in range(combos.shape[0]):
-        n_in = 0.0
+    out = np.empty(m)
+    sr_a = np.empty(n)
+    sr_b = np.empty(n)
+    for c in range(m // 2):
+        n_a = 0.0
         for b in range(half):
-            n_in += cnt[combos[c, b]]
-        best = 0
-        best_sr = -np.inf
+            n_a += cnt[combos[c, b]]
         for j in range(n):
             a1 = 0.0
             a2 = 0.0
             for b in range(half):
                 a1 += s1[j, combos[c, b]]
                 a2 += s2[j, combos[c, b]]
-            sr_in = _sharpe(a1, a2, n_in)
-            if sr_in > best_sr:
-                best_sr = sr_in
-                best = j
-            sr_out[j] = _sharpe(tot1[j] - a1, tot2[j] - a2, total - n_in)
-        x = sr_out[best]
-        below = 0
-        ties = 0
-        for j in range(n):
-            if sr_out[j] < x:
-                below += 1
-            elif sr_out[j] == x:
-                ties += 1
-        w = (below + (ties + 1) / 2.0) / (n + 1.0)
-        out[c] = np.log(w / (1.0 - w))
+            sr_a[j] = _sharpe(a1, a2, n_a)
+            sr_b[j] = _sharpe(tot1[j] - a1, tot2[j] - a2, total - n_a)
+        out[c] = _logit_of_best(sr_a, sr_b)
+        out[m - 1 - c] = _logit_of_best(sr_b, sr_a)
     return out
 
 
