@@ -18,7 +18,8 @@ SPACE = {"swing_n": [2, 4], "head_min_atr": [0.3, 0.8], "target": ["swing", "rr"
 
 def cfg(tmp_path, **opt) -> dict:
     return {"data": {"source": "EURUSD_1h", "resample": None, "start": "2010-01-01", "end": "2012-12-31"},
-            "optimize": {"space": SPACE, "trials": 8, "seed": 3, "top": 4, "output": str(tmp_path / "res"), **opt},
+            "optimize": {"space": SPACE, "trials": 8, "seed": 3, "top_k": 4, "output_dir": str(tmp_path / "res"),
+                         **opt},
             "compute": {"scheduler": "serial"}}
 
 
@@ -68,11 +69,12 @@ def test_outputs_are_the_trials_json_and_a_config_that_qml_run_accepts_and_the_c
 
 @pytest.mark.parametrize("space, message", [
     ({"swing": [2, 3]}, "optimize.space.swing is not a QMLParams field; allowed: swing_n, head_min_atr"),
-    ({"swing_n": [0, 6]}, "optimize.space.swing_n = [0, 6] is not allowed; allowed: an integer >= 1"),
-    ({"swing_n": [2.5, 6]}, "optimize.space.swing_n = [2.5, 6] is not allowed; allowed: two integers"),
-    ({"head_min_atr": [0.8, 0.2]}, "optimize.space.head_min_atr = [0.8, 0.2] is not allowed; allowed: low < high"),
-    ({"target": ["swing", "fib"]}, "optimize.space.target = ['swing', 'fib'] is not allowed; allowed: 'swing' or"),
-    ({"rr": []}, "optimize.space.rr = [] is empty"),
+    ({"swing_n": [0, 6]}, "optimize.space.swing_n = 0 is not allowed; allowed: an integer >= 1"),
+    ({"swing_n": [2.5, 6]}, "optimize.space.swing_n = 2.5 is not allowed; allowed: an integer >= 1"),
+    ({"head_min_atr": [0.8, 0.2]}, "optimize.space.head_min_atr = [0.8, 0.2] is not allowed; allowed: [low, high] "
+                                   "with low < high"),
+    ({"target": ["swing", "fib"]}, "optimize.space.target = 'fib' is not allowed; allowed: 'swing' or 'rr'"),
+    ({"rr": []}, "optimize.space.rr = [] is not allowed; allowed: [low, high] for a number field or a list"),
 ])
 def test_a_bad_space_is_a_config_error_naming_the_key_the_value_and_what_is_allowed(space, message):
     with pytest.raises(ConfigError) as e:

@@ -12,9 +12,9 @@ from conftest import random_walk
 
 from qml_plugin import load_ohlcv
 from qml_plugin.patterns import QMLParams
+from qml_plugin.strategies import QMLStrategy
 from qml_plugin.vbt import EngineMismatchError, EventBook, expand_grid, sweep
 from qml_plugin.vbt.fast import FAST_METRICS
-from strategies.qml_strategy import QMLStrategy
 
 GRID = {"swing_n": [2, 3, 5], "head_min_atr": [0.3, 0.5, 0.8], "target": ["swing", "rr"], "rr": [1.5, 2.5],
         "max_wait": [10, 20], "stop_buffer_atr": [0.1, 0.25, 0.5], "entry_offset_atr": [0.0, 0.1],

@@ -14,7 +14,7 @@ import argparse
 import pandas as pd
 
 from ..compute import SCHEDULERS
-from ..config import OBJECTIVES
+from ..config import OPTIMIZE_OBJECTIVES as OBJECTIVES
 from .common import config_path
 
 

@@ -12,7 +12,7 @@ How a search goes (SPEC §9):
 2. Optuna's TPE sampler (seeded: a serial run is reproducible) proposes parameters from
    ``optimize.space``; each trial is scored on the **train** period with the sweep's fast path
    (:mod:`qml_plugin.vbt.fast`), and TPE is told only that train score;
-3. the ``optimize.top`` (10) best trials by train score are scored on the **validation** period and
+3. the ``optimize.top_k`` (10) best trials by train score are scored on the **validation** period and
    the best of them there is chosen;
 4. only then are the ten scored on the **holdout** period, once: the chosen one's holdout score is
    the honest number, shown beside the other nine's; the chosen trial's deflated Sharpe ratio
@@ -26,9 +26,9 @@ to the outputs) and workers only evaluate parameter sets; no shared file system 
 run is reproducible for a given number of workers, a serial run for a given seed.
 
 ``optimize.space`` maps ``QMLParams`` fields to ``[low, high]`` (integers for integer fields: an
-integer range; numbers for float fields: a float range), a list of choices (any other list, e.g.
-``target: [swing, rr]``), ``{low:, high:, log: true}`` / ``{choices: [...]}``, or one fixed value;
-every bound and choice is checked against ``QMLParams``.
+integer range; numbers for float fields: a float range) or a list of choices (any other list, e.g.
+``target: [swing, rr]``); ``optimize.fixed`` holds fields at one value. Every bound and choice is
+checked against ``QMLParams`` when the config is loaded (:func:`qml_plugin.config.space_dimensions`).
 """
 from __future__ import annotations
 
@@ -46,79 +46,33 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from tqdm.auto import tqdm
 
 from ..compute import Scheduler
-from ..config import OBJECTIVES, load_config, load_optimize_config, parse_ml_block
+from ..config import OPTIMIZE_OBJECTIVES, load_config, load_optimize_config, parse_ml_block, space_dimensions
 from ..data import load_data
 from ..errors import ConfigError, InsufficientDataError
 from ..patterns import QMLParams
 from .fast import FAST_METRICS, EventBook
 from .overfit import deflated_sharpe
 
-__all__ = ["optimize", "parse_space", "OptimizeResult", "INT_FIELDS"]
-
-INT_FIELDS = ("swing_n", "max_span", "max_wait", "max_hold")
-"""``QMLParams`` fields searched as integers; ``target`` is a choice; the rest are floats."""
-
-
-def _check(key: str, value: Any, shown: Any) -> None:
-    try:
-        QMLParams(**{key: value})
-    except (ValueError, TypeError) as e:
-        allowed = str(e).split("allowed:", 1)[-1].strip()
-        raise ConfigError(f"optimize.space.{key} = {shown!r} is not allowed; allowed: {allowed}") from None
+__all__ = ["optimize", "parse_space", "OptimizeResult"]
 
 
 def parse_space(space: dict) -> dict[str, Any]:
-    """``optimize.space`` as Optuna distributions (or fixed values), checked against ``QMLParams``.
+    """``optimize.space`` as Optuna distributions, read by the config's one reading of a space.
 
-        >>> sorted(parse_space({"swing_n": [2, 6], "target": ["swing", "rr"], "rr": 2.0}).items())[0]
-        ('rr', 2.0)
+    :func:`qml_plugin.config.space_dimensions` checks every bound and choice against ``QMLParams``
+    and decides range or choices; this only turns each dimension into Optuna's distribution.
+
+        >>> parse_space({"swing_n": [2, 6], "target": ["swing", "rr"]})["swing_n"]
+        IntDistribution(high=6, log=False, low=2, step=1)
     """
-    fields = QMLParams.fields()
     out: dict[str, Any] = {}
-    for key, spec in space.items():
-        if key not in fields:
-            raise ConfigError(f"optimize.space.{key} is not a QMLParams field; allowed: {', '.join(fields)}")
-        is_int = key in INT_FIELDS
-        numeric = key != "target"
-        if isinstance(spec, dict):
-            unknown = set(spec) - {"low", "high", "log", "choices"}
-            if unknown or not ({"low", "high"} <= set(spec) or set(spec) == {"choices"}):
-                raise ConfigError(f"optimize.space.{key} = {spec!r} is not allowed; allowed: [low, high], a list of "
-                                  "choices, {low: .., high: .., log: true} or {choices: [..]}")
-            if "choices" in spec:
-                spec = list(spec["choices"])
-                for v in spec:
-                    _check(key, v, spec)
-                out[key] = CategoricalDistribution(spec)
-                continue
-            lo, hi, log = spec["low"], spec["high"], bool(spec.get("log", False))
-        elif isinstance(spec, (list, tuple)):
-            spec = list(spec)
-            if not spec:
-                raise ConfigError(f"optimize.space.{key} = [] is empty; give [low, high] or a list of choices")
-            range_like = numeric and len(spec) == 2 and all(
-                isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec)
-            if not range_like:
-                for v in spec:
-                    _check(key, v, spec)
-                out[key] = CategoricalDistribution(spec) if len(spec) > 1 else spec[0]
-                continue
-            (lo, hi), log = spec, False
+    for name, dim in space_dimensions(space).items():
+        if dim["type"] == "int":
+            out[name] = IntDistribution(int(dim["low"]), int(dim["high"]))
+        elif dim["type"] == "float":
+            out[name] = FloatDistribution(float(dim["low"]), float(dim["high"]))
         else:
-            _check(key, spec, spec)
-            out[key] = spec
-            continue
-        for v in (lo, hi):
-            if is_int and (isinstance(v, bool) or not isinstance(v, int)):
-                raise ConfigError(f"optimize.space.{key} = {[lo, hi]!r} is not allowed; allowed: two integers "
-                                  f"[low, high] ({key} is an integer) or a list of choices")
-            _check(key, v, [lo, hi])
-        if not lo < hi:
-            raise ConfigError(f"optimize.space.{key} = {[lo, hi]!r} is not allowed; allowed: low < high")
-        if log and lo <= 0:
-            raise ConfigError(f"optimize.space.{key} = {spec!r} is not allowed; allowed: low > 0 with log: true")
-        out[key] = IntDistribution(int(lo), int(hi), log=log) if is_int else FloatDistribution(float(lo), float(hi),
-                                                                                                log=log)
+            out[name] = CategoricalDistribution(dim["choices"])
     return out
 
 
@@ -163,19 +117,19 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     opt = cfg["optimize"]
     n_trials = int(trials if trials is not None else opt["trials"])
     objective = objective or opt["objective"]
-    if objective not in OBJECTIVES:
-        raise ConfigError(f"optimize.objective = {objective!r} is not allowed; allowed: {', '.join(OBJECTIVES)}")
+    if objective not in OPTIMIZE_OBJECTIVES:
+        raise ConfigError(f"optimize.objective = {objective!r} is not allowed; allowed: "
+                          f"{', '.join(OPTIMIZE_OBJECTIVES)}")
     if n_trials < 1:
         raise ConfigError(f"--trials {n_trials} is not allowed; allowed: an integer >= 1")
     seed = int(seed if seed is not None else opt["seed"])
-    space = parse_space(opt["space"])
-    dists = {k: v for k, v in space.items() if isinstance(v, optuna.distributions.BaseDistribution)}
-    fixed = {k: v for k, v in space.items() if k not in dists}
+    dists = parse_space(opt["space"])
+    fixed = dict(opt.get("fixed") or {})
     ml = parse_ml_block(cfg["ml"])
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     periods = _periods(df, opt["split"])
     stamp = stamp or pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
-    out_dir = Path(opt["output"])
+    out_dir = Path(opt["output_dir"])
     paths: dict[str, str] = {}
     storage: Any = None
     if write:
@@ -214,7 +168,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
                 bar.update(1)
         table = pd.DataFrame(rows)
         ranked = table.sort_values(["value", "trial"], ascending=[False, True], na_position="last")
-        top = ranked.head(int(opt["top"])).reset_index(drop=True)
+        top = ranked.head(int(opt["top_k"])).reset_index(drop=True)
         top_params = [QMLParams(**{k: _plain(r[k]) for k in (*fixed, *dists)}) for _, r in top.iterrows()]
         val = scored("validation", top_params)
         top["validation"] = val[:, col]
