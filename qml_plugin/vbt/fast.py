@@ -97,7 +97,8 @@ class EventBook:
     equity starts there (``qml optimize``'s validation and holdout periods).
     """
 
-    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, start=None) -> None:
+    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, start=None,
+                 scores: tuple[dict, str] | None = None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
         self._ohlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("Open", "High", "Low", "Close"))
@@ -107,8 +108,9 @@ class EventBook:
         self._structure: dict[tuple, dict] = {}
         self._levels: dict[tuple, tuple] = {}
         self._ml_book = None
-        self.ml_status = "off"
-        if self.ml.enabled:
+        self._scores = scores[0] if scores is not None else None
+        self.ml_status = scores[1] if scores is not None else "off"
+        if self.ml.enabled and scores is None:
             from .engine import PatternBook
 
             self._ml_book = PatternBook(ohlcv, self.ml)
@@ -128,6 +130,19 @@ class EventBook:
             self._ml_book.score(grid)
             self.ml_status = self._ml_book.ml_status
 
+    def scores(self, grid: Sequence[QMLParams]) -> tuple[dict, str]:
+        """``(confidence per detection key, ml_status)`` of ``grid``: what a work unit takes as ``scores=``.
+
+        The driver scores once (XGBoost never runs in a worker: a forked worker must not start
+        OpenMP threads its parent already used, and one model pass serves every unit).
+        """
+        from .engine import PatternBook
+
+        self.prepare(grid)
+        keys = {PatternBook.detection_key(p): p for p in grid}
+        return ({k: self._ml_book.confidence(p) for k, p in keys.items()} if self._ml_book is not None else {},
+                self.ml_status)
+
     def levels(self, p: QMLParams) -> tuple:
         """``(arrays, placeable, confidence, mode, order, size)`` of ``p``'s patterns, cached per level key.
 
@@ -144,11 +159,16 @@ class EventBook:
             ok = levels_placeable(arr["direction"], arr["entry"], arr["stop"], arr["target"])
             ok &= arr["detection_bar"] >= self.first_bar
             mode, conf = None, np.nan
-            if self._ml_book is not None:
+            c = None
+            if self._scores is not None and self.ml.enabled:
+                from .engine import PatternBook
+
+                c = self._scores[PatternBook.detection_key(p)]
+            elif self._ml_book is not None:
                 self.prepare([p])
                 c = self._ml_book.confidence(p)
-                if c is not None:
-                    mode, conf = self.ml.prediction_mode, c
+            if c is not None:
+                mode, conf = self.ml.prediction_mode, c
             _, score = decide(arr["validity_score"], conf, mode=mode, ml_weight=self.ml.ml_weight,
                               confidence_threshold=self.ml.confidence_threshold)
             order = selection_order(arr["detection_bar"], score, arr["p1_bar"])

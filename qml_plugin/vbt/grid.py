@@ -116,8 +116,8 @@ def heatmap_path(output: str | Path) -> Path:
 
 def _unit(unit: tuple) -> tuple[np.ndarray, np.ndarray, str]:
     """Work unit: one block of combinations on one series -> (metrics, daily returns, ml_status)."""
-    ohlcv, ml, grid, commission, cash = unit
-    book = EventBook(ohlcv, ml)
+    ohlcv, ml, grid, commission, cash, scores = unit
+    book = EventBook(ohlcv, ml, scores=scores)
     metrics, returns = book.run(grid, commission=commission, cash=cash)
     return metrics, returns, book.ml_status
 
@@ -144,7 +144,8 @@ def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None 
                     progress=progress)
     parallel = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     blocks = _blocks(grid, parallel)
-    units = [(ohlcv, ml, [grid[i] for i in b], float(commission), float(cash)) for b in blocks]
+    scores = EventBook(ohlcv, ml).scores(grid) if ml.enabled else None    # the model runs on the driver only
+    units = [(ohlcv, ml, [grid[i] for i in b], float(commission), float(cash), scores) for b in blocks]
     with sch:
         results = sch.map(_unit, units, label=lambda u: f"combinations from {u[2][0]} ({len(u[2])} in all)",
                           desc="qml sweep")
