@@ -1,30 +1,33 @@
-"""Benchmark: the configs/sweep.yaml grid (27 combinations) on EURUSD_1h, vectorbt vs backtesting.py.
+"""Benchmark: the sweep's event-level fast path on EURUSD_1h against Backtest.optimize and vectorbt's Portfolio.
 
-Three numbers:
+What it measures, all in one run on the full EURUSD_1h (74k hourly bars), warm (numba caches loaded,
+data in memory), wall and CPU time:
 
-1. ``qml_plugin.vbt.sweep`` per combination, warm (numba caches loaded, data in memory);
-2. ``Backtest.optimize`` on ``QMLStrategy`` over the same grid (``register_patterns=False``,
-   ``ml_config=None``), per combination, with backtesting.py's default process pool;
-   the ratio of the two is the speed-up (goal: >= 50x);
-3. cold start: a fresh process that imports ``qml_plugin.vbt`` and runs a small sweep, first with
-   an empty numba cache (everything compiles), then twice with the cache in place.
+1. ``qml_plugin.vbt.sweep`` (serial, ``verify_top: 10`` included, PBO and DSR included) on a
+   1,000-combination grid in which every combination trades differently (``target: rr`` with varied
+   ``rr``, ``max_wait``, ``stop_buffer_atr``, ``entry_offset_atr``, ``swing_n``; the script checks that the
+   1,000 daily-return series are distinct), per combination;
+2. ``Backtest.optimize`` on ``QMLStrategy`` over a 12-combination subset of that grid, per combination
+   (backtesting.py's own process pool), and the trade counts of those 12 against the sweep's;
+3. the same 1,000 combinations simulated bar by bar through vectorbt's Portfolio (``PatternBook``
+   plans into ``Portfolio.from_orders``, 64 columns per call, then ``pf.value()`` and the metrics), per
+   combination: what the sweep cost before the fast path;
+4. where the fast path's time goes: detection, levels and walk order, the kernel (walk, fills,
+   exits, daily equity, score), PBO, DSR, the Portfolio check of the top 10;
+5. the 1,000-combination sweep on the §12 schedulers: serial, processes (2), Dask LocalCluster (2);
+6. ``--rss N``: an N-combination sweep (serial, with its progress bar) in a fresh process, and its
+   peak RSS (``ru_maxrss``).
 
-As a cross-check, the number of trades per combination must be equal in both engines.
-The shipped grid varies ``rr`` with ``target: swing``, where ``rr`` changes nothing: the vectorbt
-sweep detects and simulates once per (swing_n, head_min_atr), backtesting.py runs all 27. So the
-benchmark also times the same grid with ``target: rr``, where all 27 combinations differ.
-
-    python benchmarks/bench_sweep.py                 # everything (~2 min on 2 cores)
-    python benchmarks/bench_sweep.py --skip-optimize # vectorbt and cold start only
+    python benchmarks/bench_sweep.py                  # 1-5 (several minutes on 2 shared cores)
+    python benchmarks/bench_sweep.py --rss 10000      # 6 only
 """
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import resource
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -32,36 +35,41 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parent.parent
-CONFIG = REPO / "configs" / "sweep.yaml"
-
-COLD_SCRIPT = """
-import json, sys, time
-t0 = time.perf_counter()
-from qml_plugin.vbt import sweep
-t1 = time.perf_counter()
-cfg = {"data": {"source": "EURUSD_1h", "resample": None, "start": "2015-01-01", "end": "2015-12-31"},
-       "sweep": {"grid": {"swing_n": [2, 3], "head_min_atr": [0.5]}, "output": sys.argv[1]}}
-sweep(cfg, progress=False, write=False)
-t2 = time.perf_counter()
-print(json.dumps({"import_s": t1 - t0, "sweep_s": t2 - t1}))
-"""
+GRID_1000 = {"swing_n": [2, 3], "target": ["rr"], "rr": [1.25, 1.5, 1.75, 2.0, 2.5],
+             "max_wait": [5, 10, 20, 30, 40], "stop_buffer_atr": [0.0, 0.25, 0.5, 0.75, 1.0],
+             "entry_offset_atr": [0.0, 0.05, 0.1, 0.15]}
+GRID_10000 = {"swing_n": [2, 3], "target": ["rr"], "rr": [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5],
+              "max_wait": [3, 5, 8, 10, 15, 20, 25, 30, 35, 40],
+              "stop_buffer_atr": [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9, 1.0],
+              "max_hold": [30, 50, 100, 200, 300]}
+SUBSET_12 = {"swing_n": [2, 3], "target": ["rr"], "rr": [1.5, 2.0], "max_wait": [10, 20, 30],
+             "stop_buffer_atr": [0.25], "entry_offset_atr": [0.05]}
 
 
-def time_vbt(cfg: dict, df, repeat: int) -> tuple[float, object]:
-    from qml_plugin.vbt import sweep
+class Clock:
+    """Wall and CPU seconds of a block."""
 
-    sweep(cfg, ohlcv=df, progress=False, write=False)  # warm-up: caches, first-call compilation
-    times, table = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        table = sweep(cfg, ohlcv=df, progress=False, write=False)
-        times.append(time.perf_counter() - t0)
-    return min(times), table
+    def __enter__(self):
+        self.w, self.c = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.wall, self.cpu = time.perf_counter() - self.w, time.process_time() - self.c
+
+
+def config(grid: dict, **sweep_kw) -> dict:
+    return {"data": {"source": "EURUSD_1h"}, "sweep": {"grid": grid, "heatmap": None, **sweep_kw},
+            "compute": {"scheduler": "serial"}}
+
+
+def per(clock: Clock, n: int) -> str:
+    return f"{clock.wall:8.2f} s wall ({clock.wall / n * 1e3:7.2f} ms/combo), {clock.cpu:8.2f} s CPU " \
+           f"({clock.cpu / n * 1e3:7.2f} ms/combo)"
 
 
 def _no_registry_strategy() -> type:
     """QMLStrategy with register_patterns=False and ml_config=None as class attributes (module level, so the
-    optimize() workers can unpickle it; as optimize() arguments they would land in its heatmap index)."""
+    optimize() workers can unpickle it)."""
     global NoRegistry
     from qml_plugin.strategies import QMLStrategy
 
@@ -73,71 +81,163 @@ def _no_registry_strategy() -> type:
     return NoRegistry
 
 
-def time_optimize(cfg: dict, df) -> tuple[float, object]:
+def bench_optimize(df) -> tuple[Clock, object]:
     from backtesting import Backtest
 
-    grid = cfg["sweep"]["grid"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        bt = Backtest(df, _no_registry_strategy(), cash=1e9, commission=cfg["sweep"]["commission"])
-        t0 = time.perf_counter()
-        _, heat = bt.optimize(**grid, maximize="# Trades", return_heatmap=True)
-        return time.perf_counter() - t0, heat
+        bt = Backtest(df, _no_registry_strategy(), cash=1e9, commission=0.0)
+        with Clock() as clk:
+            _, heat = bt.optimize(**SUBSET_12, maximize="# Trades", return_heatmap=True)
+    return clk, heat
 
 
-def cold_start(runs: int = 2) -> list[dict]:
-    out = []
-    with tempfile.TemporaryDirectory() as cache, tempfile.TemporaryDirectory() as tmp:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache)
-        for k in range(runs + 1):
-            t0 = time.perf_counter()
-            res = subprocess.run([sys.executable, "-c", COLD_SCRIPT, str(Path(tmp) / "s.csv")], env=env, check=True,
-                                 capture_output=True, text=True, cwd=REPO)
-            wall = time.perf_counter() - t0
-            out.append({"run": "empty numba cache" if k == 0 else f"second process #{k}", "wall_s": wall,
-                        **json.loads(res.stdout.strip().splitlines()[-1])})
+def bench_portfolio(df, grid) -> Clock:
+    import pandas as pd
+
+    from qml_plugin.vbt.engine import PatternBook, portfolio_metrics, run_portfolio
+
+    with Clock() as clk:
+        book = PatternBook(df)
+        for lo in range(0, len(grid), 64):
+            block = grid[lo:lo + 64]
+            pf = run_portfolio(df, [book.plan(p) for p in block], pd.RangeIndex(len(block)))
+            portfolio_metrics(pf, df)
+    return clk
+
+
+def breakdown(df, grid) -> dict[str, Clock]:
+    from qml_plugin.patterns.qml import detect_structure
+    from qml_plugin.vbt.fast import EventBook
+    from qml_plugin.vbt.grid import trial_count, verify_rows
+    from qml_plugin.vbt.overfit import deflated_sharpe, pbo
+
+    h, l, c = (df[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
+    out = {}
+    skeys = list(dict.fromkeys(EventBook.structure_key(p) for p in grid))
+    with Clock() as out["detection (once per structure key)"]:
+        for p in [next(q for q in grid if EventBook.structure_key(q) == k) for k in skeys]:
+            detect_structure(h, l, c, p)
+    book = EventBook(df)
+    order = sorted(grid, key=lambda p: repr(EventBook.level_key(p)))
+    with Clock() as clk:
+        for p in order:
+            book.levels(p)                       # detection + levels + walk order, each once per key
+    out["levels and walk order (once per level key)"] = clk
+    clk.wall -= out["detection (once per structure key)"].wall
+    clk.cpu -= out["detection (once per structure key)"].cpu
+    with Clock() as out["kernel: walk, fills, exits, daily equity, score"]:
+        results = [book.simulate(p) for p in order]
+    returns = np.column_stack([r[-1] / np.r_[1e5, r[-1][:-1]] - 1 for r in results])
+    with Clock() as out["PBO (CSCV, 12,870 splits)"]:
+        pbo(returns)
+    m = np.array([r[0] for r in results])
+    with Clock() as out["DSR (trial count, variance, formula)"]:
+        n, v = trial_count(returns, m[:, 7])
+        deflated_sharpe(m[:, 7], n_obs=m[:, 10], skew=m[:, 8], kurtosis=m[:, 9], n_trials=n, sr_variance=v)
+    with Clock() as out["Portfolio check of the top 10 (verify_top)"]:
+        verify_rows(df, grid[:10])
     return out
+
+
+def bench_schedulers(df, grid) -> dict[str, Clock]:
+    """run_grid on each scheduler. The Dask cluster is started once, outside the timing (its two spawned
+    workers import qml_plugin and vectorbt first), and reached by address, as a user's cluster would be."""
+    from dask.distributed import LocalCluster
+
+    from qml_plugin.vbt.grid import run_grid
+
+    out = {}
+    with Clock() as out["dask cluster start (2 workers, not in the run)"]:
+        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        for name, extra in (("serial", {}), ("processes", {"workers": 2}),
+                            ("dask", {"workers": 2, "address": cluster.scheduler_address})):
+            run_grid(df, grid[:8], compute={"scheduler": name, **extra}, progress=False)    # warm each side
+            with Clock() as out[name]:
+                run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+    finally:
+        cluster.close()
+    return out
+
+
+RSS_SCRIPT = """
+import resource, sys, time
+from qml_plugin.vbt import sweep
+sys.path.insert(0, {bench!r})
+from bench_sweep import GRID_10000, config
+n = int(sys.argv[1])
+t0 = time.perf_counter()
+table = sweep(config(GRID_10000), progress=True, write=False)
+assert len(table) >= n
+print(f"RESULT combos={{len(table)}} wall_s={{time.perf_counter() - t0:.1f}} "
+      f"peak_rss_mb={{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f}} "
+      f"pbo={{table.attrs['pbo']:.3f}} distinct={{table.attrs['n_trials']}}")
+"""
+
+
+def bench_rss(n: int) -> None:
+    script = RSS_SCRIPT.format(bench=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    res = subprocess.run([sys.executable, "-c", script, str(n)], env=env, cwd=REPO, text=True,
+                         stdout=subprocess.PIPE, check=True)
+    print(res.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=3, help="timed vectorbt repeats (best is reported)")
-    ap.add_argument("--skip-optimize", action="store_true", help="skip Backtest.optimize")
+    ap.add_argument("--rss", type=int, default=0, help="only the peak-RSS run of an N-combination sweep")
+    ap.add_argument("--skip-optimize", action="store_true")
+    ap.add_argument("--skip-schedulers", action="store_true")
+    ap.add_argument("--only-schedulers", action="store_true", help="step 5 only")
     args = ap.parse_args()
+    if args.rss:
+        bench_rss(args.rss)
+        return
 
-    from qml_plugin.cli.common import load_data
-    from qml_plugin.config import load_sweep_config
+    from qml_plugin import load_ohlcv
+    from qml_plugin.vbt import expand_grid, sweep
 
-    shipped = load_sweep_config(CONFIG)
-    distinct = load_sweep_config(CONFIG)
-    distinct["sweep"]["grid"] = {**shipped["sweep"]["grid"], "target": ["rr"]}  # rr now matters: 27 distinct runs
-    grids = {"shipped grid (target: swing, rr inert)": shipped, "same grid with target: rr": distinct}
-    df = load_data(shipped["data"])
-    print(f"EURUSD_1h: {len(df):,} bars; {os.cpu_count()} cores; grid {shipped['sweep']['grid']}")
+    df = load_ohlcv("EURUSD_1h")
+    grid = expand_grid(GRID_1000)
+    print(f"EURUSD_1h: {len(df):,} bars; {os.cpu_count()} cores (shared); load average {os.getloadavg()[0]:.1f}")
+    if args.only_schedulers:
+        s = bench_schedulers(df, grid)
+        for name, clk in s.items():
+            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+        return
 
-    optimized = {}
-    if not args.skip_optimize:  # first: its process pool forks before vectorbt and numba start threads
-        optimized = {name: time_optimize(cfg, df) for name, cfg in grids.items()}
-    for name, cfg in grids.items():
-        n = int(np.prod([len(v) for v in cfg["sweep"]["grid"].values()]))
-        t_vbt, table = time_vbt(cfg, df, args.repeat)
-        print(f"\n{name}: {n} combinations")
-        print(f"  vectorbt sweep (warm, best of {args.repeat}): {t_vbt:.3f} s, "
-              f"{t_vbt / n * 1e3:.1f} ms per combination")
-        if name in optimized:
-            t_bt, heat = optimized[name]
-            print(f"  Backtest.optimize: {t_bt:.1f} s, {t_bt / n * 1e3:.0f} ms per combination")
-            print(f"  speed-up (per combination, warm): {t_bt / t_vbt:.0f}x")
-            keys = list(cfg["sweep"]["grid"])
-            ours = table.set_index(keys)["n_trades"].sort_index()
-            theirs = heat.reorder_levels(keys).sort_index().astype(int)
-            same = (ours.to_numpy() == theirs.to_numpy()).all()
-            print(f"  trades per combination equal in both engines: {same} ({int(ours.sum())} trades in all)")
-
-    print("\ncold start (a new process: import qml_plugin.vbt + a 2-combination sweep on one year of EURUSD_1h):")
-    for r in cold_start():
-        print(f"  {r['run']:<20} wall {r['wall_s']:6.2f} s   import {r['import_s']:5.2f} s   "
-              f"sweep {r['sweep_s']:5.2f} s")
+    if not args.skip_optimize:    # first: its process pool forks before numba and vectorbt start threads
+        t_opt, heat = bench_optimize(df)
+    sweep(config(GRID_1000), ohlcv=df, progress=False, write=False)              # warm-up
+    with Clock() as t_fast:
+        table = sweep(config(GRID_1000), ohlcv=df, progress=False, write=False)
+    n = len(table)
+    print(f"\n1. sweep, {n} combinations (serial, verify_top 10, PBO, DSR): {per(t_fast, n)}")
+    print(f"   distinct daily-return series: {table.attrs['n_trials']} of {n}; PBO {table.attrs['pbo']:.3f}; "
+          f"verified {table.attrs['verified']}")
+    if not args.skip_optimize:
+        k = len(heat)
+        print(f"2. Backtest.optimize, {k} combinations: {per(t_opt, k)}")
+        print(f"   speed-up per combination: {t_opt.wall / k / (t_fast.wall / n):.0f}x wall, "
+              f"{t_opt.cpu / k / (t_fast.cpu / n):.0f}x CPU of the driver (optimize's pool CPU not counted)")
+        keys = [k_ for k_, v in SUBSET_12.items() if len(v) > 1]
+        ours = table.set_index(list(SUBSET_12))["n_trades"]
+        sub = ours[[tuple(r) for r in heat.reset_index()[list(SUBSET_12)].to_numpy()]]
+        same = (sub.to_numpy() == heat.to_numpy().astype(int)).all()
+        print(f"   trades per combination equal to the sweep's for the 12 ({keys} varied): {same}")
+    t_pf = bench_portfolio(df, grid)
+    print(f"3. the same {n} combinations bar by bar through vectorbt's Portfolio: {per(t_pf, n)}")
+    print(f"   speed-up per combination: {t_pf.wall / t_fast.wall:.1f}x wall, {t_pf.cpu / t_fast.cpu:.1f}x CPU")
+    print("4. where the fast path's time goes (the same 1,000 combinations):")
+    for name, clk in breakdown(df, grid).items():
+        print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:7.2f} s CPU")
+    if not args.skip_schedulers:
+        print("5. the 1,000 combinations (run_grid, no verify/PBO) on the schedulers, 2 workers:")
+        s = bench_schedulers(df, grid)
+        for name, clk in s.items():
+            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+    print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,11 @@ from backtesting import Backtest
 
 from qml_plugin import ConfigError, ModelError, load_ohlcv
 from qml_plugin.cli.main import main
-from qml_plugin.data import bar_duration
 from qml_plugin.features import FeatureExtractor
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
 from qml_plugin.strategies import QMLStrategy
-from qml_plugin.vbt import METRICS, QML, backtest, sweep, trades_table
-from qml_plugin.vbt.engine import bars_per_year
+from qml_plugin.vbt import METRICS, QML, backtest, portfolio_metrics, sweep, trades_table
 from qml_plugin.vbt.indicator import one_pattern_per_bar
 
 REPO = Path(__file__).resolve().parent.parent
@@ -147,22 +145,28 @@ def sweep_config(tmp_path: Path, **sweep_kw) -> dict:
 def test_sweep_returns_one_row_per_combination_sorted_by_metric_and_writes_csv_and_heatmap(tmp_path):
     table = sweep(sweep_config(tmp_path), progress=False)
     assert list(table.columns) == ["swing_n", "head_min_atr", "target", *METRICS]
+    assert METRICS == ["n_trades", "win_rate", "profit_factor", "total_return", "sharpe", "calmar", "max_drawdown",
+                       "dsr"]
     assert len(table) == 12 and not table.duplicated(["swing_n", "head_min_atr", "target"]).any()
     s = table["sharpe"].dropna()
     assert (np.diff(s.to_numpy()) <= 0).all() and table["sharpe"].isna().sum() == len(table) - len(s)
     assert Path(table.attrs["csv"]).is_file() and Path(table.attrs["heatmap"]).name == "sweep_heatmap.png"
     assert Path(table.attrs["heatmap"]).stat().st_size > 1000
     assert pd.read_csv(table.attrs["csv"]).shape == table.shape
-    # a row is exactly backtest() of that combination
+    assert 0 <= table.attrs["pbo"] <= 1 and table.attrs["verified"] == 10 and table["dsr"].between(0, 1).all()
+    # a row is exactly backtest() of that combination, scored by the one definition
     row = table.iloc[0]
     df = load_ohlcv("EURUSD_1h").loc["2011-01-01":"2012-06-30"]
     pf = backtest(df, QMLParams(swing_n=int(row.swing_n), head_min_atr=float(row.head_min_atr), target=row.target))
+    ref = portfolio_metrics(pf, df).iloc[0]
     assert row.n_trades == len(trades_table(pf)) and row.total_return == pytest.approx(pf.total_return() * 100)
-    year = bar_duration(df) * bars_per_year(df)  # Sharpe annualized with the data's own bars per year
-    assert row.sharpe == pytest.approx(pf.sharpe_ratio(year_freq=year))
-    assert row.max_drawdown == pytest.approx(pf.max_drawdown() * 100)
-    assert row.win_rate == pytest.approx(pf.trades.closed.win_rate() * 100)
-    assert row.profit_factor == pytest.approx(pf.trades.closed.profit_factor())
+    for col in ("sharpe", "calmar", "max_drawdown", "win_rate", "profit_factor"):
+        assert row[col] == pytest.approx(ref[col], rel=1e-9), col
+    days = pf.value().groupby(df.index.normalize()).last()          # daily mark-to-market equity, by hand
+    rets = days.pct_change().fillna(days.iloc[0] / pf.init_cash - 1)
+    per_year = len(days) / (((days.index[-1] - days.index[0]).days + 1) / 365.25)
+    assert row.sharpe == pytest.approx(rets.mean() / rets.std() * np.sqrt(per_year), rel=1e-9)
+    assert row.max_drawdown == pytest.approx((days / days.cummax().clip(lower=pf.init_cash) - 1).min() * 100)
 
 
 def test_sweep_ranks_max_drawdown_least_negative_first(tmp_path):

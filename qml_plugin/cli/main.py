@@ -21,9 +21,9 @@ import sys
 import traceback
 
 from ..errors import QMLError
-from . import config, data, detect, features, learn, models, registry, run, sweep
+from . import config, data, detect, features, learn, models, optimize, registry, run, sweep
 
-_COMMANDS = [run, detect, models, registry, sweep, learn, features, data, config]
+_COMMANDS = [run, detect, models, registry, sweep, optimize, learn, features, data, config]
 
 MAX_MESSAGE = 2000
 """Longest error line the CLI prints (values inside a message are already cut to about 200 characters)."""

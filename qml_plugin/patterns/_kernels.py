@@ -161,13 +161,46 @@ def _candidate(high, low, close, atr, i1, i2, i3, sw_bar, sw_kind, sw_price, sw_
 
 
 @njit(cache=True)
+def outcome_one(open_, high, low, t, d, e, sl, tp, max_wait, max_hold):
+    """Triple-barrier outcome of one pattern detected at bar ``t`` (backtesting.py 0.6's rules).
+
+    Returns ``(fill_bar, fill_price, exit_bar, exit_price, reason)``: -1 / NaN where undefined,
+    reason 0 none (expired or open) / 1 stop / 2 target / 3 timeout. The one copy of the fill and
+    exit rules: :func:`outcomes` (labels) and the sweep's event-level fast path both call it.
+    """
+    N = open_.shape[0]
+    f = -1
+    fp = np.nan
+    for j in range(t + 1, min(t + max_wait, N - 1) + 1):
+        if (d == 1 and low[j] <= e) or (d == -1 and high[j] >= e):
+            f = j
+            fp = min(open_[j], e) if d == 1 else max(open_[j], e)
+            break
+    if f < 0:
+        return -1, np.nan, -1, np.nan, 0
+    for j in range(f + 1, min(f + max_hold, N - 1) + 1):
+        if d == 1:
+            if low[j] <= sl:
+                return f, fp, j, min(open_[j], sl), 1
+            if high[j] >= tp:
+                return f, fp, j, max(open_[j], tp), 2
+        else:
+            if high[j] >= sl:
+                return f, fp, j, max(open_[j], sl), 1
+            if low[j] <= tp:
+                return f, fp, j, min(open_[j], tp), 2
+    if f + max_hold + 1 <= N - 1:
+        return f, fp, f + max_hold + 1, open_[f + max_hold + 1], 3
+    return f, fp, -1, np.nan, 0
+
+
+@njit(cache=True)
 def outcomes(open_, high, low, t, direction, entry, stop, target, max_wait, max_hold):
     """Triple-barrier outcome of each pattern with backtesting.py 0.6's fill rules (commission 0).
 
     Returns ``(status, fill_bar, fill_price, exit_bar, exit_price, reason)`` with status 0 expired /
     1 filled, reason 0 none (open) / 1 stop / 2 target / 3 timeout, -1 / NaN where undefined.
     """
-    N = open_.shape[0]
     m = t.shape[0]
     status = np.zeros(m, np.int64)
     fill_bar = np.full(m, -1, np.int64)
@@ -176,47 +209,15 @@ def outcomes(open_, high, low, t, direction, entry, stop, target, max_wait, max_
     exit_price = np.full(m, np.nan)
     reason = np.zeros(m, np.int64)
     for k in range(m):
-        d = direction[k]
-        e = entry[k]
-        f = -1
-        for j in range(t[k] + 1, min(t[k] + max_wait, N - 1) + 1):
-            if (d == 1 and low[j] <= e) or (d == -1 and high[j] >= e):
-                f = j
-                fill_price[k] = min(open_[j], e) if d == 1 else max(open_[j], e)
-                break
-        if f < 0:
-            continue
-        status[k] = 1
-        fill_bar[k] = f
-        sl = stop[k]
-        tp = target[k]
-        for j in range(f + 1, min(f + max_hold, N - 1) + 1):
-            if d == 1:
-                if low[j] <= sl:
-                    exit_bar[k] = j
-                    exit_price[k] = min(open_[j], sl)
-                    reason[k] = 1
-                    break
-                if high[j] >= tp:
-                    exit_bar[k] = j
-                    exit_price[k] = max(open_[j], tp)
-                    reason[k] = 2
-                    break
-            else:
-                if high[j] >= sl:
-                    exit_bar[k] = j
-                    exit_price[k] = max(open_[j], sl)
-                    reason[k] = 1
-                    break
-                if low[j] <= tp:
-                    exit_bar[k] = j
-                    exit_price[k] = min(open_[j], tp)
-                    reason[k] = 2
-                    break
-        if reason[k] == 0 and f + max_hold + 1 <= N - 1:
-            exit_bar[k] = f + max_hold + 1
-            exit_price[k] = open_[f + max_hold + 1]
-            reason[k] = 3
+        f, fp, x, xp, why = outcome_one(open_, high, low, t[k], direction[k], entry[k], stop[k], target[k],
+                                        max_wait, max_hold)
+        if f >= 0:
+            status[k] = 1
+            fill_bar[k] = f
+            fill_price[k] = fp
+            exit_bar[k] = x
+            exit_price[k] = xp
+            reason[k] = why
     return status, fill_bar, fill_price, exit_bar, exit_price, reason
 
 

@@ -26,7 +26,12 @@ import pandas as pd
 from ..data import validate_ohlcv
 from . import _kernels
 
-__all__ = ["label_patterns", "OUTCOME_COLUMNS"]
+__all__ = ["label_patterns", "outcome_one", "OUTCOME_COLUMNS"]
+
+outcome_one = _kernels.outcome_one
+"""The fill-and-exit rules above for one pattern, as a compiled kernel other compiled code can call
+(``outcome_one(open, high, low, t, direction, entry, stop, target, max_wait, max_hold) -> (fill_bar,
+fill_price, exit_bar, exit_price, reason)``); :func:`label_patterns` applies it to every pattern."""
 
 OUTCOME_COLUMNS = ["status", "fill_bar", "fill_price", "exit_bar", "exit_price", "exit_reason",
                    "exit_time", "r_multiple", "pnl_pct", "label"]

@@ -50,7 +50,8 @@ import pandas as pd
 from ..data import validate_ohlcv
 from . import _kernels
 
-__all__ = ["QMLParams", "detect_patterns", "PATTERN_COLUMNS", "VALIDITY_WEIGHTS"]
+__all__ = ["QMLParams", "detect_patterns", "detect_arrays", "detect_structure", "pattern_levels", "PATTERN_COLUMNS",
+           "VALIDITY_WEIGHTS"]
 
 PATTERN_COLUMNS = [
     "pattern_id", "symbol", "timeframe", "pattern_type", "direction", "detection_bar", "detection_time",
@@ -115,6 +116,16 @@ class QMLParams:
 
 def detect_arrays(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: QMLParams) -> dict:
     """Patterns as plain numpy arrays (the engine-neutral core shared with the vectorbt indicator)."""
+    return pattern_levels(detect_structure(high, low, close, params), params)
+
+
+def detect_structure(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: QMLParams) -> dict:
+    """The swings, heads and breaks of every pattern: everything but the levels (numpy arrays).
+
+    It depends on ``swing_n``, ``head_min_atr`` and ``max_span`` only, so a sweep over levels
+    (``entry_offset_atr``, ``stop_buffer_atr``, ``target``, ``rr``) finds its patterns once and
+    prices them with :func:`pattern_levels` per combination. ``detect_arrays`` is the two in a row.
+    """
     atr = _kernels.atr14(high, low, close)
     sb, _sk, sp, _sc, _sr, pat = _kernels.scan(
         high, low, close, atr, params.swing_n, True, float(params.head_min_atr), params.max_span)
@@ -124,26 +135,33 @@ def detect_arrays(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: 
     i1, i2, i3, brk, t, d = i1[order], i2[order], i3[order], brk[order], t[order], d[order]
     a = atr[t]
     p1, p2, p3 = sp[i1], sp[i2], sp[i3]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        depth = np.clip((d * (p1 - p3) / a - 0.5) / 2.5, 0.0, 1.0)
+        symmetry = np.clip(_symmetry(sb[i2] - sb[i1], sb[i3] - sb[i2]), 0.0, 1.0)
+        strength = np.clip(d * (close[brk] - p2) / a / 1.0, 0.0, 1.0)
+    return dict(direction=d, detection_bar=t, p1_bar=sb[i1], p1_price=p1, p2_bar=sb[i2], p2_price=p2,
+                p3_bar=sb[i3], p3_price=p3, break_bar=brk, atr=a, validity_depth=depth, validity_symmetry=symmetry,
+                validity_break=strength, swing_target=_kernels.range_extreme(high, low, sb[i3], t, d))
+
+
+def pattern_levels(structure: dict, params: QMLParams) -> dict:
+    """Entry, stop, target, ``rr`` and ``validity_score`` of :func:`detect_structure`'s patterns under ``params``."""
+    d, a, p1, p3 = (structure[k] for k in ("direction", "atr", "p1_price", "p3_price"))
     entry = p1 + d * params.entry_offset_atr * a
     stop = p3 - d * params.stop_buffer_atr * a
     if params.target == "swing":
-        target = _kernels.range_extreme(high, low, sb[i3], t, d)
+        target = structure["swing_target"]
     else:
         target = entry + d * params.rr * np.abs(entry - stop)
     risk = np.abs(entry - stop)
     with np.errstate(divide="ignore", invalid="ignore"):
         rr = np.where(risk > 0, np.abs(target - entry) / risk, np.nan)
-        parts = {
-            "validity_depth": (d * (p1 - p3) / a - 0.5) / 2.5,
-            "validity_symmetry": _symmetry(sb[i2] - sb[i1], sb[i3] - sb[i2]),
-            "validity_break": d * (close[brk] - p2) / a / 1.0,
-            "validity_rr": (np.nan_to_num(rr) - 0.5) / 2.5,
-        }
-    parts = {k: np.clip(v, 0.0, 1.0) for k, v in parts.items()}
+        vrr = np.clip((np.nan_to_num(rr) - 0.5) / 2.5, 0.0, 1.0)
+    parts = {k: structure[k] for k in ("validity_depth", "validity_symmetry", "validity_break")}
+    parts["validity_rr"] = vrr
     score = sum(VALIDITY_WEIGHTS[k] * v for k, v in parts.items())
-    return dict(direction=d, detection_bar=t, p1_bar=sb[i1], p1_price=p1, p2_bar=sb[i2], p2_price=p2,
-                p3_bar=sb[i3], p3_price=p3, break_bar=brk, atr=a, entry=entry, stop=stop, target=target,
-                rr=rr, validity_score=score, **parts)
+    base = {k: v for k, v in structure.items() if k not in parts and k != "swing_target"}
+    return dict(**base, entry=entry, stop=stop, target=target, rr=rr, validity_score=score, **parts)
 
 
 def _symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,11 +1,19 @@
 """vectorbt integration: the QML detector as an indicator, one-combination backtests and grid sweeps.
 
+    >>> from qml_plugin import load_ohlcv
+    >>> from qml_plugin.patterns import QMLParams
     >>> from qml_plugin.vbt import QML, backtest, sweep, trades_table
+    >>> df = load_ohlcv("EURUSD_1h").iloc[:6000]
     >>> qml = QML.run(df.Open, df.High, df.Low, df.Close, swing_n=[2, 3, 5], head_min_atr=[0.3, 0.5],
     ...               param_product=True)                     # 6 columns of entries / levels
+    >>> qml.entries.shape
+    (6000, 6)
     >>> pf = backtest(df, QMLParams(swing_n=5))               # a vbt.Portfolio, QMLStrategy's trades
-    >>> trades_table(pf)                                      # compare with stats._trades
-    >>> sweep("configs/sweep.yaml")                           # one row per grid combination
+    >>> list(trades_table(pf).columns[:4])                    # compare with stats._trades
+    ['Column', 'Size', 'EntryBar', 'ExitBar']
+
+``sweep("configs/sweep.yaml")`` gives one row per grid combination, ``optimize("configs/optimize.yaml")``
+a seeded search judged walk-forward.
 
 What lives where:
 
@@ -15,8 +23,12 @@ What lives where:
   (:func:`~qml_plugin.patterns.label_patterns`) and one-position selection
   (:func:`~qml_plugin.tradesim.select_trades`) turned into exact orders for
   ``Portfolio.from_orders``; why not ``from_order_func`` is explained there;
-- :mod:`.grid` -- :func:`sweep`: a config's grid as the columns of the Portfolio, ranked, written to
-  CSV with a heatmap.
+- :mod:`.fast` -- the sweep's event-level fast path (numba), scored by :mod:`qml_plugin.tradesim`;
+- :mod:`.grid` -- :func:`sweep`: a config's grid through the fast path on the §12 scheduler, its best
+  rows re-simulated through the Portfolio (the engine of record), ranked, with DSR and PBO, written to
+  CSV with a heatmap;
+- :mod:`.overfit` -- the deflated Sharpe ratio and the probability of backtest overfitting;
+- :mod:`.optimize` -- ``qml optimize``: Optuna TPE over ``QMLParams``, train / validation / holdout.
 
 What this package leaves to others: detection and labels to :mod:`qml_plugin.patterns`, the three
 ML modes to :mod:`qml_plugin.filter`, model loading and the out-of-sample guard to
@@ -24,9 +36,12 @@ ML modes to :mod:`qml_plugin.filter`, model loading and the out-of-sample guard 
 """
 from __future__ import annotations
 
-from .engine import FULL_SIZE, backtest, trades_table
-from .grid import METRICS, expand_grid, heatmap_path, sweep
+from .engine import FULL_SIZE, EngineMismatchError, backtest, portfolio_metrics, trades_table, verify
+from .fast import EventBook
+from .grid import METRICS, expand_grid, heatmap_path, run_grid, sweep
 from .indicator import OUTPUT_NAMES, QML
+from .overfit import deflated_sharpe, expected_max_sharpe, pbo
 
-__all__ = ["QML", "OUTPUT_NAMES", "backtest", "trades_table", "sweep", "expand_grid", "heatmap_path", "METRICS",
-           "FULL_SIZE"]
+__all__ = ["QML", "OUTPUT_NAMES", "backtest", "trades_table", "portfolio_metrics", "verify", "EngineMismatchError",
+           "EventBook", "sweep", "run_grid", "expand_grid", "heatmap_path", "METRICS", "FULL_SIZE",
+           "deflated_sharpe", "expected_max_sharpe", "pbo"]

@@ -45,9 +45,9 @@ from ..data import bar_duration, validate_ohlcv
 from ..filter import decide, size_fraction
 from ..patterns import QMLParams, detect_patterns, label_patterns
 from ..patterns.qml import detect_arrays
-from ..tradesim import FULL_SIZE, levels_placeable, select_trades
+from ..tradesim import FULL_SIZE, Market, equity_stats_nb, levels_placeable, select_trades, trade_stats_nb
 
-__all__ = ["backtest", "trades_table", "FULL_SIZE"]
+__all__ = ["backtest", "trades_table", "portfolio_metrics", "verify", "EngineMismatchError", "FULL_SIZE"]
 
 MLLike = MLConfig | dict | str | Path | None
 """An ``ml:`` block: an :class:`MLConfig`, a dict, a YAML path or string; None = ML off."""
@@ -57,8 +57,10 @@ def backtest(ohlcv: pd.DataFrame, params: QMLParams | None = None, ml: MLLike = 
              cash: float = 100_000) -> vbt.Portfolio:
     """One parameter combination through ``Portfolio.from_orders``: the same trades as ``QMLStrategy``.
 
-        >>> pf = backtest(load_ohlcv("EURUSD_1h"), QMLParams(swing_n=5))       # doctest: +SKIP
-        >>> pf.total_return(), trades_table(pf).head()
+        >>> from qml_plugin import load_ohlcv
+        >>> pf = backtest(load_ohlcv("EURUSD_1h").iloc[:5000], QMLParams(swing_n=5))
+        >>> bool((trades_table(pf)["EntryBar"] < trades_table(pf)["ExitBar"]).all())
+        True
 
     ``commission`` is a fraction of each order's value (backtesting.py's ``commission``), ``cash``
     the starting equity. With an ``ml`` block whose model is in-sample or unusable the run warns
@@ -136,6 +138,11 @@ class PatternBook:
         for k, a, b in zip(todo, bounds[:-1], bounds[1:], strict=True):
             self._confidence[k] = conf[a:b] if conf is not None else None
 
+    def confidence(self, p: QMLParams) -> np.ndarray | None:
+        """ML confidence of ``p``'s patterns (None: model unusable, the technical rule trades)."""
+        self.score([p])
+        return self._confidence[self.detection_key(p)]
+
     def plan(self, p: QMLParams) -> dict[str, np.ndarray]:
         """The trades ``QMLStrategy`` makes with ``p``: bars, prices, direction and size of each, as arrays."""
         lab = self.labeled(p)
@@ -144,8 +151,7 @@ class PatternBook:
         tradable = levels_placeable(d, entry, stop, target)
         mode, conf = None, None
         if self.ml.enabled:
-            self.score([p])
-            conf = self._confidence[self.detection_key(p)]
+            conf = self.confidence(p)
             mode = self.ml.prediction_mode if conf is not None else None
         take, score = decide(lab["validity_score"].to_numpy(float), conf if conf is not None else np.nan,
                              mode=mode, min_score=float(p.min_score), ml_weight=self.ml.ml_weight,
@@ -223,3 +229,84 @@ def trades_table(pf: vbt.Portfolio, *, include_open: bool = False) -> pd.DataFra
     if not include_open:
         out = out[out["Status"] == "Closed"]
     return out.sort_values(["Column", "EntryBar"], kind="stable").reset_index(drop=True)
+
+
+class EngineMismatchError(RuntimeError):
+    """The sweep's fast path and vectorbt's Portfolio disagree on a combination: a bug, never bad input."""
+
+
+def _column_trades(pf: vbt.Portfolio, col: int) -> tuple[np.ndarray, ...]:
+    """``(entry_bar, exit_bar, entry_price, exit_price, direction)`` of one Portfolio column; open = -1 / NaN."""
+    rec = pf.trades.values
+    rec = rec[rec["col"] == col]
+    rec = rec[np.argsort(rec["entry_idx"], kind="stable")]
+    open_ = rec["status"] != 1
+    return (rec["entry_idx"].astype(np.int64), np.where(open_, -1, rec["exit_idx"]).astype(np.int64),
+            rec["entry_price"].astype(float), np.where(open_, np.nan, rec["exit_price"]),
+            np.where(rec["direction"] == 0, 1.0, -1.0))
+
+
+def portfolio_metrics(pf: vbt.Portfolio, ohlcv: pd.DataFrame | Market, *, commission: float = 0.0) -> pd.DataFrame:
+    """The sweep's metrics of every column of ``pf``, scored by :mod:`qml_plugin.tradesim`'s one definition.
+
+    The equity is ``pf.value()`` at each day's last bar, the trades ``pf.trades``; a trade still open at
+    the end is valued, not counted. Columns are :data:`qml_plugin.vbt.fast.FAST_METRICS`.
+
+        >>> from qml_plugin import load_ohlcv
+        >>> df = load_ohlcv("EURUSD_1h").iloc[:5000]
+        >>> list(portfolio_metrics(backtest(df), df).columns[:5])
+        ['n_trades', 'win_rate', 'profit_factor', 'total_return', 'sharpe']
+    """
+    from .fast import FAST_METRICS
+
+    market = Market.of(ohlcv)
+    value = np.asarray(pf.value(), dtype=np.float64).reshape(len(pf.wrapper.index), -1)
+    init = np.asarray(pf.init_cash, dtype=np.float64).reshape(-1)
+    rows = []
+    for j in range(value.shape[1]):
+        _, _, ep, xp, d = _column_trades(pf, j)
+        stats = equity_stats_nb(value[market.day_end, j], float(init[j]), market.days_per_year)
+        n, win, pf_ = trade_stats_nb(ep, xp, d, float(commission))
+        total, sharpe, calmar, dd, sr, skew, kurt, n_days = stats
+        rows.append([n, win, pf_, total, sharpe, calmar, dd, sr, skew, kurt, n_days])
+    return pd.DataFrame(rows, columns=FAST_METRICS, index=pf.wrapper.columns)
+
+
+def verify(ohlcv: pd.DataFrame, params: Sequence[QMLParams], fast: Sequence[tuple], *, ml: MLConfig | None = None,
+           commission: float = 0.0, cash: float = 100_000.0, rtol: float = 1e-9) -> int:
+    """Re-simulate ``params`` through vectorbt's Portfolio and raise unless the fast path agrees.
+
+    ``fast`` holds :meth:`qml_plugin.vbt.fast.EventBook.simulate`'s output per combination. The
+    Portfolio's trades come from :class:`PatternBook` (``label_patterns`` and ``select_trades``, not
+    the fast path's kernel); its equity from vectorbt's own accounting. Trades must match exactly
+    (bars, direction) and to ``rtol`` (prices); metrics to ``rtol`` (1e-9), NaN and inf included.
+    Returns the number of combinations checked; raises :class:`EngineMismatchError` naming the
+    combination and what differs.
+    """
+    from .fast import FAST_METRICS
+
+    if not params:
+        return 0
+    book = PatternBook(ohlcv, ml)
+    book.score(params)
+    pf = run_portfolio(ohlcv, [book.plan(p) for p in params], pd.RangeIndex(len(params)), commission=commission,
+                       cash=cash)
+    theirs = portfolio_metrics(pf, ohlcv, commission=commission).to_numpy()
+    for j, (p, got) in enumerate(zip(params, fast, strict=True)):
+        ours, eb, xb, ep, xp, d, _daily = got
+        ref = _column_trades(pf, j)
+        where = f"sweep fast path != vectorbt Portfolio for {p}"
+        if len(ref[0]) != len(eb):
+            raise EngineMismatchError(f"{where}: {len(eb)} trades vs {len(ref[0])} in the Portfolio")
+        for name, a, b in zip(("entry bar", "exit bar", "entry price", "exit price", "direction"),
+                              (eb, xb, ep, xp, d), ref, strict=True):
+            same = np.array_equal(a, b) if name.endswith(("bar", "direction")) else \
+                np.allclose(a, b, rtol=rtol, atol=0.0, equal_nan=True)
+            if not same:
+                k = int(np.flatnonzero(~np.isclose(a, b, rtol=rtol, atol=0.0, equal_nan=True))[0])
+                raise EngineMismatchError(f"{where}: trade {k} {name} {a[k]!r} vs {b[k]!r}")
+        bad = ~np.isclose(ours, theirs[j], rtol=rtol, atol=1e-12, equal_nan=True)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise EngineMismatchError(f"{where}: {FAST_METRICS[i]} {ours[i]!r} vs {theirs[j, i]!r}")
+    return len(params)

@@ -1,68 +1,82 @@
-"""Parameter sweeps: a ``QMLParams`` grid through vectorbt's Portfolio, one row per combination.
+"""Parameter sweeps: a ``QMLParams`` grid scored from events, checked against vectorbt, its overfitting said.
 
-    >>> table = sweep("configs/sweep.yaml")                        # doctest: +SKIP
-    >>> table.head()        # grid params, n_trades, win_rate, profit_factor, total_return, sharpe, max_drawdown
+    table = sweep("configs/sweep.yaml")
+    table.head()     # grid params, n_trades, win_rate, profit_factor, total_return, sharpe, calmar,
+                     # max_drawdown, dsr;  table.attrs["pbo"], table.attrs["verified"]
 
 The config is the §9 sweep config (:func:`qml_plugin.config.load_sweep_config`; a path, a YAML
 string or a dict). ``sweep.grid`` maps ``QMLParams`` fields to lists of values; the grid is their
-cartesian product, in the order the keys are written. Each combination's trades come from
-:class:`~qml_plugin.vbt.engine.PatternBook` (the same trades as ``QMLStrategy`` in backtesting.py);
-combinations are then simulated as the columns of one ``Portfolio.from_orders`` call (in blocks of
-:data:`COLUMNS_PER_CALL` to bound memory). Detection runs once per distinct set of detection
-fields, and combinations whose trades are identical share one Portfolio column: ``rr`` only
-matters with ``target: rr``, so ``rr: [1.5, 2, 3]`` with the default ``target: swing`` gives three
-identical rows per (swing_n, head_min_atr), computed once.
+cartesian product, in the order the keys are written.
+
+**How a row is computed.** Each combination's trades and metrics come from its patterns' events
+(:mod:`qml_plugin.vbt.fast`: detection once per distinct ``swing_n, head_min_atr, max_span``,
+levels once per distinct level fields; the walk, fills, exits, daily equity and score in one numba
+kernel). Blocks of combinations are work units on the §12 scheduler (``compute:`` or the
+``compute=`` argument: serial, processes or Dask); the table does not depend on which.
+**The engine of record** stays vectorbt's Portfolio: the ``sweep.verify_top`` best rows (default 10)
+are re-simulated through ``Portfolio.from_orders`` with trades from ``label_patterns`` /
+``select_trades`` (:func:`qml_plugin.vbt.engine.verify`), and the sweep raises
+:class:`~qml_plugin.vbt.engine.EngineMismatchError` if a trade or a metric differs (1e-9).
 
 With ``ml.enabled: true`` the ML filter of §7 is applied to every combination's patterns
-(:func:`qml_plugin.filter.decide`, the same rule as in backtesting.py). Features are extracted and
-scored once for the patterns of all combinations, with the out-of-sample guard of
-:func:`qml_plugin.scoring.score_patterns`: a single model trained on the swept period is refused
-with a :class:`~qml_plugin.errors.ModelError`, or, with ``allow_in_sample: true``, accepted and
-flagged ``IN-SAMPLE`` in the ``ml_status`` column (added only when ML is on).
+(:func:`qml_plugin.filter.decide`, the same rule as in backtesting.py), scored once with the
+out-of-sample guard of :func:`qml_plugin.scoring.score_patterns`: a single model trained on the swept
+period is refused with a :class:`~qml_plugin.errors.ModelError`, or, with ``allow_in_sample: true``,
+accepted and flagged ``IN-SAMPLE`` in the ``ml_status`` column (added only when ML is on).
 
-Metrics, per column of the Portfolio (equity metrics from vectorbt's methods, trade metrics from its
-closed-trade records):
+Metrics, one definition (:mod:`qml_plugin.tradesim`), per combination:
 
 =================  ========================================================================
 ``n_trades``       closed trades (a trade still open at the end is valued, not counted)
-``win_rate``       % of closed trades with PnL > 0
-``profit_factor``  gross profit / gross loss of closed trades (inf without a loss)
-``total_return``   % change of equity, first bar to last
-``sharpe``         bar-return Sharpe, annualized with the data's own bars per calendar year
-                   (NaN when the equity never moves)
-``max_drawdown``   % (<= 0) deepest fall of equity from its running peak
+``win_rate``       % of closed trades with a return > 0
+``profit_factor``  sum of winning trade returns / |sum of losing ones| (inf without a loss)
+``total_return``   % change of equity, start to last bar
+``sharpe``         daily mark-to-market Sharpe over the market's own calendar days, annualized
+                   with that market's days per year (NaN when the equity never moves)
+``calmar``         annualized return / |max drawdown|
+``max_drawdown``   % (<= 0) deepest fall of the daily equity from its running peak
+``dsr``            deflated Sharpe ratio (:func:`~qml_plugin.vbt.overfit.deflated_sharpe`): the
+                   probability that the row's true Sharpe is above zero given the grid's number of
+                   distinct combinations and the variance of their Sharpes
 =================  ========================================================================
 
-Rows are sorted by ``sweep.metric``, best first: descending for every metric. For
-``max_drawdown`` (negative) descending means the least negative drawdown first, i.e. best first as
-well. NaN (e.g. no trades) sorts last. The table is written to ``sweep.output`` (CSV) and a heatmap
-of ``sweep.metric`` over the two ``sweep.heatmap`` params to ``<output stem>_heatmap.png`` next to
-it; other params are aggregated by the best (max) value of the metric in each cell.
+``table.attrs``: ``pbo`` (probability of backtest overfitting, CSCV over 16 blocks of the daily
+returns, :func:`~qml_plugin.vbt.overfit.pbo`), ``pbo_logits`` (the in-sample best's out-of-sample
+rank logits, one per split), ``n_trials`` (distinct combinations, by their daily returns),
+``verified`` (rows re-simulated through the Portfolio), ``ml_status``, and the written paths
+(``csv``, ``heatmap``).
+
+Rows are sorted by ``sweep.metric``, best first: descending for every metric (for ``max_drawdown``,
+negative, the least negative first). NaN sorts last. The table is written to ``sweep.output`` (CSV)
+and a heatmap of ``sweep.metric`` over the two ``sweep.heatmap`` params to ``<output stem>_heatmap.png``
+next to it (other params: the best value in each cell), with the PBO and the best row's DSR in its title.
 """
 from __future__ import annotations
 
 import itertools
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
-from vectorbt.returns import nb as returns_nb
 
-from ..config import load_sweep_config, parse_ml_block
+from ..compute import Scheduler
+from ..config import MLConfig, load_sweep_config, parse_ml_block
 from ..data import load_data
 from ..errors import ConfigError
 from ..patterns import QMLParams
-from .engine import PatternBook, bars_per_year, run_portfolio
+from .engine import verify
+from .fast import FAST_METRICS, EventBook
+from .overfit import deflated_sharpe, pbo
 
-__all__ = ["sweep", "expand_grid", "METRICS", "COLUMNS_PER_CALL", "heatmap_path"]
+__all__ = ["sweep", "expand_grid", "METRICS", "heatmap_path", "run_grid", "overfit_note", "BLOCK"]
 
-METRICS = ["n_trades", "win_rate", "profit_factor", "total_return", "sharpe", "max_drawdown"]
+METRICS = ["n_trades", "win_rate", "profit_factor", "total_return", "sharpe", "calmar", "max_drawdown", "dsr"]
 """Metric columns of :func:`sweep`, in order."""
 
-COLUMNS_PER_CALL = 64
-"""Combinations simulated per ``Portfolio.from_orders`` call (bounds memory at bars x 64 floats)."""
+BLOCK = 250
+"""Most combinations per work unit (a unit detects once per structure key it holds)."""
 
 
 def expand_grid(grid: dict[str, Any]) -> list[QMLParams]:
@@ -98,13 +112,58 @@ def heatmap_path(output: str | Path) -> Path:
     return output.with_name(f"{output.stem}_heatmap.png")
 
 
+
+
+def _unit(unit: tuple) -> tuple[np.ndarray, np.ndarray, str]:
+    """Work unit: one block of combinations on one series -> (metrics, daily returns, ml_status)."""
+    ohlcv, ml, grid, commission, cash, scores = unit
+    book = EventBook(ohlcv, ml, scores=scores)
+    metrics, returns = book.run(grid, commission=commission, cash=cash)
+    return metrics, returns, book.ml_status
+
+
+def _blocks(grid: list[QMLParams], parallel: int) -> list[np.ndarray]:
+    """Combination indices per unit, grouped by level key so each unit detects and prices as little as it can."""
+    order = sorted(range(len(grid)), key=lambda i: repr(EventBook.level_key(grid[i])))
+    size = BLOCK if parallel <= 1 else max(1, min(BLOCK, math.ceil(len(grid) / (4 * parallel))))
+    return [np.array(order[lo:lo + size]) for lo in range(0, len(order), size)]
+
+
+def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None = None, commission: float = 0.0,
+             cash: float = 100_000.0, compute: dict | None = None, progress: bool = True,
+             ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Fast-path metrics (combinations x ``FAST_METRICS``) and daily returns (days x combinations) of ``grid``.
+
+    The library core of :func:`sweep` and ``qml optimize``: blocks of combinations run as work units
+    on :class:`~qml_plugin.compute.Scheduler` (``compute``: ``scheduler``, ``workers``, ``address``;
+    default serial); results come back in ``grid``'s order whatever the scheduler.
+    """
+    ml = ml or MLConfig()
+    compute = {"scheduler": "serial", **(compute or {})}
+    sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
+                    progress=progress)
+    parallel = 1 if sch.scheduler == "serial" else (sch.workers or 2)
+    blocks = _blocks(grid, parallel)
+    scores = EventBook(ohlcv, ml).scores(grid) if ml.enabled else None    # the model runs on the driver only
+    units = [(ohlcv, ml, [grid[i] for i in b], float(commission), float(cash), scores) for b in blocks]
+    with sch:
+        results = sch.map(_unit, units, label=lambda u: f"combinations from {u[2][0]} ({len(u[2])} in all)",
+                          desc="qml sweep")
+    metrics = np.empty((len(grid), len(FAST_METRICS)))
+    returns = np.empty((results[0][1].shape[0] if results else 0, len(grid)))
+    for b, (m, r, _) in zip(blocks, results, strict=True):
+        metrics[b], returns[:, b] = m, r
+    return metrics, returns, results[0][2] if results else "off"
+
+
 def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progress: bool = True,
-          write: bool = True) -> pd.DataFrame:
-    """Run the sweep config's grid through vectorbt's Portfolio and return one row per combination.
+          write: bool = True, compute: dict | None = None) -> pd.DataFrame:
+    """Run the sweep config's grid and return one row per combination (see the module docstring).
 
     ``ohlcv`` replaces the config's ``data:`` section (e.g. a frame already in memory);
-    ``write=False`` skips the CSV and the heatmap. The written paths are in ``table.attrs``
-    (``"csv"``, ``"heatmap"``), as is ``"ml_status"``.
+    ``write=False`` skips the CSV and the heatmap; ``compute`` (``{"scheduler": "dask", "workers": 2}``)
+    replaces the config's ``compute:`` section. Raises
+    :class:`~qml_plugin.vbt.engine.EngineMismatchError` if a verified row disagrees with vectorbt.
     """
     cfg = load_sweep_config(config)
     sw = cfg["sweep"]
@@ -113,30 +172,23 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     heat = _heatmap_params(sw["heatmap"], keys)
     ml = parse_ml_block(cfg["ml"])
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
-    book = PatternBook(df, ml)
-    book.score(grid)  # ML: one feature extraction and one guarded model pass, before any trade
-    columns = pd.MultiIndex.from_tuples([tuple(getattr(p, k) for k in keys) for p in grid], names=keys)
-    ann_factor = bars_per_year(df)
-    parts = []
-    with tqdm(total=len(grid), desc="qml sweep", unit="combo", disable=not progress, leave=False) as bar:
-        for lo in range(0, len(grid), COLUMNS_PER_CALL):
-            block = grid[lo:lo + COLUMNS_PER_CALL]
-            plans = [book.plan(p) for p in block]
-            # combinations with identical trades (e.g. rr with target: swing) are simulated once
-            trades = [b"".join(a.tobytes() for a in plan.values()) for plan in plans]
-            first = {t: i for i, t in reversed(list(enumerate(trades)))}
-            unique = sorted(set(first.values()))
-            pf = run_portfolio(df, [plans[i] for i in unique], pd.Index(unique), commission=sw["commission"],
-                               cash=sw["cash"])
-            parts.append(_metrics(pf, ann_factor).loc[[first[t] for t in trades]].set_axis(
-                columns[lo:lo + COLUMNS_PER_CALL]))
-            bar.update(len(block))
-    table = pd.concat(parts).reset_index()
+    compute = compute if compute is not None else cfg.get("compute")
+    metrics, returns, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],
+                                           compute=compute, progress=progress)
+    fm = pd.DataFrame(metrics, columns=FAST_METRICS)
+    n_trials, sr_var = trial_count(returns, fm["sr"].to_numpy())
+    fm["dsr"] = deflated_sharpe(fm["sr"], n_obs=fm["n_days"], skew=fm["skew"], kurtosis=fm["kurtosis"],
+                                n_trials=n_trials, sr_variance=sr_var)
+    table = pd.concat([pd.DataFrame({k: [getattr(p, k) for p in grid] for k in keys}), fm[METRICS]], axis=1)
     table["n_trades"] = table["n_trades"].astype(np.int64)
     if ml.enabled:
-        table["ml_status"] = book.ml_status
-    table = table.sort_values(sw["metric"], ascending=False, na_position="last", kind="stable").reset_index(drop=True)
-    table.attrs["ml_status"] = book.ml_status
+        table["ml_status"] = ml_status
+    order = table[sw["metric"]].sort_values(ascending=False, na_position="last", kind="stable").index.to_numpy()
+    table = table.loc[order].reset_index(drop=True)
+    prob, logits = pbo(returns)
+    table.attrs.update(pbo=prob, pbo_logits=logits, n_trials=n_trials, ml_status=ml_status)
+    table.attrs["verified"] = verify_rows(df, [grid[i] for i in order[:max(int(sw.get("verify_top", 10)), 0)]],
+                                          ml=ml, commission=sw["commission"], cash=sw["cash"])
     if write:
         csv = Path(sw["output"])
         csv.parent.mkdir(parents=True, exist_ok=True)
@@ -144,40 +196,37 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
         table.attrs["csv"] = str(csv)
         if heat is not None:
             table.attrs["heatmap"] = str(plot_heatmap(table, heat, sw["metric"], heatmap_path(csv),
-                                                      best_of_others=len(keys) > 2))
+                                                      best_of_others=len(keys) > 2, note=overfit_note(table)))
     return table
 
 
-def _metrics(pf: Any, ann_factor: float) -> pd.DataFrame:
-    """The six table metrics of every column of ``pf``, from vectorbt's equity and closed-trade records.
+def verify_rows(ohlcv: pd.DataFrame, params: list[QMLParams], *, ml: MLConfig | None = None,
+                commission: float = 0.0, cash: float = 100_000.0) -> int:
+    """Fast path again for ``params``, then :func:`~qml_plugin.vbt.engine.verify` against the Portfolio."""
+    book = EventBook(ohlcv, ml)
+    book.prepare(params)
+    fast = [book.simulate(p, commission=commission, cash=cash) for p in params]
+    return verify(ohlcv, params, fast, ml=ml, commission=commission, cash=cash)
 
-    The equity metrics are vectorbt's own kernels (``returns_nb``, ``sharpe_ratio_nb``,
-    ``max_drawdown_nb``; what ``pf.sharpe_ratio()`` etc. call) applied to one ``pf.value()``, which
-    skips the pandas wrapping and benchmark series of each accessor call. Trade counts and sums use
-    ``np.bincount`` per column: ``MappedArray.sum`` builds a fresh numba reducer that recompiles in
-    every process.
-    """
-    value = np.asarray(pf.value(), dtype=np.float64).reshape(len(pf.wrapper.index), -1)
-    init = np.asarray(pf.init_cash, dtype=np.float64).reshape(-1)
-    returns = returns_nb.returns_nb(value, init)
-    sharpe = returns_nb.sharpe_ratio_nb(returns, ann_factor, 0.0, 1)
-    rec = pf.trades.closed.records
-    cols, pnl, c = rec["col"], rec["pnl"], value.shape[1]
-    n = np.bincount(cols, minlength=c)
-    wins = np.bincount(cols, weights=(pnl > 0).astype(float), minlength=c)
-    gain = np.bincount(cols, weights=np.where(pnl > 0, pnl, 0.0), minlength=c)
-    loss = np.bincount(cols, weights=np.where(pnl < 0, -pnl, 0.0), minlength=c)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        win_rate = np.where(n > 0, wins / np.maximum(n, 1) * 100, np.nan)
-        profit_factor = np.where(loss > 0, gain / loss, np.where(gain > 0, np.inf, np.nan))
-    return pd.DataFrame({
-        "n_trades": n,
-        "win_rate": win_rate,
-        "profit_factor": profit_factor,
-        "total_return": (value[-1] / init - 1.0) * 100,
-        "sharpe": np.where(np.isfinite(sharpe), sharpe, np.nan),  # vectorbt says inf for a flat equity
-        "max_drawdown": returns_nb.max_drawdown_nb(returns) * 100,
-    }, index=pf.wrapper.columns)
+
+def trial_count(returns: np.ndarray, sr: np.ndarray) -> tuple[int, float]:
+    """Distinct combinations (by their daily returns) and the variance of their per-day Sharpes (DSR inputs)."""
+    if returns.size == 0:
+        return len(sr), 0.0
+    seen: dict[bytes, int] = {}
+    for j in range(returns.shape[1]):
+        seen.setdefault(np.ascontiguousarray(returns[:, j]).tobytes(), j)
+    first = np.fromiter(seen.values(), dtype=np.int64)
+    s = sr[first]
+    s = s[np.isfinite(s)]
+    return int(len(first)), float(np.var(s, ddof=1)) if len(s) > 1 else 0.0
+
+
+def overfit_note(table: pd.DataFrame) -> str:
+    """``PBO 0.62 (CSCV, 16 blocks, 240 distinct combinations); best row's DSR 0.41``, as ``qml sweep`` prints it."""
+    best = table["dsr"].iloc[0] if len(table) else float("nan")
+    return (f"PBO {table.attrs.get('pbo', float('nan')):.2f} (CSCV, 16 blocks, {table.attrs.get('n_trials', 0)} "
+            f"distinct combinations); best row's DSR {best:.2f}")
 
 
 def _heatmap_params(heatmap: list | None, keys: list[str]) -> list[str] | None:
@@ -190,7 +239,7 @@ def _heatmap_params(heatmap: list | None, keys: list[str]) -> list[str] | None:
 
 
 def plot_heatmap(table: pd.DataFrame, params: list[str], metric: str, path: str | Path, *,
-                 best_of_others: bool = True) -> Path:
+                 best_of_others: bool = True, note: str | None = None) -> Path:
     """PNG heatmap of ``metric`` over two params (rows x columns), best value over the other params."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -210,7 +259,8 @@ def plot_heatmap(table: pd.DataFrame, params: list[str], metric: str, path: str 
         dark = np.isnan(v) or img.norm(v) < 0.6  # white text on the dark end of viridis, black on the bright end
         ax.text(j, i, "nan" if np.isnan(v) else f"{v:.3g}", ha="center", va="center", color="w" if dark else "k",
                 fontsize=9)
-    ax.set_title(f"{metric} (best over the other params)" if best_of_others else metric, fontsize=10)
+    title = f"{metric} (best over the other params)" if best_of_others else metric
+    ax.set_title(title + (f"\n{note}" if note else ""), fontsize=9)
     fig.colorbar(img, ax=ax)
     fig.tight_layout()
     path = Path(path)

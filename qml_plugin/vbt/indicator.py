@@ -1,10 +1,14 @@
 """The QML detector as a vectorbt indicator: one column of signals per parameter combination.
 
+    >>> from qml_plugin import load_ohlcv
     >>> from qml_plugin.vbt import QML
+    >>> df = load_ohlcv("EURUSD_1h").iloc[:6000]
     >>> qml = QML.run(df["Open"], df["High"], df["Low"], df["Close"],
     ...               swing_n=[2, 3, 5], head_min_atr=[0.3, 0.5], param_product=True)
-    >>> qml.entries.sum()          # patterns per combination (6 columns)
-    >>> qml.stop_price[qml.entries]
+    >>> qml.entries.sum().shape          # patterns per combination (6 columns)
+    (6,)
+    >>> bool(qml.stop_price[qml.entries].notna().any().all())
+    True
 
 ``vbt.IndicatorFactory`` declares the shape (inputs, parameters, outputs) and does the
 broadcasting, the parameter product and the column labels; the work is :func:`detect_arrays`, the
