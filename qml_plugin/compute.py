@@ -13,8 +13,12 @@ the cluster is ``dask.distributed``.
 Workers never write to the registry: a unit returns frames, the driver writes them.
 
 Choices where SPEC.md is silent:
-- ``processes`` uses the ``fork`` start method where the platform has it (numba's cached kernels and
-  the loaded data are inherited, so a worker starts in milliseconds), ``spawn`` elsewhere;
+- ``processes`` uses the ``forkserver`` start method where the platform has it, ``spawn`` elsewhere. Not
+  ``fork``: a process that has already trained an XGBoost model holds an OpenMP thread pool, and a child
+  forked from it hangs in its own first fit (seen with a notebook that fits, then runs a universe). The
+  fork server is a fresh interpreter that imports ``qml_plugin.compute`` once; each worker is forked from
+  it, so workers start fast and never inherit a thread pool. Work units must therefore be importable
+  functions with picklable arguments (they had to be for Dask anyway);
 - a failing unit raises :class:`WorkUnitError` whose message names the unit (``label(item)``, e.g.
   the market) and carries the original exception as ``__cause__``; it is a bug or a data problem of
   that unit, so it is not a :class:`~qml_plugin.errors.QMLError` unless the unit's own error was one,
@@ -80,9 +84,11 @@ class Scheduler:
         if self.scheduler == "processes":
             from concurrent.futures import ProcessPoolExecutor
 
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1,
-                                             mp_context=mp.get_context(method))
+            method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+            ctx = mp.get_context(method)
+            if method == "forkserver":
+                ctx.set_forkserver_preload(["qml_plugin.compute"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers or os.cpu_count() or 1, mp_context=ctx)
         elif self.scheduler == "dask":
             try:
                 from dask.distributed import Client, LocalCluster
