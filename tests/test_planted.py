@@ -64,7 +64,7 @@ THRESHOLD = 0.37  # about the base rate, so the filter keeps about half the cand
 def _filter_vs_band(seed: int, oracle: bool = False, metric: str = "return_pct") -> tuple[float, float, float, int]:
     df = random_walk_ohlcv(40_000, seed=seed, freq="4h")
     labeled = label_patterns(df, detect_patterns(df))
-    X = FeatureExtractor().extract(df, labeled).drop(columns=["pattern_id", "regime_at_detection"])
+    X = FeatureExtractor().extract(df, labeled)
     wf = train_walk_forward(X, labeled["label"], labeled["detection_time"], labeled["exit_time"],
                             root=f"/tmp/qml-null-{seed}", every_months=12, min_train=60,
                             model_factory=lambda: SignalQualityModel(n_estimators=100, n_jobs=1))

@@ -111,7 +111,7 @@ class PatternBook:
     def labeled(self, p: QMLParams) -> pd.DataFrame:
         key = (self.detection_key(p), p.max_wait, p.max_hold)
         if key not in self._labeled:
-            self._labeled[key] = label_patterns(self.ohlcv, self.patterns(p), p.max_wait, p.max_hold)
+            self._labeled[key] = label_patterns(self.ohlcv, self.patterns(p), max_wait=p.max_wait, max_hold=p.max_hold)
         return self._labeled[key]
 
     def score(self, grid: Sequence[QMLParams]) -> None:
@@ -129,7 +129,6 @@ class PatternBook:
         frames = [self.patterns(by_key[k]) for k in todo]
         allpats = pd.concat(frames, ignore_index=True)
         feats = FeatureExtractor().extract(self.ohlcv, allpats)
-        feats = feats.drop(columns=["pattern_id", "regime_at_detection"]).set_index(allpats["pattern_id"])
         scorer, self.ml_status = score_or_baseline(self.ml, self.ohlcv, allpats, feats)
         conf = None if scorer is None else scorer.confidence.to_numpy(dtype=float)
         bounds = np.cumsum([0, *map(len, frames)])
