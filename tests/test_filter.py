@@ -71,7 +71,7 @@ def test_a_row_scored_at_run_time_obeys_the_same_embargo_as_the_batch():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"f": rng.normal(size=200)})
     times = pd.date_range("2010-01-01", periods=200, freq="D")
-    model = SignalQualityModel(n_estimators=5).fit(X, (X["f"] > 0).astype(int), times=times, exit_times=times)
+    model = SignalQualityModel(n_estimators=5).fit(X, (X["f"] > 0).astype(int), detection_times=times, exit_times=times)
     end = model.trained_on_end_
     row = {"detection_time": end + pd.Timedelta(days=5), "f": 1.0}
     assert np.isfinite(Scorer(pd.Series(dtype=float), "out-of-sample", [model]).score_row(row))

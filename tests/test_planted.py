@@ -13,6 +13,8 @@ measured it outside the band in 9 of 20 seeds) without raising the expectancy, w
 """
 from __future__ import annotations
 
+import tempfile
+
 import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -66,8 +68,8 @@ def _filter_vs_band(seed: int, oracle: bool = False, metric: str = "return_pct")
     labeled = label_patterns(df, detect_patterns(df))
     X = FeatureExtractor().extract(df, labeled)
     wf = train_walk_forward(X, labeled["label"], labeled["detection_time"], labeled["exit_time"],
-                            root=f"/tmp/qml-null-{seed}", every_months=12, min_train=60,
-                            model_factory=lambda: SignalQualityModel(n_estimators=100, n_jobs=1))
+                            root=tempfile.mkdtemp(prefix=f"qml-null-{seed}-"), every_months=12, min_labels=60,
+                            model_factory=lambda: SignalQualityModel(n_estimators=100, n_jobs=1, calibration=None))
     proba = wf.oos_proba.to_numpy()
     if oracle:  # a leak: the score knows the outcome. The test must be able to see that.
         proba = np.where(np.isnan(proba), np.nan, labeled["label"].fillna(0.0).to_numpy())

@@ -224,7 +224,7 @@ def model_dir(tmp_path_factory) -> Path:
     X = FeatureExtractor().extract(train, pats)
     ok = lab["label"].notna().to_numpy()
     model = SignalQualityModel(n_estimators=20, max_depth=2, n_jobs=1).fit(
-        X[ok], lab["label"][ok], times=lab["detection_time"][ok], exit_times=lab["exit_time"][ok])
+        X[ok], lab["label"][ok], detection_times=lab["detection_time"][ok], exit_times=lab["exit_time"][ok])
     return model.save(tmp_path_factory.mktemp("model") / "v0001")
 
 

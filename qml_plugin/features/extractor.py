@@ -1,9 +1,16 @@
 """FeatureExtractor: the market features of every bar, and the feature vector of every pattern.
 
+    >>> from qml_plugin.data import load_ohlcv
+    >>> from qml_plugin.patterns import detect_patterns
+    >>> ohlcv = load_ohlcv("EURUSD_1h").iloc[:4000]
     >>> fx = FeatureExtractor()
-    >>> market = fx.compute(ohlcv)                 # one row per bar, same index as ohlcv
-    >>> X = fx.extract(ohlcv, detect_patterns(ohlcv))   # one row per pattern
-    >>> X[fx.feature_names], fx.schema_hash
+    >>> market = fx.compute(ohlcv)                      # one row per bar, same index as ohlcv
+    >>> pats = detect_patterns(ohlcv)
+    >>> X = fx.extract(ohlcv, pats, market=market)      # one row per pattern, index pattern_id
+    >>> X.index.name, list(X.columns) == fx.feature_names, len(fx.schema_hash)
+    ('pattern_id', True, 64)
+    >>> fx.regimes(ohlcv, pats).isin(["trending", "ranging", "volatile"]).all()
+    np.True_
 
 ``compute`` runs each family once over the whole series (numpy, pandas rolling windows, numba
 kernels; never a loop over bars). ``extract`` is the same computation kept only at the detection

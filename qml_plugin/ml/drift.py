@@ -37,10 +37,15 @@ in any seed; per-feature PSI under no shift is ~0.015 on average). One check tak
 
 The statistics above take plain frames. :func:`check_model_drift` applies them to a registered
 model: its training window against the newest patterns detected after it, read from the registry.
-Acting on the flag (retrain, gate, promote) is :mod:`.lifecycle`'s job::
+Acting on the flag (retrain, gate, promote) is :mod:`.lifecycle`'s job.
 
+    >>> rng = np.random.default_rng(0)
+    >>> X_train = pd.DataFrame(rng.normal(size=(2000, 20)), columns=[f"ctx_{i}" for i in range(20)])
+    >>> X_recent = pd.DataFrame(rng.normal(size=(1000, 20)), columns=X_train.columns)
+    >>> X_recent[["ctx_0", "ctx_1", "ctx_2"]] += 0.6                 # three features moved by 0.6 sd
     >>> report = detect_drift(X_train, X_recent, thresholds=DriftThresholds(psi_threshold=0.1))
-    >>> report.flagged, report.top(5)
+    >>> report.flagged, sorted(report.top(3).index)
+    (True, ['ctx_0', 'ctx_1', 'ctx_2'])
 """
 from __future__ import annotations
 

@@ -8,8 +8,11 @@ head was not exceeded in between and ``t - P1.bar <= max_span``. The trade idea:
 the QML level with a limit order, stop beyond the head, target the high made since the head.
 A **bearish QML** mirrors all of it.
 
-    >>> pats = detect_patterns(load_ohlcv("EURUSD_1h", resample="4h"))       # doctest: +SKIP
-    >>> pats[["pattern_type", "detection_time", "entry", "stop", "target", "validity_score"]]
+    >>> from qml_plugin.data import load_ohlcv
+    >>> pats = detect_patterns(load_ohlcv("EURUSD_1h", resample="4h"))
+    >>> row = pats.iloc[0]
+    >>> row.pattern_type in ("bullish_qml", "bearish_qml"), bool(0 <= row.validity_score <= 1)
+    (True, True)
 
 Every level is known at ``t`` (ATR = Wilder ATR14 at ``t``):
 

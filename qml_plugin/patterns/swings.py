@@ -45,8 +45,8 @@ def wilder_atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, *, n: int =
     ``TR[0] = High[0] - Low[0]``, ``TR[i] = max(High-Low, |High-Close[i-1]|, |Low-Close[i-1]|)``,
     ``ATR[n-1] = mean(TR[0..n-1])``, ``ATR[i] = ((n-1) ATR[i-1] + TR[i]) / n``; NaN before bar n-1.
 
-    >>> wilder_atr(np.array([2.0, 3.0, 4.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 2.0, 3.0]), n=2)
-    array([nan, 1.5, 1.75])
+    >>> wilder_atr(np.array([2.0, 3.0, 4.0]), np.array([1.0, 1.0, 2.0]), np.array([1.5, 2.0, 3.0]), n=2).tolist()
+    [nan, 1.5, 1.75]
     """
     n = positive_int("n", n)
     return _kernels.atr(*(np.ascontiguousarray(x, dtype=np.float64) for x in (high, low, close)), n)
