@@ -16,13 +16,14 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "qml_plugin"
 
 LADDER: list[tuple[str, ...]] = [
-    ("errors", "compute", "config", "_config_fields", "config_models"),   # serve every layer
+    ("errors", "compute"),                                # serve every layer
     ("data", "clock", "badprints", "universe"),
     ("patterns",),
     ("features",),
     ("registry",),
     ("ml",),
-    ("filter", "scoring", "tradesim", "comparison"),
+    # config validates strategy params against QMLParams (patterns); filter / scoring read its ml: block
+    ("config", "_config_fields", "config_models", "filter", "scoring", "tradesim", "comparison"),
     ("mixins", "strategies", "vbt"),
     ("job", "synthetic"),
     ("cli", "report", "plot", "figures", "web", "__init__", "__main__"),
@@ -31,12 +32,10 @@ LADDER: list[tuple[str, ...]] = [
 
 LEVEL = {name: level for level, names in enumerate(LADDER) for name in names}
 
-KNOWN_PRIVATE_ACCESS: dict[str, str] = {
-    "ml/lifecycle.py": "reg._db() for promotion / rollback SQL: the registry engineer (s3-registry) replaces it "
-                       "with public PatternRegistry methods; strict xfail, so the entry must go when that lands",
-}
-"""Module -> why a private registry name is still used there. Strict xfail: a fixed module fails the
-suite until its entry is removed, so this can only shrink."""
+KNOWN_PRIVATE_ACCESS: dict[str, str] = {}
+"""Module -> why a private registry name is still used there (a strict xfail: a fixed module fails
+the suite until its entry is removed, so this can only shrink). Empty: ``ml/lifecycle.py``'s
+``reg._db()`` was replaced by public registry methods (s3-registry)."""
 
 
 def _modules() -> list[Path]:

@@ -78,7 +78,7 @@ def fit_group(task: dict) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="qml-wf-") as scratch:
         try:
             wf = train_walk_forward(task["X"], task["y"], task["known"], task["exits"], root=Path(scratch) / "wf",
-                                    every_months=task["every_months"], min_train=task["min_train"],
+                                    every_months=task["every_months"], min_labels=task["min_train"],
                                     embargo=task["embargo"], model_factory=lambda: SignalQualityModel(**params),
                                     feature_schema=task.get("feature_schema"))
         except InsufficientDataError:

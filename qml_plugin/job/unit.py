@@ -86,7 +86,8 @@ def market_unit(spec: MarketSpec) -> MarketResult:
     out["dataset"], out["symbol"], out["timeframe"] = spec.dataset, df.attrs.get("symbol"), df.attrs.get("timeframe")
     if getattr(strat, "pattern_regimes", None) is not None:
         out["regime_at_detection"] = strat.pattern_regimes.to_numpy()
-    feats = feats if feats is not None else pd.DataFrame(index=pd.Index(pats["pattern_id"].to_numpy(), name="pattern_id"))
+    if feats is None:
+        feats = pd.DataFrame(index=pd.Index(pats["pattern_id"].to_numpy(), name="pattern_id"))
     out["known_at_utc"] = known_at_utc(df, out["detection_bar"])
     out["exit_known_at_utc"] = known_at_utc(df, out["exit_bar"])
     out["fill_known_at_utc"] = known_at_utc(df, out["fill_bar"])

@@ -175,7 +175,8 @@ def _fit_and_register(reg: PatternRegistry, settings: LearnSettings, factory: Ca
     """Fit on ``rows``, save the next version folder, register it; return (metrics, model_id, version)."""
     Xr, schema = X[rows], reg.training_feature_schema()
     model = factory().fit(Xr.reset_index(drop=True), y[rows],
-                          detection_times=Xr.index.get_level_values("detection_time"), exit_times=Xr.index.get_level_values("exit_time"), feature_schema=schema)
+                          detection_times=Xr.index.get_level_values("detection_time"),
+                          exit_times=Xr.index.get_level_values("exit_time"), feature_schema=schema)
     metrics = metrics_of(model)
     path = model.save_version(settings.models_dir, metrics=metrics)
     mid = record_version(reg, model, path, model_name=settings.model_name, status=status, metrics=metrics,

@@ -29,6 +29,7 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import brier_score_loss, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
+from .calibration import expected_calibration_error  # the one ECE (10 equal-count bins), re-exported here
 from .validation import PurgedWalkForward, _renamed, find_label_times, label_windows
 
 __all__ = ["evaluate", "calibration_table", "expected_calibration_error", "cross_validate_walk_forward", "json_safe"]
@@ -119,33 +120,6 @@ def calibration_table(y_true: Any, proba: Any, n_bins: int = 10, *,
         rows.append({"bin": int(b), "lower": float(edges[b]), "upper": float(edges[b + 1]), "n": int(mask.sum()),
                      "mean_predicted": float(p[mask].mean()), "observed_rate": float(y[mask].mean())})
     return rows
-
-
-def expected_calibration_error(y: Any, p: Any, bins: int = 10) -> float:
-    """ECE of probabilities ``p`` against 0/1 outcomes ``y``, over ``bins`` equal-count bins.
-
-    The predictions are sorted and cut into ``bins`` groups of (nearly) equal size (``np.array_split``
-    of the stable sort, so ties never merge bins); ECE = sum over bins of
-    ``n_bin / n * |observed win rate - mean predicted|``. 0 is perfect; even a perfectly calibrated
-    model shows some ECE from noise alone (about 0.02 for 2,000 predictions), so compare with a
-    simulation of that noise before calling a model miscalibrated.
-
-    >>> expected_calibration_error([0, 1, 0, 1], [0.5, 0.5, 0.5, 0.5], bins=2)
-    0.0
-    >>> expected_calibration_error([0, 0, 1, 1], [0.1, 0.1, 0.1, 0.1], bins=1)
-    0.4
-    """
-    prob = _positive_proba(p)
-    outcome = _binary_labels(y, len(prob))
-    if isinstance(bins, bool) or not isinstance(bins, (int, np.integer)) or bins < 1:
-        raise ValueError(f"bins must be an integer >= 1, got {bins!r}")
-    if len(prob) == 0:
-        return float("nan")
-    order = np.argsort(prob, kind="stable")
-    total = 0.0
-    for part in np.array_split(order, min(int(bins), len(prob))):
-        total += len(part) * abs(outcome[part].mean() - prob[part].mean())
-    return float(round(total / len(prob), 15))
 
 
 def json_safe(value: Any) -> Any:

@@ -56,8 +56,7 @@ from . import _kernels
 from ._checks import positive_int
 from .swings import wilder_atr
 
-__all__ = ["QMLParams", "detect_patterns", "PATTERN_COLUMNS", "VALIDITY_WEIGHTS", "leg_symmetry",
-           "pattern_priority", "params_of"]
+__all__ = ["QMLParams", "detect_patterns", "PATTERN_COLUMNS", "VALIDITY_WEIGHTS", "leg_symmetry", "params_of"]
 
 PATTERN_COLUMNS = [
     "pattern_id", "symbol", "timeframe", "pattern_type", "direction", "detection_bar", "detection_time",
@@ -146,20 +145,6 @@ def params_of(patterns: pd.DataFrame) -> QMLParams | None:
     if unknown:
         raise ConfigError(f"patterns.attrs['params'] has unknown fields {unknown}; allowed: {QMLParams.fields()}")
     return QMLParams(**raw)
-
-
-def pattern_priority(detection_bar, score, p1_bar) -> np.ndarray:
-    """Positions of patterns in the order a one-position trader considers them: by detection bar,
-    then the higher ``score`` (NaN last), then the earlier ``p1_bar`` (SPEC §6's tie-break).
-
-    The one tie-break rule: ``QMLStrategy``, the trade simulator and the vectorbt indicator all use it.
-
-    >>> pattern_priority([5, 5, 3], [0.4, 0.9, 0.1], [1, 2, 0]).tolist()
-    [2, 1, 0]
-    """
-    score = np.asarray(score, dtype=np.float64)
-    return np.lexsort((np.asarray(p1_bar, dtype=np.int64), -np.nan_to_num(score, nan=-np.inf),
-                       np.asarray(detection_bar, dtype=np.int64)))
 
 
 def detect_arrays(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: QMLParams) -> dict:

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
