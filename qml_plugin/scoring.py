@@ -116,7 +116,7 @@ class Scorer:
         """The three heads for one signal row given at run time: the latest admissible model, under
         the same guard and embargo as the batch in :func:`score_patterns`."""
         t = pd.Timestamp(row.get("known_at_utc", row["detection_time"]))
-        k = admissible_model([t], [m.trained_on_end_ for m in self.models], self.embargo)[0]
+        k = admissible_model([t], [m.trained_on_end_ for m in self.models], embargo=self.embargo)[0]
         nan = float("nan")
         if k < 0:
             if self.status != "IN-SAMPLE":
@@ -143,7 +143,7 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
     clock = "known_at_utc" if "known_at_utc" in patterns.columns else "detection_time"
     det = pd.DatetimeIndex(patterns[clock])
     ends = [m.trained_on_end_ for m in models]
-    which = admissible_model(det, ends, embargo)
+    which = admissible_model(det, ends, embargo=embargo)
     status = "out-of-sample"
     if (which < 0).any() and (not versions or (which < 0).all()):
         first = det[int(np.argmax(which < 0))]

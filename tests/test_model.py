@@ -27,7 +27,7 @@ from qml_plugin.ml import (
 )
 from qml_plugin.ml.calibrator import apply_calibration as _apply_calibration
 
-FAST = {"n_estimators": 150, "max_depth": 3, "n_jobs": 1}
+FAST = {"n_estimators": 150, "max_depth": 3, "n_jobs": 1, "calibration": None}   # calibration: its own tests
 ML_DIR = Path(__file__).resolve().parent.parent / "qml_plugin" / "ml"
 
 
@@ -209,7 +209,7 @@ def test_check_features_lists_missing_ignores_extra_and_warns_on_another_schema(
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
 def test_calibrated_model_roundtrips_through_json(planted, tmp_path, method):
     X, y, _, times, exits = planted
-    model = SignalQualityModel(calibration=method, calibration_cv=3, embargo="2D", **FAST)
+    model = SignalQualityModel(**(FAST | {"calibration": method}), calibration_cv=3, embargo="2D")
     model.fit(X, y, detection_times=times, exit_times=exits)
     assert model.calibration_params_["method"] == method and model.calibration_params_["n_samples"] > 1000
     p = model.predict_proba(X)[:, 1]

@@ -83,7 +83,7 @@ def fit_group(task: dict) -> dict | None:
                                     feature_schema=task.get("feature_schema"))
         except InsufficientDataError:
             return None
-    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], task["embargo"])
+    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], embargo=task["embargo"])
     proba = np.full(len(which), np.nan)
     expected = np.full(len(which), np.nan)
     Xs = task["X_score"]

@@ -30,7 +30,7 @@ def _instants(values, what: str) -> pd.DatetimeIndex:
     return idx.tz_convert("UTC").as_unit("ns") if idx.tz is not None else idx.as_unit("ns")
 
 
-def admissible_model(detection_times, trained_on_end: Sequence, embargo: pd.Timedelta | None = None) -> np.ndarray:
+def admissible_model(detection_times, trained_on_end: Sequence, *, embargo: pd.Timedelta | None = None) -> np.ndarray:
     """Index of the latest model whose training data all exited before each pattern (-1: none).
 
     ``trained_on_end`` is one timestamp per model, in any order; the *latest* admissible model is
@@ -38,7 +38,7 @@ def admissible_model(detection_times, trained_on_end: Sequence, embargo: pd.Time
 
         >>> admissible_model(pd.to_datetime(["2011-06-01"]), pd.to_datetime(["2010-01-01", "2011-01-01"]))
         array([1])
-        >>> admissible_model(pd.to_datetime(["2011-01-01 12:00"]), pd.to_datetime(["2011-01-01"]), pd.Timedelta("1D"))
+        >>> admissible_model(pd.to_datetime(["2011-01-01 12:00"]), pd.to_datetime(["2011-01-01"]), embargo="1D")
         array([-1])
     """
     # compare in one unit: pandas keeps s/ms/us/ns resolutions apart, and asi8 counts in each one's own unit

@@ -228,7 +228,8 @@ def retrain(reg: PatternRegistry, settings: LearnSettings, *, status: str = "sta
         comp = np.asarray(det_h > cutoff)
         m: dict[str, Any] = {"holdout_start": h_start, "n_holdout": len(yh), "compared_from": cutoff,
                              "holdout": evaluate(yh, p), "compared": evaluate(yh[comp], p[comp]),
-                             "score_reference": score_reference(p, settings.drift.bins), "training_samples": n_train}
+                             "score_reference": score_reference(p, bins=settings.drift.bins),
+                             "training_samples": n_train}
         if prod_model is not None:
             m["production"] = evaluate(yh[comp], prod_model.predict_proba(
                 Xh[comp].reindex(columns=prod_model.feature_names))[:, 1]) | {"version": base_v}

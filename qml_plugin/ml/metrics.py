@@ -88,7 +88,7 @@ def evaluate(y_true: Any, proba: Any, *, threshold: float = 0.5) -> dict[str, fl
     return out
 
 
-def calibration_table(y_true: Any, proba: Any, n_bins: int = 10, *,
+def calibration_table(y_true: Any, proba: Any, *, n_bins: int = 10,
                       strategy: str = "quantile") -> list[dict[str, float | int]]:
     """Observed win rate per bin of predicted probability: the reliability diagram as rows.
 

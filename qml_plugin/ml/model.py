@@ -283,7 +283,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         """``stop_risk`` of each pattern: P(the stop is hit first), calibrated like ``ml_confidence``."""
         return apply_calibration(self.calibrations_.get("stop_risk"), self.decision_function(X, head="stop_risk"))
 
-    def predict(self, X: Any, threshold: float = 0.5) -> np.ndarray:
+    def predict(self, X: Any, *, threshold: float = 0.5) -> np.ndarray:
         """1 where P(win) >= ``threshold`` (the ``filter`` mode's rule), else 0."""
         return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
 
@@ -303,7 +303,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         index = X.index if isinstance(X, pd.DataFrame) else None
         return pd.DataFrame(contribs, index=index, columns=[*self.feature_names, "bias"])
 
-    def feature_importances(self, importance_type: str = "gain", *, head: str = "confidence") -> pd.Series:
+    def feature_importances(self, *, importance_type: str = "gain", head: str = "confidence") -> pd.Series:
         """XGBoost's importance per feature (0 for unused ones), largest first."""
         score = self._booster(head).get_score(importance_type=importance_type)
         values = [float(score.get(f"f{i}", 0.0)) for i in range(self.n_features_in_)]

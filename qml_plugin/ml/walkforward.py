@@ -172,12 +172,12 @@ def _score(X: pd.DataFrame, det: pd.DatetimeIndex, models: list, family: list[st
     ends = np.array([m.trained_on_end_ for m in models], dtype=object)
     fam = np.asarray(family, dtype=object)
     pooled = np.flatnonzero(fam == "pooled")
-    which_pooled = admissible_model(det, list(ends[pooled]), embargo)
+    which_pooled = admissible_model(det, list(ends[pooled]), embargo=embargo)
     which[which_pooled >= 0] = pooled[which_pooled[which_pooled >= 0]]
     for name in sorted(set(family) - {"pooled"}):
         own = np.flatnonzero(fam == name)
         rows = np.flatnonzero(regime == name)
-        hit = admissible_model(det[rows], list(ends[own]), embargo)
+        hit = admissible_model(det[rows], list(ends[own]), embargo=embargo)
         which[rows[hit >= 0]] = own[hit[hit >= 0]]
     out = {"proba": np.full(n, np.nan), "raw": np.full(n, np.nan)}
     heads = set.intersection(*(set(m.heads_) for m in models))
