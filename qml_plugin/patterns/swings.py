@@ -10,9 +10,10 @@ the same kind as the last one replaces it only when strictly more extreme, else 
 outside bar that is both a swing high and a swing low adds first the kind that alternates with the
 last swing (the high first on an empty sequence).
 
-    >>> swing_points(load_ohlcv("EURUSD_1h"), n=3).head(2)   # doctest: +SKIP
-       bar                time  confirmed_bar  kind    price  replaced_at_bar
-    0    5 2007-01-02 02:00:00              8  high  1.32400              NaN
+    >>> from qml_plugin.data import load_ohlcv
+    >>> sw = swing_points(load_ohlcv("EURUSD_1h").iloc[:500], n=3)
+    >>> list(sw.columns), bool((sw["confirmed_bar"] == sw["bar"] + 3).all())
+    (['bar', 'time', 'confirmed_bar', 'kind', 'price', 'replaced_at_bar'], True)
 
 The heavy lifting is one cached numba kernel (``_kernels.scan``) shared with pattern detection.
 """
