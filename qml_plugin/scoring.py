@@ -163,18 +163,9 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         status = "IN-SAMPLE"
     if features is None:
         raise ModelError("the ML filter needs pattern features, but the strategy computed none")
-    feats = features.reindex(patterns["pattern_id"].to_numpy())
-    heads = {h: np.full(len(det), np.nan) for h in ("confidence", "expected_r", "stop_risk")}
-    for k, model in enumerate(models):
-        rows = np.flatnonzero(which == k)
-        if not len(rows):
-            continue
-        X = feats.iloc[rows]
-        heads["confidence"][rows] = model.predict_proba(X)[:, 1]
-        if model.has_head("expected_r"):
-            heads["expected_r"][rows] = model.predict_expected_r(X)
-        if model.has_head("stop_risk"):
-            heads["stop_risk"][rows] = model.predict_stop_risk(X)
+    from .ml.walkforward import score_by_model
+
+    heads = score_by_model(features.reindex(patterns["pattern_id"].to_numpy()), which, models)
     index = patterns["pattern_id"].to_numpy()
     return Scorer(pd.Series(heads["confidence"], index=index), status, models, embargo,
                   expected_r=pd.Series(heads["expected_r"], index=index),

@@ -283,6 +283,16 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         """``stop_risk`` of each pattern: P(the stop is hit first), calibrated like ``ml_confidence``."""
         return apply_calibration(self.calibrations_.get("stop_risk"), self.decision_function(X, head="stop_risk"))
 
+    def predict_heads(self, X: Any) -> dict[str, np.ndarray]:
+        """All heads at once: ``confidence`` (P(win)), ``raw_confidence`` (before calibration),
+        ``expected_r`` and ``stop_risk`` (NaN when the model lacks the head)."""
+        margin = self.decision_function(X)
+        nan = np.full(len(margin), np.nan)
+        return {"confidence": apply_calibration(self.calibrations_.get("confidence"), margin),
+                "raw_confidence": apply_calibration(None, margin),
+                "expected_r": self.predict_expected_r(X) if self.has_head("expected_r") else nan,
+                "stop_risk": self.predict_stop_risk(X) if self.has_head("stop_risk") else nan}
+
     def predict(self, X: Any, *, threshold: float = 0.5) -> np.ndarray:
         """1 where P(win) >= ``threshold`` (the ``filter`` mode's rule), else 0."""
         return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)

@@ -35,7 +35,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.special import expit
 
 from ..errors import ConfigError, InsufficientDataError
 from .guard import admissible_model
@@ -43,7 +42,7 @@ from .metrics import calibration_table, evaluate, expected_calibration_error
 from .model import SignalQualityModel
 from .validation import walk_forward_by_period
 
-__all__ = ["WalkForwardResult", "train_walk_forward"]
+__all__ = ["WalkForwardResult", "train_walk_forward", "score_by_model"]
 
 
 @dataclass
@@ -179,20 +178,19 @@ def _score(X: pd.DataFrame, det: pd.DatetimeIndex, models: list, family: list[st
         rows = np.flatnonzero(regime == name)
         hit = admissible_model(det[rows], list(ends[own]), embargo=embargo)
         which[rows[hit >= 0]] = own[hit[hit >= 0]]
-    out = {"proba": np.full(n, np.nan), "raw": np.full(n, np.nan)}
-    heads = set.intersection(*(set(m.heads_) for m in models))
-    for head in ("expected_r", "stop_risk"):
-        if head in heads:
-            out[head] = np.full(n, np.nan)
+    out = score_by_model(X, which, models)
+    out["proba"], out["raw"] = out.pop("confidence"), out.pop("raw_confidence")
+    shared = set.intersection(*(set(m.heads_) for m in models))
+    return {k: v for k, v in out.items() if k in ("proba", "raw") or k in shared}
+
+
+def score_by_model(X: pd.DataFrame, which: np.ndarray, models: list) -> dict[str, np.ndarray]:
+    """Every head for each row ``i`` of ``X`` from ``models[which[i]]`` (NaN where ``which`` is -1),
+    one batch per model: what the walk-forward trainer and :mod:`qml_plugin.scoring` both need."""
+    out = {h: np.full(len(X), np.nan) for h in ("confidence", "raw_confidence", "expected_r", "stop_risk")}
     for k, model in enumerate(models):
         rows = np.flatnonzero(which == k)
-        if not len(rows):
-            continue
-        Xk = X.iloc[rows]
-        out["proba"][rows] = model.predict_proba(Xk)[:, 1]
-        out["raw"][rows] = expit(model.decision_function(Xk))
-        if "expected_r" in out:
-            out["expected_r"][rows] = model.predict_expected_r(Xk)
-        if "stop_risk" in out:
-            out["stop_risk"][rows] = model.predict_stop_risk(Xk)
+        if len(rows):
+            for head, values in model.predict_heads(X.iloc[rows]).items():
+                out[head][rows] = values
     return out
