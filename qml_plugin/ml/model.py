@@ -307,7 +307,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         """
         booster = self._booster(head)
         arr = self._matrix(X)
-        contribs = booster.predict(xgb.DMatrix(arr), pred_contribs=True).astype(np.float64)
+        contribs = booster.predict(xgb.DMatrix(arr, nthread=self.n_jobs), pred_contribs=True).astype(np.float64)
         margin = booster.inplace_predict(arr, predict_type="margin").astype(np.float64)
         contribs[:, -1] += margin - contribs.sum(axis=1)
         index = X.index if isinstance(X, pd.DataFrame) else None
