@@ -42,15 +42,13 @@ def prepare(db: Path, resample: str | None) -> dict[str, float]:
     ohlcv = load_ohlcv("EURUSD_1h", resample=resample)
     params = QMLParams()
     patterns = detect_patterns(ohlcv, params)
-    labeled = label_patterns(ohlcv, patterns, params.max_wait, params.max_hold)
+    labeled = label_patterns(ohlcv, patterns, max_wait=params.max_wait, max_hold=params.max_hold)
     fx = FeatureExtractor()
-    feats = fx.extract(ohlcv, patterns)
-    regime = feats["regime_at_detection"] if "regime_at_detection" in feats else None
-    features = feats[fx.feature_names]
-    rows = labeled.assign(regime_at_detection=regime.to_numpy()) if regime is not None else labeled
+    features = fx.extract(ohlcv, patterns)
+    rows = labeled.assign(regime_at_detection=fx.regimes(ohlcv, patterns).to_numpy())
     t1 = time.perf_counter()
     with PatternRegistry(db) as reg:
-        reg.register_patterns(rows, features.set_axis(rows.index), feature_schema=fx.schema_hash)
+        reg.register_patterns(rows, features, feature_schema=fx.schema_hash)
         stats = reg.get_statistics()
     t2 = time.perf_counter()
     return {"bars": len(ohlcv), "patterns": len(patterns), "labeled": stats["labeled"],

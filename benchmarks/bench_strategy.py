@@ -61,8 +61,8 @@ def main():
     tmp = Path(tempfile.mkdtemp())
     train = df[:"2012-12-31"]
     lab = label_patterns(train, detect_patterns(train)).dropna(subset=["label"])
-    X = FeatureExtractor().extract(train, lab).drop(columns=["pattern_id", "regime_at_detection"])
-    SignalQualityModel().fit(X, lab["label"].astype(int), times=lab["detection_time"],
+    X = FeatureExtractor().extract(train, lab)
+    SignalQualityModel().fit(X, lab["label"].astype(int), detection_times=lab["detection_time"],
                              exit_times=lab["exit_time"]).save(tmp / "model")
     ml = f"enabled: true\nmodel_path: {tmp / 'model'}\nprediction_mode: filter\n"
     test = df["2013-01-01":]

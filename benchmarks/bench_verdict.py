@@ -99,11 +99,12 @@ def _walk_forward(u: pd.DataFrame, features: list[str]) -> tuple[np.ndarray, np.
     """Pooled walk-forward out-of-sample ``ml_confidence`` and ``expected_r`` (NaN before the first model)."""
     conf, er = np.full(len(u), np.nan), np.full(len(u), np.nan)
     labeled = u["label"].notna().to_numpy()
-    folds = walk_forward_by_period(u["known_at_utc"], u["exit_known_at_utc"], freq=6, embargo=BAR, min_train=150)
+    folds = walk_forward_by_period(u["known_at_utc"], u["exit_known_at_utc"], freq=6, embargo=BAR, min_labels=150)
     X = u[features]
     for f in folds:
         tr = f.train_idx[labeled[f.train_idx]]
-        clf = SignalQualityModel(n_jobs=1).fit(X.iloc[tr], u["label"].iloc[tr], times=u["known_at_utc"].iloc[tr],
+        clf = SignalQualityModel(n_jobs=1).fit(X.iloc[tr], u["label"].iloc[tr],
+                                               detection_times=u["known_at_utc"].iloc[tr],
                                                exit_times=u["exit_known_at_utc"].iloc[tr])
         conf[f.test_idx] = clf.predict_proba(X.iloc[f.test_idx])[:, 1]
         reg = xgb.XGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,

@@ -1,8 +1,8 @@
-"""The ML decision rule (three modes) and the out-of-sample guard, independent of any engine.
+"""The ML decision rule (four modes) and the out-of-sample guard, independent of any engine.
 
 Both :mod:`qml_plugin.mixins` (backtesting.py) and :mod:`qml_plugin.vbt` (vectorbt) call
-:func:`decide`, so ``filter``, ``score_enhancement`` and ``replace`` mean exactly the same thing in
-either engine. Inputs are arrays over patterns; nothing here loops over bars.
+:func:`decide`, so ``filter``, ``score_enhancement``, ``replace`` and ``expected_value`` mean
+exactly the same thing in either engine. Inputs are arrays over patterns; nothing here loops over bars.
 
 Without ML a pattern is traded when ``validity_score >= min_score`` (the technical rule). The modes
 change that rule (SPEC §7):
@@ -14,11 +14,22 @@ mode                traded when                                               mo
 filter              technical rule **and** ``ml_confidence >= threshold``     ml_confidence
 score_enhancement   ``(1-w) * validity_score + w * ml_confidence >= min_score``  the blend
 replace             ``ml_confidence >= threshold``                            ml_confidence
+expected_value      technical rule **and** ``expected_r > min_expected_r``    expected_r
 ==================  ========================================================  ==================
 
-A pattern with no admissible model (NaN ``ml_confidence``, e.g. before the first walk-forward
-model exists) falls back to the technical rule in every mode, so before the first model every mode
-equals the baseline.
+``expected_value`` decides on the model's expected R-multiple (its ``expected_r`` head), whatever
+the win probability: a near target wins often but may pay little (SPEC §7). Its score, in R,
+ranks two patterns of one bar.
+
+A pattern with no admissible model (NaN ``ml_confidence``, or NaN ``expected_r`` in
+``expected_value``, e.g. before the first walk-forward model exists) falls back to the technical
+rule in every mode, so before the first model every mode equals the baseline.
+
+    >>> take, score = decide([0.6, 0.6, 0.4], [0.7, 0.3, 0.9], mode="filter")
+    >>> take.tolist()
+    [True, False, False]
+    >>> decide([0.6, 0.6, 0.4], [0.7, 0.7, 0.9], mode="expected_value", expected_r=[0.2, -0.1, 0.5])[0].tolist()
+    [True, False, False]
 
 ``size_by_score`` turns the mode's score into a fraction of equity: ``clip(score, 0.01, 0.99)``
 (backtesting.py reads a size in (0, 1) as a fraction of available equity).
@@ -39,10 +50,12 @@ __all__ = ["decide", "size_fraction", "admissible_model", "random_filter_mask"]
 
 
 def decide(validity_score, ml_confidence, *, mode: str | None, min_score: float = 0.5,
-           ml_weight: float = 0.3, confidence_threshold: float = 0.5) -> tuple[np.ndarray, np.ndarray]:
+           ml_weight: float = 0.3, confidence_threshold: float = 0.5, expected_r=None,
+           min_expected_r: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Which patterns to trade, and each pattern's score under ``mode`` (None = ML off).
 
-    Returns ``(take, score)``, two arrays aligned with the inputs.
+    Returns ``(take, score)``, two arrays aligned with the inputs. ``expected_r`` (the model's
+    ``predict_expected_r``, in R) is needed by ``mode="expected_value"`` only.
     """
     v = np.asarray(validity_score, dtype=float)
     technical = v >= min_score
@@ -52,7 +65,14 @@ def decide(validity_score, ml_confidence, *, mode: str | None, min_score: float 
         raise ConfigError(f"ml.prediction_mode = {mode!r} is not allowed; allowed: {', '.join(PREDICTION_MODES)}")
     c = np.broadcast_to(np.asarray(ml_confidence, dtype=float), v.shape)
     scored = ~np.isnan(c)
-    if mode == "filter":
+    if mode == "expected_value":
+        if expected_r is None:
+            raise ConfigError("ml.prediction_mode = 'expected_value' needs the model's expected_r; the model has "
+                              "no expected_r head (train it on a targets frame: label, r_multiple, stop_first)")
+        r = np.broadcast_to(np.asarray(expected_r, dtype=float), v.shape)
+        scored = ~np.isnan(r)
+        take, score = technical & (r > min_expected_r), r
+    elif mode == "filter":
         take, score = technical & (c >= confidence_threshold), c
     elif mode == "replace":
         take, score = c >= confidence_threshold, c

@@ -152,8 +152,8 @@ def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, e
     monkeypatch.chdir(tmp_path)
     early = eurusd_4h[:"2010-12-31"]
     lab = label_patterns(early, detect_patterns(early)).dropna(subset=["label"])
-    X = FeatureExtractor().extract(early, lab).drop(columns=["pattern_id", "regime_at_detection"])
-    model = SignalQualityModel(n_estimators=50).fit(X, lab["label"].astype(int), times=lab["detection_time"],
+    X = FeatureExtractor().extract(early, lab)
+    model = SignalQualityModel(n_estimators=50).fit(X, lab["label"].astype(int), detection_times=lab["detection_time"],
                                                     exit_times=lab["exit_time"])
     path = model.save(tmp_path / "canary")
     cfg = load_config({"data": {"source": "EURUSD_1h", "resample": "4h"},

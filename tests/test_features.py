@@ -246,25 +246,35 @@ def test_regime_label_of_bar_t_does_not_change_when_the_future_arrives():
 
 # -- extract ---------------------------------------------------------------------------------------
 
-def test_extract_is_the_market_row_at_detection_plus_geometry_with_id_and_regime():
+def test_extract_is_the_market_row_at_detection_plus_geometry_indexed_by_pattern_id():
     df = random_walk(500, seed=7)
     pats = synthetic_patterns(df)
     X = FX.extract(df, pats)
-    assert X.index.equals(pats.index)
-    assert list(X.columns) == ["pattern_id", *FX.feature_names, "regime_at_detection"]
-    assert (X["pattern_id"] == pats["pattern_id"]).all()
+    assert X.index.name == "pattern_id" and X.index.tolist() == pats["pattern_id"].tolist()
+    assert list(X.columns) == FX.feature_names
+    assert all(pd.api.types.is_float_dtype(dt) for dt in X.dtypes)
     market = FX.compute(df).iloc[pats["detection_bar"]]
     np.testing.assert_array_equal(X[FX.market_feature_names].to_numpy(), market.to_numpy())
+
+
+def test_regimes_are_the_regime_label_at_each_detection_bar_on_the_extract_index():
+    df = random_walk(500, seed=7)
+    pats = synthetic_patterns(df)
+    got = FX.regimes(df, pats)
     expected = regime_labels(df).iloc[pats["detection_bar"]].astype(object).where(lambda s: s.notna(), None)
-    assert X["regime_at_detection"].tolist() == expected.tolist()
+    assert got.name == "regime_at_detection" and got.index.equals(FX.extract(df, pats).index)
+    assert got.tolist() == expected.tolist() and set(got.dropna()) <= {"trending", "ranging", "volatile"}
+    assert got.equals(FX.regimes(df, pats, market=FX.compute(df)))        # read off a precomputed matrix
 
 
 def test_extract_without_pattern_id_or_rows_still_has_every_feature_column():
     df = random_walk(300, seed=8)
     pats = synthetic_patterns(df).drop(columns="pattern_id")
-    assert list(FX.extract(df, pats).columns) == [*FX.feature_names, "regime_at_detection"]
+    X = FX.extract(df, pats)
+    assert list(X.columns) == FX.feature_names and X.index.equals(pats.index)
     empty = FX.extract(df, pats.iloc[:0])
-    assert len(empty) == 0 and list(empty.columns) == [*FX.feature_names, "regime_at_detection"]
+    assert len(empty) == 0 and list(empty.columns) == FX.feature_names
+    assert len(FX.regimes(df, pats.iloc[:0])) == 0
 
 
 def test_geometry_of_a_hand_built_bullish_qml_is_measured_in_atr_and_bars():
@@ -294,13 +304,13 @@ def test_bearish_mirror_of_a_pattern_has_the_same_geometry():
 
 def test_extract_on_detected_eurusd_patterns_is_causal(eurusd_20k, eurusd_patterns):
     full = FX.extract(eurusd_20k, eurusd_patterns)
-    assert len(full) > 100 and full["regime_at_detection"].notna().all()
+    assert len(full) > 100 and FX.regimes(eurusd_20k, eurusd_patterns).notna().all()
     feats = full[FX.feature_names].to_numpy()
-    assert not np.isinf(feats).any() and np.isnan(feats[full.index >= 10]).mean() < 0.01
+    assert not np.isinf(feats).any() and np.isnan(feats[np.arange(len(full)) >= 10]).mean() < 0.01
     for cut in (3000, 11_111, 19_999):
         known = eurusd_patterns[eurusd_patterns["detection_bar"] <= cut]
         part = FX.extract(eurusd_20k.iloc[: cut + 1], detect_patterns(eurusd_20k.iloc[: cut + 1]))
-        pd.testing.assert_frame_equal(part, full.loc[known.index], check_exact=False, rtol=1e-9)
+        pd.testing.assert_frame_equal(part, full.iloc[known.index], check_exact=False, rtol=1e-9)
 
 
 def test_extract_names_the_missing_pattern_columns_and_impossible_bars():

@@ -60,7 +60,7 @@ def test_out_of_sample_guard_picks_the_latest_model_trained_before_each_pattern(
     assert admissible_model(det, ends).tolist() == [-1, -1, 0, 2, 1]
     # with a 10-day embargo, a pattern 5 days after the training end may not be scored by that model
     det = pd.to_datetime(["2010-01-06", "2010-01-20"])
-    assert admissible_model(det, ends, pd.Timedelta(days=10)).tolist() == [-1, 0]
+    assert admissible_model(det, ends, embargo=pd.Timedelta(days=10)).tolist() == [-1, 0]
     assert admissible_model(det, []).tolist() == [-1, -1]
 
 
@@ -71,7 +71,7 @@ def test_a_row_scored_at_run_time_obeys_the_same_embargo_as_the_batch():
     rng = np.random.default_rng(0)
     X = pd.DataFrame({"f": rng.normal(size=200)})
     times = pd.date_range("2010-01-01", periods=200, freq="D")
-    model = SignalQualityModel(n_estimators=5).fit(X, (X["f"] > 0).astype(int), times=times, exit_times=times)
+    model = SignalQualityModel(n_estimators=5).fit(X, (X["f"] > 0).astype(int), detection_times=times, exit_times=times)
     end = model.trained_on_end_
     row = {"detection_time": end + pd.Timedelta(days=5), "f": 1.0}
     assert np.isfinite(Scorer(pd.Series(dtype=float), "out-of-sample", [model]).score_row(row))
@@ -137,7 +137,7 @@ def test_guard_compares_times_of_different_resolutions_correctly():
     det = pd.DatetimeIndex(pd.to_datetime(["2010-06-01", "2013-06-01"])).as_unit("us")
     ends = [pd.Timestamp("2012-01-01").as_unit("ns")]
     for embargo in (None, pd.Timedelta(0), pd.Timedelta("1h")):
-        assert admissible_model(det, ends, embargo).tolist() == [-1, 0]
+        assert admissible_model(det, ends, embargo=embargo).tolist() == [-1, 0]
     assert admissible_model(det.as_unit("s"), [pd.Timestamp("2012-01-01").as_unit("ms")]).tolist() == [-1, 0]
 
 

@@ -103,7 +103,7 @@ def test_ml_filter_off_warning_reaches_the_user_once(tmp_path, small_bt):
 
 def test_in_sample_scores_are_named_in_the_warnings(tmp_path, small_bt):
     lab = label_patterns(small_bt, detect_patterns(small_bt)).dropna(subset=["label"])
-    X = FeatureExtractor().extract(small_bt, lab).drop(columns=["pattern_id", "regime_at_detection"], errors="ignore")
+    X = FeatureExtractor().extract(small_bt, lab)
     model = SignalQualityModel(n_estimators=20).fit(X, lab["label"],
                                                     times=lab["detection_time"], exit_times=lab["exit_time"])
     path = model.save(tmp_path / "m")

@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qml_plugin import load_ohlcv
-from qml_plugin.patterns import QMLParams, detect_patterns, label_patterns
+from qml_plugin.errors import ConfigError, DataError
+from qml_plugin.patterns import QMLParams, atr14, detect_patterns, label_patterns
 from qml_plugin.patterns.labels import OUTCOME_COLUMNS
 
 
@@ -64,7 +65,7 @@ def test_label_patterns_matches_backtesting_py_trade_by_trade(name, resample, pa
     df = load_ohlcv(name, resample=resample)
     pats = detect_patterns(df, params)
     valid = pats[(pats.target - pats.entry) * pats.direction > 0]  # backtesting.py needs SL < entry < TP
-    lab = label_patterns(df, valid, params.max_wait, params.max_hold)
+    lab = label_patterns(df, valid)           # horizons: the detection params the patterns carry
     sample = lab.iloc[np.linspace(0, len(lab) - 1, 40).astype(int)]
     checked = {"filled": 0, "expired": 0, "timeout": 0}
     for _, row in sample.iterrows():
@@ -159,9 +160,9 @@ def test_outcome_columns_and_bad_arguments():
     closed = lab.dropna(subset=["label"])
     assert set(closed["exit_reason"]) <= {"stop", "target", "timeout"}
     assert ((closed.r_multiple > 0) == (closed.label == 1)).all()
-    with pytest.raises(ValueError, match="max_wait must be an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="max_wait=0 is not valid; allowed: an integer >= 1"):
         label_patterns(df, detect_patterns(df), max_wait=0)
-    with pytest.raises(ValueError, match=r"patterns lack columns \['entry'"):
+    with pytest.raises(DataError, match=r"patterns lack columns \['entry'"):
         label_patterns(df, detect_patterns(df).drop(columns="entry"))
 
 
@@ -181,3 +182,52 @@ def test_make_ohlcv_helper_is_valid():
     from qml_plugin import validate_ohlcv
 
     validate_ohlcv(make_ohlcv([2, 3], [1, 1], [1.5, 2]))
+
+
+_RW = random_walk(3000, seed=11, vol=0.004)
+
+
+@st.composite
+def qml_params(draw):
+    target = draw(st.sampled_from(["swing", "rr"]))
+    return QMLParams(swing_n=draw(st.integers(1, 5)), head_min_atr=draw(st.floats(0.0, 1.5)),
+                     max_span=draw(st.integers(10, 150)), entry_offset_atr=draw(st.floats(0.0, 0.5)),
+                     stop_buffer_atr=draw(st.floats(0.0, 1.0)), target=target, rr=draw(st.floats(0.5, 4.0)),
+                     max_wait=draw(st.integers(1, 30)), max_hold=draw(st.integers(1, 60)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(params=qml_params())
+def test_outcomes_agree_with_the_params_the_patterns_were_detected_with(params):
+    df = _RW
+    pats = detect_patterns(df, params)
+    lab = label_patterns(df, pats)
+    pd.testing.assert_frame_equal(lab, label_patterns(df, pats, max_wait=params.max_wait,
+                                                       max_hold=params.max_hold))
+    if lab.empty:
+        return
+    t, d = lab["detection_bar"].to_numpy(), lab["direction"].to_numpy()
+    low, high = df["Low"].to_numpy(), df["High"].to_numpy()
+    filled = (lab["status"] == "filled").to_numpy()
+    fill = lab["fill_bar"].to_numpy()
+    # max_wait: a fill comes within max_wait bars, and an expired order never touched its entry in them
+    assert ((fill[filled] - t[filled] >= 1) & (fill[filled] - t[filled] <= params.max_wait)).all()
+    for k in np.flatnonzero(~filled):
+        window = slice(t[k] + 1, t[k] + params.max_wait + 1)
+        touched = (low[window] <= lab["entry"].iat[k]) if d[k] == 1 else (high[window] >= lab["entry"].iat[k])
+        assert not touched.any(), lab.iloc[k]
+    # max_hold: stop / target inside max_hold bars after the fill, else the timeout at the next bar's Open
+    closed = lab[lab["exit_bar"].notna()]
+    held = closed["exit_bar"] - closed["fill_bar"]
+    timeout = closed["exit_reason"] == "timeout"
+    assert (held[timeout] == params.max_hold + 1).all() and held[~timeout].between(1, params.max_hold).all()
+    # the levels the outcome is judged on come from entry_offset_atr / stop_buffer_atr / target / rr
+    atr = atr14(df).to_numpy()[t]
+    np.testing.assert_allclose(lab["entry"], lab["p1_price"] + d * params.entry_offset_atr * atr, rtol=1e-12)
+    np.testing.assert_allclose(lab["stop"], lab["p3_price"] - d * params.stop_buffer_atr * atr, rtol=1e-12)
+    if params.target == "rr":
+        hit = closed[closed["exit_reason"] == "target"]
+        assert (hit["r_multiple"] >= params.rr * (1 - 1e-9)).all()        # filled at or better than entry
+    # stop_first marks exactly the stop exits
+    assert ((closed["stop_first"] == 1) == (closed["exit_reason"] == "stop")).all()
+    assert lab.loc[lab["exit_bar"].isna(), "stop_first"].isna().all()

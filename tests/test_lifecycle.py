@@ -84,7 +84,7 @@ def fit_on(patterns, features, factory=small_model, shuffle=False):
     y = patterns["label"].to_numpy()
     if shuffle:
         y = np.random.default_rng(0).permutation(y)
-    return factory().fit(features, y, times=patterns["detection_time"], exit_times=patterns["exit_time"])
+    return factory().fit(features, y, detection_times=patterns["detection_time"], exit_times=patterns["exit_time"])
 
 
 def statuses(reg, settings):

@@ -25,9 +25,9 @@ from qml_plugin.ml import (
     cross_validate_walk_forward,
     evaluate,
 )
-from qml_plugin.ml.model import _apply_calibration
+from qml_plugin.ml.calibrator import apply_calibration as _apply_calibration
 
-FAST = {"n_estimators": 150, "max_depth": 3, "n_jobs": 1}
+FAST = {"n_estimators": 150, "max_depth": 3, "n_jobs": 1, "calibration": None}   # calibration: its own tests
 ML_DIR = Path(__file__).resolve().parent.parent / "qml_plugin" / "ml"
 
 
@@ -54,13 +54,13 @@ def planted():
 @pytest.fixture(scope="module")
 def fitted(planted):
     X, y, _, times, exits = planted
-    return SignalQualityModel(**FAST).fit(X, y, times=times, exit_times=exits, feature_schema="schema-A")
+    return SignalQualityModel(**FAST).fit(X, y, detection_times=times, exit_times=exits, feature_schema="schema-A")
 
 
 # ------------------------------------------------------------------------------------ honest skill
 def test_walk_forward_auc_on_a_planted_signal_comes_within_005_of_the_ceiling(planted):
     X, y, p_true, times, exits = planted
-    cv = cross_validate_walk_forward(SignalQualityModel(**FAST), X, y, times=times, exit_times=exits,
+    cv = cross_validate_walk_forward(SignalQualityModel(**FAST), X, y, detection_times=times, exit_times=exits,
                                      splitter=PurgedWalkForward(4, embargo="2D"))
     ceiling = roc_auc_score(cv["y_true"], p_true[cv["test_idx"]])
     assert len(cv["proba"]) == len(cv["test_idx"]) == len(np.unique(cv["test_idx"])) == 2400
@@ -72,7 +72,7 @@ def test_walk_forward_auc_on_a_planted_signal_comes_within_005_of_the_ceiling(pl
 def test_walk_forward_auc_without_signal_is_chance():
     X, _, _, times, exits = _dataset(seed=1)
     y = np.random.default_rng(2).integers(0, 2, len(X))          # independent of every feature
-    cv = cross_validate_walk_forward(lambda: SignalQualityModel(**FAST), X, y, times=times, exit_times=exits,
+    cv = cross_validate_walk_forward(lambda: SignalQualityModel(**FAST), X, y, detection_times=times, exit_times=exits,
                                      splitter=PurgedWalkForward(4, embargo="2D"))
     assert abs(cv["metrics"]["auc"] - 0.5) < 0.06
 
@@ -80,7 +80,7 @@ def test_walk_forward_auc_without_signal_is_chance():
 def test_cross_validation_refuses_a_shuffled_or_k_fold_splitter(planted):
     X, y, _, times, exits = planted
     with pytest.raises(ValueError, match="trains on rows detected after its test block"):
-        cross_validate_walk_forward(SignalQualityModel(**FAST), X, y, times=times, exit_times=exits,
+        cross_validate_walk_forward(SignalQualityModel(**FAST), X, y, detection_times=times, exit_times=exits,
                                     splitter=KFold(3, shuffle=False))
 
 
@@ -118,7 +118,7 @@ def test_predict_proba_names_the_missing_features(fitted, planted):
 
 def test_same_seed_gives_the_same_model_and_clone_keeps_the_params(planted, fitted):
     X, y, _, times, exits = planted
-    again = clone(fitted).fit(X, y, times=times, exit_times=exits)
+    again = clone(fitted).fit(X, y, detection_times=times, exit_times=exits)
     assert again.get_params() == fitted.get_params()
     np.testing.assert_array_equal(again.predict_proba(X), fitted.predict_proba(X))
 
@@ -209,8 +209,8 @@ def test_check_features_lists_missing_ignores_extra_and_warns_on_another_schema(
 @pytest.mark.parametrize("method", ["isotonic", "sigmoid"])
 def test_calibrated_model_roundtrips_through_json(planted, tmp_path, method):
     X, y, _, times, exits = planted
-    model = SignalQualityModel(calibration=method, calibration_cv=3, embargo="2D", **FAST)
-    model.fit(X, y, times=times, exit_times=exits)
+    model = SignalQualityModel(**(FAST | {"calibration": method}), calibration_cv=3, embargo="2D")
+    model.fit(X, y, detection_times=times, exit_times=exits)
     assert model.calibration_params_["method"] == method and model.calibration_params_["n_samples"] > 1000
     p = model.predict_proba(X)[:, 1]
     assert ((p >= 0) & (p <= 1)).all() and roc_auc_score(y, p) > 0.8

@@ -131,7 +131,7 @@ def test_pattern_needs_p2_above_p1_above_p3():
     assert detect_patterns(zigzag(higher_low), N2).empty
     p2_below_p1 = [(0, 100), (19, 100), (24, 95), (26, 94.8), (33, 92), (45, 104), (50, 103)]
     df = zigzag(p2_below_p1)
-    assert (swing_points(df, 2)["kind"].tolist()[:1] == ["low"])
+    assert (swing_points(df, n=2)["kind"].tolist()[:1] == ["low"])
     assert not ((detect_patterns(df, N2)["p1_bar"] == 24) & (detect_patterns(df, N2)["p3_bar"] == 33)).any()
 
 
@@ -145,7 +145,7 @@ def test_head_must_be_deep_enough_in_atr():
 def test_head_where_atr_is_undefined_is_rejected():
     # the same shape shifted left so the head sits at bar 12, before ATR14 exists
     df = zigzag([(0, 100), (3, 100), (5, 95), (8, 99), (12, 92), (24, 104), (30, 103)])
-    assert swing_points(df, 2)["bar"].tolist()[:3] == [5, 8, 12]
+    assert swing_points(df, n=2)["bar"].tolist()[:3] == [5, 8, 12]
     assert detect_patterns(df, N2).empty
 
 
@@ -198,7 +198,7 @@ frames = st.builds(lambda n, seed, vol: random_walk(n, seed, vol=vol),
 @given(df=frames, cut=st.floats(0, 1), n=st.integers(1, 5))
 def test_swings_known_at_c_do_not_change_when_the_future_arrives(df, cut, n):
     c = int(cut * (len(df) - 1))
-    full, part = swing_points(df, n), swing_points(df.iloc[: c + 1], n)
+    full, part = swing_points(df, n=n), swing_points(df.iloc[: c + 1], n=n)
     known = full[full.confirmed_bar <= c].reset_index(drop=True)
     pd.testing.assert_frame_equal(part.drop(columns="replaced_at_bar"), known.drop(columns="replaced_at_bar"))
     rep_full = known["replaced_at_bar"].where(known["replaced_at_bar"] <= c)

@@ -100,9 +100,9 @@ def trained_model(tmp_path_factory, eurusd_4h):
     df = eurusd_4h[:"2012-12-31"]
     pats = detect_patterns(df)
     lab = label_patterns(df, pats).dropna(subset=["label"])
-    X = FeatureExtractor().extract(df, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    X = FeatureExtractor().extract(df, lab)
     model = SignalQualityModel(n_estimators=60, n_jobs=1).fit(
-        X, lab["label"].astype(int), times=lab["detection_time"], exit_times=lab["exit_time"])
+        X, lab["label"].astype(int), detection_times=lab["detection_time"], exit_times=lab["exit_time"])
     path = tmp_path_factory.mktemp("model") / "m"
     model.save(path)
     return model, path
@@ -357,12 +357,12 @@ def test_canary_shadow_and_failed_versions_never_act(eurusd_4h, tmp_path):
 
     early = eurusd_4h[:"2012-12-31"]
     lab = label_patterns(early, detect_patterns(early)).dropna(subset=["label"])
-    X = FeatureExtractor().extract(early, lab).drop(columns=["pattern_id", "regime_at_detection"])
+    X = FeatureExtractor().extract(early, lab)
     folder, db = tmp_path / "models", str(tmp_path / "reg.db")
     paths = []
     for seed in range(3):
         m = SignalQualityModel(n_estimators=20, random_state=seed).fit(
-            X, lab["label"].astype(int), times=lab["detection_time"], exit_times=lab["exit_time"])
+            X, lab["label"].astype(int), detection_times=lab["detection_time"], exit_times=lab["exit_time"])
         paths.append(m.save_version(folder))
     with PatternRegistry(db) as reg:
         ids = [reg.add_model_version("signal_quality", status=s, model_path=str(p))

@@ -10,7 +10,6 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
 from qml_plugin.ml import PurgedWalkForward, walk_forward_by_period
-from qml_plugin.ml.validation import label_windows
 
 T0 = pd.Timestamp("2020-01-01")
 
@@ -38,20 +37,17 @@ def _ns(idx):
 
 @settings(max_examples=60, deadline=None)
 @given(data=label_windows_data(), n_splits=st.integers(1, 4),
-       embargo=st.one_of(st.just(0), st.integers(0, 30).map(lambda h: pd.Timedelta(hours=h)),
-                         st.floats(0, 0.2)),
+       embargo=st.one_of(st.just(None), st.integers(0, 30).map(lambda h: pd.Timedelta(hours=h))),
        max_train=st.one_of(st.none(), st.integers(1, 20)))
 def test_every_split_is_purged_embargoed_and_in_time_order(data, n_splits, embargo, max_train):
     times, exits = data
     if len(times) // (n_splits + 1) < 1:
         return
     cv = PurgedWalkForward(n_splits, embargo=embargo, max_train_size=max_train)
-    w = label_windows(times=times, exit_times=exits)
-    emb_ns = (pd.Timedelta(embargo).value if isinstance(embargo, pd.Timedelta)
-              else round(float(embargo) * (w.start.max() - w.start.min())))
+    emb_ns = pd.Timedelta(embargo).value if embargo is not None else 0
     d, e = _ns(times), _ns(exits)
     previous_test = None
-    for train, test in cv.split(None, times=times, exit_times=exits):
+    for train, test in cv.split(None, detection_times=times, exit_times=exits):
         assert train.dtype.kind == "i" and test.dtype.kind == "i"
         assert len(np.intersect1d(train, test)) == 0
         test_start = d[test].min()
@@ -75,7 +71,7 @@ def test_period_folds_train_only_on_labels_known_before_the_period(data, months,
     times = T0 + (times - T0) * 10                      # spread the samples over ~3 months
     exits = T0 + (exits - T0) * 10
     embargo = pd.Timedelta(hours=embargo_h)
-    folds = walk_forward_by_period(times, exits, freq=months, embargo=embargo, min_train=1)
+    folds = walk_forward_by_period(times, exits, freq=months, embargo=embargo, min_labels=1)
     d, e = _ns(times), _ns(exits)
     tested = np.zeros(len(times), dtype=int)
     for k, f in enumerate(folds):
@@ -94,21 +90,22 @@ def test_period_folds_train_only_on_labels_known_before_the_period(data, months,
 def test_purge_and_embargo_drop_the_rows_whose_labels_reach_the_test_block():
     times = _days(range(10))                           # one pattern a day
     exits = times + pd.Timedelta(days=2)               # each label known two days later
-    train, test = next(PurgedWalkForward(1, test_size=3).split(None, times=times, exit_times=exits))
+    train, test = next(PurgedWalkForward(1, test_size=3).split(None, detection_times=times, exit_times=exits))
     assert test.tolist() == [7, 8, 9]
     assert train.tolist() == [0, 1, 2, 3, 4]           # rows 5, 6 exit on days 7, 8: purged
-    train, _ = next(PurgedWalkForward(1, test_size=3, embargo="1D").split(None, times=times, exit_times=exits))
+    train, _ = next(PurgedWalkForward(1, test_size=3, embargo="1D").split(None, detection_times=times,
+                                                                          exit_times=exits))
     assert train.tolist() == [0, 1, 2, 3]              # exit must be < day 7 - 1 day
 
 
 def test_anchored_by_default_rolling_with_max_train_size():
     times = _days(range(12))
-    anchored = [tr.tolist() for tr, _ in PurgedWalkForward(3).split(None, times=times, exit_times=times)]
+    anchored = [tr.tolist() for tr, _ in PurgedWalkForward(3).split(None, detection_times=times, exit_times=times)]
     assert anchored == [[0, 1, 2], [0, 1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6, 7, 8]]
-    rolling = [tr.tolist() for tr, _ in PurgedWalkForward(3, max_train_size=2).split(None, times=times,
+    rolling = [tr.tolist() for tr, _ in PurgedWalkForward(3, max_train_size=2).split(None, detection_times=times,
                                                                                        exit_times=times)]
     assert rolling == [[1, 2], [4, 5], [7, 8]]
-    by_time = [tr.tolist() for tr, _ in PurgedWalkForward(3, max_train_size="2D").split(None, times=times,
+    by_time = [tr.tolist() for tr, _ in PurgedWalkForward(3, max_train_size="2D").split(None, detection_times=times,
                                                                                          exit_times=times)]
     assert by_time == [[1, 2], [4, 5], [7, 8]]
 
@@ -117,14 +114,14 @@ def test_unsorted_rows_are_split_by_time_never_by_position():
     rng = np.random.default_rng(1)
     order = rng.permutation(20)
     times = _days(order)
-    for train, test in PurgedWalkForward(4).split(None, times=times, exit_times=times):
+    for train, test in PurgedWalkForward(4).split(None, detection_times=times, exit_times=times):
         assert times[train].max() < times[test].min()
         assert np.all(np.diff(np.sort(order[test])) == 1)     # a contiguous block of days
 
 
 def test_bar_numbers_work_as_times_with_an_embargo_in_bars():
     bars = np.arange(30)
-    train, test = list(PurgedWalkForward(2, embargo=3).split(None, times=bars, exit_times=bars + 5))[-1]
+    train, test = list(PurgedWalkForward(2, embargo=3).split(None, detection_times=bars, exit_times=bars + 5))[-1]
     assert test.min() == 20 and train.max() + 5 < 20 - 3
 
 
@@ -147,9 +144,9 @@ def test_label_windows_are_read_from_a_multiindex_or_groups_so_sklearn_can_use_i
 
 @pytest.mark.parametrize("kwargs, message", [
     ({}, "no detection times"),
-    ({"times": _days([0, 1, 2, 3])}, "no exit times"),
-    ({"times": _days([0, 1, 2, 3]), "exit_times": _days([1, 0, 3, 4])}, "exit_times before times at row 1"),
-    ({"times": _days([0, 1, 2, 3]), "exit_times": np.arange(4)}, "both be numbers"),
+    ({"detection_times": _days([0, 1, 2, 3])}, "no exit times"),
+    ({"detection_times": _days([0, 1, 2, 3]), "exit_times": _days([1, 0, 3, 4])}, "exit_times before times at row 1"),
+    ({"detection_times": _days([0, 1, 2, 3]), "exit_times": np.arange(4)}, "both be numbers"),
 ])
 def test_missing_or_inconsistent_label_windows_are_explained(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -157,8 +154,8 @@ def test_missing_or_inconsistent_label_windows_are_explained(kwargs, message):
 
 
 @pytest.mark.parametrize("cv, message", [
-    (PurgedWalkForward(1, embargo=1.5), r"fraction of the time span and must be in \[0, 1\)"),
-    (PurgedWalkForward(1, embargo=3), "is a count but the times are datetimes"),
+    (PurgedWalkForward(1, embargo=0.5), "is a number but the times are datetimes"),
+    (PurgedWalkForward(1, embargo=3), "is a number but the times are datetimes"),
     (PurgedWalkForward(1, embargo="soon"), "embargo must be a duration"),
     (PurgedWalkForward(0), "n_splits must be an integer >= 1"),
     (PurgedWalkForward(6), "cannot make 6 test blocks of 0 rows"),
@@ -166,12 +163,12 @@ def test_missing_or_inconsistent_label_windows_are_explained(kwargs, message):
 def test_bad_splitter_settings_are_explained(cv, message):
     times = _days(range(6))
     with pytest.raises(ValueError, match=message):
-        list(cv.split(None, times=times, exit_times=times))
+        list(cv.split(None, detection_times=times, exit_times=times))
 
 
 def test_period_folds_accept_a_pandas_frequency_and_name_bad_ones():
     times = pd.date_range("2020-01-01", periods=400, freq="D")
-    folds = walk_forward_by_period(times, times + pd.Timedelta(days=5), freq="QS", min_train=30)
+    folds = walk_forward_by_period(times, times + pd.Timedelta(days=5), freq="QS", min_labels=30)
     assert [f.test_start for f in folds][:2] == [pd.Timestamp("2020-04-01"), pd.Timestamp("2020-07-01")]
     assert folds[0].train_end < pd.Timestamp("2020-04-01")
     with pytest.raises(ValueError, match="freq must be a pandas frequency"):

@@ -225,10 +225,10 @@ def model_dir(tmp_path_factory) -> Path:
     train = load_ohlcv("EURUSD_1h").loc[:TRAIN_END]
     pats = detect_patterns(train)
     lab = label_patterns(train, pats)
-    X = FeatureExtractor().extract(train, pats).drop(columns=["pattern_id", "regime_at_detection"])
+    X = FeatureExtractor().extract(train, pats)
     ok = lab["label"].notna().to_numpy()
     model = SignalQualityModel(n_estimators=20, max_depth=2, n_jobs=1).fit(
-        X[ok], lab["label"][ok], times=lab["detection_time"][ok], exit_times=lab["exit_time"][ok])
+        X[ok], lab["label"][ok], detection_times=lab["detection_time"][ok], exit_times=lab["exit_time"][ok])
     return model.save(tmp_path_factory.mktemp("model") / "v0001")
 
 

@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     df = load_ohlcv(args.data, resample=args.resample)
     params = QMLParams(swing_n=args.swing_n, head_min_atr=args.head_min_atr, target=args.target)
     pats = detect_patterns(df, params)
-    labeled = label_patterns(df, pats, params.max_wait, params.max_hold)
+    labeled = label_patterns(df, pats)
     print(f"{df.attrs.get('symbol')} {df.attrs.get('timeframe') or ''}: {len(df):,} bars "
           f"{df.index[0]} .. {df.index[-1]}, {len(pats):,} patterns")
     print(summarize(labeled))

@@ -62,10 +62,10 @@ def _train(args: argparse.Namespace) -> int:
         X, y = reg.get_training_data(min_labels=args.min_labels, start=args.start, end=args.end)
         det = X.index.get_level_values("detection_time")
         ex = X.index.get_level_values("exit_time")
-        cv = cross_validate_walk_forward(lambda: SignalQualityModel(), X.reset_index(drop=True), y, times=det,
+        cv = cross_validate_walk_forward(lambda: SignalQualityModel(), X.reset_index(drop=True), y, detection_times=det,
                                          exit_times=ex, splitter=PurgedWalkForward(args.folds))
         model = SignalQualityModel(model_name=cfg["ml"]["model_name"]).fit(
-            X.reset_index(drop=True), y, times=det, exit_times=ex)
+            X.reset_index(drop=True), y, detection_times=det, exit_times=ex)
         path = model.save_version(out, metrics=cv["metrics"])
         record_version(reg, model, path, model_name=cfg["ml"]["model_name"], status="staging", metrics=cv["metrics"])
     m = cv["metrics"]

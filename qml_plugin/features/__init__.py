@@ -6,9 +6,13 @@ Seven families, named by prefix: ``ctx_`` market context, ``vol_`` volatility, `
 (:mod:`.geometry`). :class:`FeatureExtractor` (:mod:`.extractor`) assembles them;
 :func:`feature_docs` renders the one-line documentation of every feature (``docs/FEATURES.md``).
 
+    >>> from qml_plugin.data import load_ohlcv
+    >>> from qml_plugin.patterns import detect_patterns
+    >>> ohlcv = load_ohlcv("EURUSD_1h").iloc[:4000]
     >>> fx = FeatureExtractor()
-    >>> X = fx.extract(ohlcv, detect_patterns(ohlcv))          # one row per pattern
-    >>> len(fx.feature_names), fx.schema_hash[:12]
+    >>> X = fx.extract(ohlcv, detect_patterns(ohlcv))          # one row per pattern, indexed by pattern_id
+    >>> len(fx.feature_names) >= 170, list(X.columns) == fx.feature_names
+    (True, True)
 """
 from .catalog import FAMILIES, Family, FeatureInfo
 from .docs import feature_docs, feature_table

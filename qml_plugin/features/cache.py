@@ -26,7 +26,7 @@ import pandas as pd
 
 from .extractor import FeatureExtractor
 
-__all__ = ["pattern_features", "market_features", "clear", "MAX_ENTRIES", "MAX_MARKET_ENTRIES",
+__all__ = ["pattern_features", "pattern_regimes", "market_features", "clear", "MAX_ENTRIES", "MAX_MARKET_ENTRIES",
            "MAX_MARKET_BYTES"]
 
 MAX_ENTRIES = 8
@@ -99,6 +99,16 @@ def pattern_features(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
     with _lock:
         _remember(_memo, key, feats, MAX_ENTRIES)
     return feats.copy()
+
+
+def pattern_regimes(ohlcv: pd.DataFrame, patterns: pd.DataFrame,
+                    extractor: FeatureExtractor | None = None) -> pd.Series:
+    """``extractor.regimes(ohlcv, patterns)``, read off the memoized market features when they fit."""
+    extractor = extractor or FeatureExtractor()
+    if _fits(ohlcv, extractor):
+        market = _market_features(ohlcv, extractor, _fingerprint(ohlcv), keep=True)
+        return extractor.regimes(ohlcv, patterns, market=market)
+    return extractor.regimes(ohlcv, patterns)
 
 
 def clear() -> None:

@@ -1,9 +1,16 @@
 """FeatureExtractor: the market features of every bar, and the feature vector of every pattern.
 
+    >>> from qml_plugin.data import load_ohlcv
+    >>> from qml_plugin.patterns import detect_patterns
+    >>> ohlcv = load_ohlcv("EURUSD_1h").iloc[:4000]
     >>> fx = FeatureExtractor()
-    >>> market = fx.compute(ohlcv)                 # one row per bar, same index as ohlcv
-    >>> X = fx.extract(ohlcv, detect_patterns(ohlcv))   # one row per pattern
-    >>> X[fx.feature_names], fx.schema_hash
+    >>> market = fx.compute(ohlcv)                      # one row per bar, same index as ohlcv
+    >>> pats = detect_patterns(ohlcv)
+    >>> X = fx.extract(ohlcv, pats, market=market)      # one row per pattern, index pattern_id
+    >>> X.index.name, list(X.columns) == fx.feature_names, len(fx.schema_hash)
+    ('pattern_id', True, 64)
+    >>> fx.regimes(ohlcv, pats).isin(["trending", "ranging", "volatile"]).all()
+    np.True_
 
 ``compute`` runs each family once over the whole series (numpy, pandas rolling windows, numba
 kernels; never a loop over bars). ``extract`` is the same computation kept only at the detection
@@ -102,7 +109,7 @@ class FeatureExtractor:
 
     @property
     def feature_names(self) -> list[str]:
-        """The feature columns of :meth:`extract`, in order (without ``pattern_id`` / ``regime_at_detection``)."""
+        """The columns of :meth:`extract`, in order."""
         return [f.name for f in self.describe()]
 
     @property
@@ -127,39 +134,58 @@ class FeatureExtractor:
 
     def extract(self, ohlcv: pd.DataFrame, patterns: pd.DataFrame, *,
                 market: pd.DataFrame | None = None) -> pd.DataFrame:
-        """One row per pattern (index = ``patterns.index``): market features at ``detection_bar``,
-        then the pattern features, plus ``pattern_id`` and ``regime_at_detection`` columns.
+        """One row per pattern: market features at ``detection_bar``, then the pattern features.
 
+        The columns are exactly :attr:`feature_names` (all float64, NaN where undefined) and the
+        index is the patterns' ``pattern_id`` (their own index when they have no such column), so
+        ``register_patterns(patterns, X)`` and ``SignalQualityModel().fit(X, y)`` take it as is.
         ``detection_bar`` etc. are positions in ``ohlcv`` (as :func:`detect_patterns` returns them).
         ``market``: this extractor's :meth:`compute` of the same ``ohlcv``, when already at hand
         (another parameter set on the same bars); its rows are used instead of recomputing them.
         """
-        if not isinstance(patterns, pd.DataFrame):
-            raise DataError(f"patterns must be a DataFrame from detect_patterns, got {type(patterns).__name__}")
-        bars = Bars(_check_ohlcv(ohlcv))
-        view = PatternView(bars, patterns)
+        bars, view = self._pattern_view(ohlcv, patterns)
         market_infos, pattern = self._plan()
         out = np.empty((view.m, len(market_infos) + len(pattern)), order="F")
         if market is None:
             self._fill(self._selected(self.market_families()), bars, market_infos, out, rows=view.t, start=0)
         else:
             names = [f.name for f in market_infos]
-            if (not isinstance(market, pd.DataFrame) or list(market.columns) != names
-                    or not market.index.equals(ohlcv.index)):
-                raise DataError(f"market must be this extractor's compute() of the same {bars.n} bars "
-                                f"(same index, its {len(names)} market columns); got "
-                                f"{type(market).__name__} of shape {getattr(market, 'shape', None)}")
+            self._check_market(market, ohlcv, names, bars.n)
             out[:, :len(names)] = market.to_numpy(dtype=np.float64)[view.t]
         self._fill(self._selected(self.pattern_families()), view, pattern, out, rows=None, start=len(market_infos))
-        frame = pd.DataFrame(out, index=patterns.index, columns=[f.name for f in market_infos + pattern],
-                             copy=False)
-        if "pattern_id" in patterns.columns:
-            frame.insert(0, "pattern_id", patterns["pattern_id"].to_numpy())
+        return pd.DataFrame(out, index=_pattern_index(patterns), columns=[f.name for f in market_infos + pattern],
+                            copy=False)
+
+    def regimes(self, ohlcv: pd.DataFrame, patterns: pd.DataFrame, *,
+                market: pd.DataFrame | None = None) -> pd.Series:
+        """``regime_at_detection`` of every pattern: ``trending`` / ``ranging`` / ``volatile``
+        (:data:`~.regime.REGIMES`; None in the warm-up), on the same index as :meth:`extract`.
+
+        The registry stores it beside the features, and regime models (SPEC §13) split on it.
+        ``market``: as in :meth:`extract` (its one-hot ``regime_*`` columns are read, not recomputed).
+        """
+        bars, view = self._pattern_view(ohlcv, patterns)
+        if market is not None:
+            self._check_market(market, ohlcv, list(market.columns), bars.n)
         code = _regime_at(bars, view.t, market)
         labels = np.array(REGIMES, dtype=object)[np.where(np.isnan(code), 0, code).astype(np.int64)]
         labels[np.isnan(code)] = None
-        frame["regime_at_detection"] = pd.Series(labels, index=patterns.index, dtype=object)
-        return frame
+        return pd.Series(labels, index=_pattern_index(patterns), dtype=object, name="regime_at_detection")
+
+    @staticmethod
+    def _pattern_view(ohlcv: pd.DataFrame, patterns: pd.DataFrame) -> tuple[Bars, PatternView]:
+        if not isinstance(patterns, pd.DataFrame):
+            raise DataError(f"patterns must be a DataFrame from detect_patterns, got {type(patterns).__name__}")
+        bars = Bars(_check_ohlcv(ohlcv))
+        return bars, PatternView(bars, patterns)
+
+    @staticmethod
+    def _check_market(market: Any, ohlcv: pd.DataFrame, names: list[str], n: int) -> None:
+        if (not isinstance(market, pd.DataFrame) or list(market.columns) != names
+                or not market.index.equals(ohlcv.index)):
+            raise DataError(f"market must be this extractor's compute() of the same {n} bars "
+                            f"(same index, its {len(names)} market columns); got "
+                            f"{type(market).__name__} of shape {getattr(market, 'shape', None)}")
 
     # -- internals -----------------------------------------------------------------------------
     def _config(self) -> tuple[set[str], set[str]]:
@@ -217,6 +243,13 @@ class FeatureExtractor:
             column = collector.column
         if column != start + len(infos):
             raise RuntimeError("feature families declared a different set of features than they computed")
+
+
+def _pattern_index(patterns: pd.DataFrame) -> pd.Index:
+    """The rows' identity: ``pattern_id`` when the patterns have it, else their own index."""
+    if "pattern_id" in patterns.columns:
+        return pd.Index(patterns["pattern_id"].to_numpy(), name="pattern_id")
+    return patterns.index
 
 
 def _regime_at(bars: Bars, rows: np.ndarray, market: pd.DataFrame | None) -> np.ndarray:

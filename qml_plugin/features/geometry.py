@@ -11,7 +11,9 @@ Causality: the features read the pattern's own columns, ATR14 at bars ``<= t`` a
 pattern's geometry is the same on ``ohlcv[:t+1]`` as on the full frame.
 
 The ``geo_validity_*`` parts are copied from the detector's ``validity_*`` columns when the pattern
-frame has them (``detect_patterns`` does), and are NaN otherwise.
+frame has them (``detect_patterns`` does), and are NaN otherwise. Shoulder symmetry in time is
+``geo_validity_symmetry`` (the detector's :func:`~qml_plugin.patterns.qml.leg_symmetry` of the leg
+bars; a separate ``geo_time_symmetry`` repeated it exactly and was dropped from the schema).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ..patterns.qml import leg_symmetry
 from . import kernels
 from .catalog import Add
 from .indicators import Bars, div
@@ -109,11 +112,9 @@ def geometry_features(p: PatternView, add: Add) -> None:
     add("geo_leg_ratio", "right leg / left leg in price (> 1: the head leg is longer)",
         lambda: div(np.abs(p["p2_price"] - p["p3_price"]), np.abs(p["p2_price"] - p["p1_price"])))
     add("geo_price_symmetry", "shoulder symmetry in price: min(left, right leg) / max(...), 0..1",
-        lambda: _symmetry(np.abs(p["p2_price"] - p["p1_price"]), np.abs(p["p2_price"] - p["p3_price"])))
+        lambda: leg_symmetry(np.abs(p["p2_price"] - p["p1_price"]), np.abs(p["p2_price"] - p["p3_price"])))
     add("geo_left_leg_bars", "bars from P1 to P2", lambda: (p.p2_bar - p.p1_bar).astype(float))
     add("geo_right_leg_bars", "bars from P2 to P3", lambda: (p.p3_bar - p.p2_bar).astype(float))
-    add("geo_time_symmetry", "shoulder symmetry in time: min(left, right leg bars) / max(...), 0..1",
-        lambda: _symmetry((p.p2_bar - p.p1_bar).astype(float), (p.p3_bar - p.p2_bar).astype(float)))
     add("geo_head_share", "head depth / right leg, (P1 - P3) / (P2 - P3): how much of the leg is the head, 0..1",
         lambda: div(d * (p["p1_price"] - p["p3_price"]), d * (p["p2_price"] - p["p3_price"])))
     add("geo_shoulder_head_slope_atr", "slope of the line P1 -> P3 toward the head, ATR14 per bar",
@@ -152,10 +153,6 @@ def geometry_features(p: PatternView, add: Add) -> None:
     for part in _VALIDITY_PARTS:
         add(f"geo_validity_{part}", f"the {part} part of validity_score, 0..1 (NaN if the detector gives none)",
             lambda part=part: p.validity[part])
-
-
-def _symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return div(np.minimum(a, b), np.maximum(a, b), fill=1.0)
 
 
 def _close_before(p: PatternView, k: int) -> np.ndarray:

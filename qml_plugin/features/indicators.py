@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 from pandas.core.window.rolling import Rolling
 
+from ..patterns.swings import wilder_atr
 from . import kernels
 
 __all__ = ["Bars", "div", "roll", "rolling_rank", "shift"]
@@ -141,8 +142,9 @@ class Bars:
 
     @_memo
     def atr(self, w: int = 14) -> np.ndarray:
-        """Wilder's ATR(w); ``atr(14)`` equals SPEC's ATR14 and the detector's."""
-        return kernels.smooth(self.true_range(), w, True)
+        """Wilder's ATR(w): the detector's own (:func:`qml_plugin.patterns.swings.wilder_atr`), so
+        ``atr(14)`` is SPEC's ATR14 bit for bit."""
+        return wilder_atr(self.high, self.low, self.close, n=w)
 
     @_memo
     def natr(self, w: int = 14) -> np.ndarray:

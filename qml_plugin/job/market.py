@@ -111,14 +111,14 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
         raise InsufficientDataError(f"no patterns detected in {data_name(df)}: nothing to learn from")
     labeled = label_patterns(df, pats, max_wait=strat.max_wait, max_hold=strat.max_hold)
     y = _training_labels(db, labeled)
-    X = feats.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore").reset_index(drop=True)
+    X = feats.reset_index(drop=True)
     name = f"{df.attrs.get('symbol')}_{df.attrs.get('timeframe')}"
     root = run.models(name)
     ml = cfg["ml"]
     with log.collect("walk-forward"):
         wf = train_walk_forward(X, y, labeled["detection_time"], labeled["exit_time"], root=root,
                                 every_months=cfg["walk_forward"]["retrain_every_months"],
-                                min_train=cfg["walk_forward"]["min_train_labels"],
+                                min_labels=cfg["walk_forward"]["min_train_labels"],
                                 embargo=embargo_timedelta(ml, bar_duration(df)),
                                 feature_schema=getattr(strat, "feature_schema", None))
     period = wf.first_model_time

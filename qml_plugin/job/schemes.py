@@ -78,12 +78,12 @@ def fit_group(task: dict) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="qml-wf-") as scratch:
         try:
             wf = train_walk_forward(task["X"], task["y"], task["known"], task["exits"], root=Path(scratch) / "wf",
-                                    every_months=task["every_months"], min_train=task["min_train"],
+                                    every_months=task["every_months"], min_labels=task["min_train"],
                                     embargo=task["embargo"], model_factory=lambda: SignalQualityModel(**params),
                                     feature_schema=task.get("feature_schema"))
         except InsufficientDataError:
             return None
-    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], task["embargo"])
+    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], embargo=task["embargo"])
     proba = np.full(len(which), np.nan)
     expected = np.full(len(which), np.nan)
     Xs = task["X_score"]

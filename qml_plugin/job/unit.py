@@ -84,11 +84,10 @@ def market_unit(spec: MarketSpec) -> MarketResult:
     labeled = label_patterns(df, pats, max_wait=strat.max_wait, max_hold=strat.max_hold)
     out = labeled.copy()
     out["dataset"], out["symbol"], out["timeframe"] = spec.dataset, df.attrs.get("symbol"), df.attrs.get("timeframe")
-    if feats is not None and "regime_at_detection" in feats:
-        out["regime_at_detection"] = feats["regime_at_detection"].to_numpy()
-    feats = (feats.drop(columns=["pattern_id", "regime_at_detection"], errors="ignore") if feats is not None
-             else pd.DataFrame(index=pats["pattern_id"].to_numpy()))
-    feats.index = pats["pattern_id"].to_numpy()
+    if getattr(strat, "pattern_regimes", None) is not None:
+        out["regime_at_detection"] = strat.pattern_regimes.to_numpy()
+    if feats is None:
+        feats = pd.DataFrame(index=pd.Index(pats["pattern_id"].to_numpy(), name="pattern_id"))
     out["known_at_utc"] = known_at_utc(df, out["detection_bar"])
     out["exit_known_at_utc"] = known_at_utc(df, out["exit_bar"])
     out["fill_known_at_utc"] = known_at_utc(df, out["fill_bar"])

@@ -34,14 +34,18 @@ class MLFilterMixin(_SignalMixin):
                 self._ml, self.data.df, pats, getattr(self, "pattern_features", None),
                 registry_db=getattr(self, "registry_db", None))
         if pats is not None:
-            conf = (self._ml_scorer.confidence.reindex(pats["pattern_id"]).to_numpy()
-                    if self._ml_scorer is not None else np.full(len(pats), np.nan))
+            s = self._ml_scorer
+            nan = np.full(len(pats), np.nan)
+            conf, exp_r, risk = ((getattr(s, h).reindex(pats["pattern_id"]).to_numpy()
+                                  if s is not None and getattr(s, h) is not None else nan)
+                                 for h in ("confidence", "expected_r", "stop_risk"))
             take, score = decide(pats["validity_score"].to_numpy(), conf, mode=self._mode,
                                  min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
-                                 confidence_threshold=self._ml.confidence_threshold)
+                                 confidence_threshold=self._ml.confidence_threshold, expected_r=exp_r,
+                                 min_expected_r=self._ml.min_expected_r)
             label = np.where(take, "pass", "skip")
             self.pattern_decisions = pd.DataFrame(
-                {"take": take, "score": score, "ml_confidence": conf,
+                {"take": take, "score": score, "ml_confidence": conf, "expected_r": exp_r, "stop_risk": risk,
                  "decision": [f"{x}:{self._mode or 'technical'}" for x in label]}, index=pats.index)
             self._decision_rows = self.pattern_decisions.to_dict("records")  # O(1) lookups per order
 
@@ -68,23 +72,26 @@ class MLFilterMixin(_SignalMixin):
         elif self._mode is None:
             return super()._ml_decide(row, direction)
         else:
-            conf = self._score_row(row)
+            heads = self._score_row(row)
+            conf = heads["ml_confidence"]
             v = row.get("validity_score")
             min_score = float(getattr(self, "min_score", 0.5))
             if v is None or pd.isna(v):  # a signal without a technical score: the technical rule passes it
                 v = max(min_score, 0.0)
             take, score = decide([v], [conf], mode=self._mode, min_score=min_score, ml_weight=self._ml.ml_weight,
-                                 confidence_threshold=self._ml.confidence_threshold)
+                                 confidence_threshold=self._ml.confidence_threshold, expected_r=[heads["expected_r"]],
+                                 min_expected_r=self._ml.min_expected_r)
             out = {"take": bool(take[0]), "ml_confidence": conf, "score": float(score[0]),
+                   "expected_r": heads["expected_r"], "stop_risk": heads["stop_risk"],
                    "decision": f"{'pass' if take[0] else 'skip'}:{self._mode}"}
         if self._ml.size_by_score and out["take"] and self._mode is not None:
             out["size"] = float(size_fraction([out["score"]])[0])
         return out
 
-    def _score_row(self, row: dict) -> float:
+    def _score_row(self, row: dict) -> dict[str, float]:
         feats = {k: v for k, v in row.items() if str(k).startswith(FEATURE_PREFIXES)}
         if not feats:
             raise ConfigError(
                 f"signal {row['pattern_id']!r} at {row['detection_time']} has no features for the ML filter: "
                 f"pass a tag row with the model's feature columns ({', '.join(FEATURE_PREFIXES)}...)")
-        return float(self._ml_scorer.score_row(row))
+        return self._ml_scorer.score_row_heads(row)

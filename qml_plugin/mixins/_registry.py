@@ -96,7 +96,7 @@ class PatternRegistryMixin(_SignalMixin):
         feats = getattr(self, "pattern_features", None)
         pid = row["pattern_id"]
         if feats is not None and pid in feats.index:
-            return feats.loc[pid].drop(labels=["regime_at_detection"], errors="ignore").to_dict()
+            return feats.loc[pid].to_dict()
         own = {k: v for k, v in row.items() if str(k).startswith(FEATURE_PREFIXES)}
         bar = int(row["detection_bar"])
         return {**self._market_features.iloc[bar].to_dict(), **own}

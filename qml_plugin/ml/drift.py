@@ -37,10 +37,15 @@ in any seed; per-feature PSI under no shift is ~0.015 on average). One check tak
 
 The statistics above take plain frames. :func:`check_model_drift` applies them to a registered
 model: its training window against the newest patterns detected after it, read from the registry.
-Acting on the flag (retrain, gate, promote) is :mod:`.lifecycle`'s job::
+Acting on the flag (retrain, gate, promote) is :mod:`.lifecycle`'s job.
 
+    >>> rng = np.random.default_rng(0)
+    >>> X_train = pd.DataFrame(rng.normal(size=(2000, 20)), columns=[f"ctx_{i}" for i in range(20)])
+    >>> X_recent = pd.DataFrame(rng.normal(size=(1000, 20)), columns=X_train.columns)
+    >>> X_recent[["ctx_0", "ctx_1", "ctx_2"]] += 0.6                 # three features moved by 0.6 sd
     >>> report = detect_drift(X_train, X_recent, thresholds=DriftThresholds(psi_threshold=0.1))
-    >>> report.flagged, report.top(5)
+    >>> report.flagged, sorted(report.top(3).index)
+    (True, ['ctx_0', 'ctx_1', 'ctx_2'])
 """
 from __future__ import annotations
 
@@ -155,7 +160,7 @@ def _matrix(x: Any) -> np.ndarray:
     return arr[:, None] if arr.ndim == 1 else arr
 
 
-def bin_edges(reference: Any, bins: int = 10) -> np.ndarray:
+def bin_edges(reference: Any, *, bins: int = 10) -> np.ndarray:
     """Inner quantile edges of each column of ``reference``: shape ``(bins - 1, n_features)``.
 
     numpy's default (linear) quantiles of the non-NaN values, computed for all columns from one
@@ -209,7 +214,7 @@ def population_stability_index(reference: Any, recent: Any, *, bins: int = 10, e
         >>> bool(psi[0] < 0.05), bool(psi[1] > 0.1)         # unchanged, shifted by 0.5 sd
         (True, True)
     """
-    edges = bin_edges(reference, bins)
+    edges = bin_edges(reference, bins=bins)
     return _psi(bin_shares(reference, edges, eps=eps), bin_shares(recent, edges, eps=eps))
 
 
@@ -241,13 +246,13 @@ def ks_two_sample(reference: Any, recent: Any) -> tuple[np.ndarray, np.ndarray]:
     return d, p
 
 
-def score_reference(scores: Any, bins: int = 10) -> dict[str, list[float]]:
+def score_reference(scores: Any, *, bins: int = 10) -> dict[str, list[float]]:
     """The histogram of reference scores that :func:`score_psi` compares with (JSON-friendly).
 
     Store it with the model (e.g. built from its holdout ``ml_confidence``): ``{"edges", "shares"}``.
     """
     s = np.asarray(scores, dtype=np.float64).reshape(-1, 1)
-    edges = bin_edges(s, bins)
+    edges = bin_edges(s, bins=bins)
     return {"edges": edges[:, 0].tolist(), "shares": bin_shares(s, edges)[0].tolist(), "n": int(len(s))}
 
 

@@ -24,11 +24,9 @@ One *cycle* (:func:`run_cycle`) answers "should the model that trades now be rep
 
 :func:`rollback` restores the version that was production before the current one (replaying the
 ``promote`` / ``rollback`` history, so two rollbacks walk back two steps). ``shadow`` / ``canary``
-candidates never act; :func:`shadow_scores` shows what they would have said::
-
-    >>> with PatternRegistry("results/experiments.db") as reg:
-    ...     result = run_cycle(reg, LearnSettings.from_config(load_config("configs/qml_with_ml.yaml")))
-    >>> result.decision.decision, result.decision.reasons
+candidates never act; :func:`shadow_scores` shows what they would have said. ``qml learn --cycle``
+runs one cycle: ``run_cycle(registry, LearnSettings.from_config(config))`` returns the decision
+(``promote`` / ``reject``) with its reasons.
 """
 from __future__ import annotations
 
@@ -176,7 +174,8 @@ def _fit_and_register(reg: PatternRegistry, settings: LearnSettings, factory: Ca
                       n_valid: int, notes: str) -> tuple[dict, str, int]:
     """Fit on ``rows``, save the next version folder, register it; return (metrics, model_id, version)."""
     Xr, schema = X[rows], reg.training_feature_schema()
-    model = factory().fit(Xr.reset_index(drop=True), y[rows], times=Xr.index.get_level_values("detection_time"),
+    model = factory().fit(Xr.reset_index(drop=True), y[rows],
+                          detection_times=Xr.index.get_level_values("detection_time"),
                           exit_times=Xr.index.get_level_values("exit_time"), feature_schema=schema)
     metrics = metrics_of(model)
     path = model.save_version(settings.models_dir, metrics=metrics)
@@ -229,7 +228,8 @@ def retrain(reg: PatternRegistry, settings: LearnSettings, *, status: str = "sta
         comp = np.asarray(det_h > cutoff)
         m: dict[str, Any] = {"holdout_start": h_start, "n_holdout": len(yh), "compared_from": cutoff,
                              "holdout": evaluate(yh, p), "compared": evaluate(yh[comp], p[comp]),
-                             "score_reference": score_reference(p, settings.drift.bins), "training_samples": n_train}
+                             "score_reference": score_reference(p, bins=settings.drift.bins),
+                             "training_samples": n_train}
         if prod_model is not None:
             m["production"] = evaluate(yh[comp], prod_model.predict_proba(
                 Xh[comp].reindex(columns=prod_model.feature_names))[:, 1]) | {"version": base_v}

@@ -29,9 +29,10 @@ import pandas as pd
 from sklearn.base import clone
 from sklearn.metrics import brier_score_loss, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
-from .validation import PurgedWalkForward, find_label_times, label_windows
+from .calibration import expected_calibration_error  # the one ECE (10 equal-count bins), re-exported here
+from .validation import PurgedWalkForward, _renamed, find_label_times, label_windows
 
-__all__ = ["evaluate", "calibration_table", "cross_validate_walk_forward", "json_safe"]
+__all__ = ["evaluate", "calibration_table", "expected_calibration_error", "cross_validate_walk_forward", "json_safe"]
 
 
 def _positive_proba(proba: Any) -> np.ndarray:
@@ -87,7 +88,7 @@ def evaluate(y_true: Any, proba: Any, *, threshold: float = 0.5) -> dict[str, fl
     return out
 
 
-def calibration_table(y_true: Any, proba: Any, n_bins: int = 10, *,
+def calibration_table(y_true: Any, proba: Any, *, n_bins: int = 10,
                       strategy: str = "quantile") -> list[dict[str, float | int]]:
     """Observed win rate per bin of predicted probability: the reliability diagram as rows.
 
@@ -146,8 +147,8 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def cross_validate_walk_forward(model: Any, X: Any, y: Any, *, times: Any = None, exit_times: Any = None,
-                                splitter: Any = None, threshold: float = 0.5) -> dict[str, Any]:
+def cross_validate_walk_forward(model: Any, X: Any, y: Any, *, detection_times: Any = None, exit_times: Any = None,
+                                splitter: Any = None, threshold: float = 0.5, times: Any = None) -> dict[str, Any]:
     """The honest out-of-sample score: fit on each walk-forward training set, predict its test block.
 
     ``model`` is an estimator (cloned for every fold) or a zero-argument factory returning one.
@@ -160,17 +161,18 @@ def cross_validate_walk_forward(model: Any, X: Any, y: Any, *, times: Any = None
     (per-fold metrics and periods), ``calibration`` (:func:`calibration_table`), and the
     predictions: ``test_idx`` (positions in ``X``), ``y_true``, ``proba`` (one per test row).
     """
+    detection_times = _renamed(detection_times, times, "times", "detection_times")
     y_arr = _binary_labels(y, len(X))
-    t, e = find_label_times(X, times=times, exit_times=exit_times)
-    windows = label_windows(X, times=t, exit_times=e, require_exit=False) if t is not None else None
+    t, e = find_label_times(X, detection_times=detection_times, exit_times=exit_times)
+    windows = label_windows(X, detection_times=t, exit_times=e, require_exit=False) if t is not None else None
     splitter = PurgedWalkForward(5) if splitter is None else splitter
     if isinstance(splitter, PurgedWalkForward):
-        folds = splitter.split(X, y_arr, times=t, exit_times=e)
+        folds = splitter.split(X, y_arr, detection_times=t, exit_times=e)
     elif hasattr(splitter, "split"):
         folds = splitter.split(X, y_arr)
     else:
         folds = splitter
-    fit_takes_times = None
+    fit_takes_times = None                  # fit(..., detection_times=, exit_times=) like SignalQualityModel
     seen = np.zeros(len(y_arr), dtype=bool)
     idx_parts, p_parts, fold_rows = [], [], []
     for k, fold in enumerate(folds):
@@ -193,10 +195,10 @@ def cross_validate_walk_forward(model: Any, X: Any, y: Any, *, times: Any = None
             continue
         est = clone(model) if hasattr(model, "fit") else model()
         if fit_takes_times is None:
-            fit_takes_times = "times" in inspect.signature(est.fit).parameters
+            fit_takes_times = "detection_times" in inspect.signature(est.fit).parameters
         X_tr, X_te = _rows(X, train), _rows(X, test)
         if fit_takes_times and t is not None:
-            est.fit(X_tr, y_arr[train], times=t[train], exit_times=None if e is None else e[train])
+            est.fit(X_tr, y_arr[train], detection_times=t[train], exit_times=None if e is None else e[train])
         else:
             est.fit(X_tr, y_arr[train])
         p = np.asarray(est.predict_proba(X_te))[:, 1]

@@ -1,81 +1,74 @@
-"""The signal-quality model: an XGBoost meta-label classifier that scores each QML pattern.
+"""The signal-quality model: three XGBoost heads that score each QML pattern (SPEC §7).
 
-:class:`SignalQualityModel` predicts ``ml_confidence`` = P(win) for a pattern from its feature
-vector. It is a scikit-learn estimator (``fit`` / ``predict_proba`` / ``get_params``, usable with
-``clone`` and ``cv=``) around ``xgboost.XGBClassifier``; the trees, the handling of missing values
-(NaN features go down XGBoost's learned default branch) and the file format are XGBoost's.
+:class:`SignalQualityModel` answers three questions about a pattern from its feature vector,
+with three heads trained together on the same rows:
 
-What this module adds on top:
+- ``predict_proba(X)[:, 1]`` = ``ml_confidence``, P(win), **calibrated** (Platt by default);
+- ``predict_expected_r(X)`` = ``expected_r``, the trade's expected R-multiple;
+- ``predict_stop_risk(X)`` = ``stop_risk``, P(the stop is hit first), calibrated like the first.
 
-- **time awareness**: ``fit`` records the training period, and above all ``trained_on_end_``,
-  the last exit time of the training labels. The out-of-sample guard (SPEC §7) lets the model
-  score only patterns detected after it.
-- **optional calibration** (``"isotonic"`` or ``"sigmoid"``), fitted with scikit-learn on
-  out-of-sample predictions from a purged walk-forward over the training data (never a shuffled
-  split), then kept as plain numbers (isotonic thresholds, or Platt's ``a`` and ``b``) so the
-  model saves without pickle.
-- **safe persistence**: ``save`` writes XGBoost's native ``model.json`` and a ``metadata.json``
-  (features in order, schema hash, training period, params, metrics, calibration, sha256 of both).
-  ``load`` refuses a file whose sha256 changed. No pickle or joblib anywhere: loading a model never
-  executes code. Versions live in ``models/signal_quality/v0001/``, ``v0002/`` ...
-- **feature contract**: :func:`check_features` fails with a :class:`~qml_plugin.errors.ModelError`
-  listing the features a model needs but the extractor does not produce.
+Why three: a win/loss label alone rewards near targets (P(target first) is about 1/(1 + rr)
+whatever the market does), so a high ``ml_confidence`` can carry no expectancy. ``expected_r``
+is what the ``expected_value`` mode decides on.
 
-Example::
+**The expected-R head** is an XGBoost regression (squared error) on the **winsorized** R-multiple:
+the training targets are clipped to their own 1st and 99th percentiles (``r_clip_``, stored). R is
+bounded near -1 on the left (the stop) and has a fat right tail (swing targets, gaps), and one
++15 R trade would otherwise pull every nearby leaf. Clipping keeps the estimate a mean (what
+expectancy needs; a pseudo-Huber or median loss would estimate something closer to the median,
+which on a skewed payoff is not the expectation) while bounding the influence of a single trade.
 
-    model = SignalQualityModel(calibration="isotonic").fit(X, y, times=t, exit_times=e,
-                                                           feature_schema=fx.schema_hash)
-    path = model.save_version("models/signal_quality")        # models/signal_quality/v0001
-    ml_confidence = SignalQualityModel.load("models/signal_quality").predict_proba(X_new)[:, 1]
+**Calibration** is fitted inside the training data only: a purged walk-forward
+(``calibration_cv`` folds, ``embargo``) gives out-of-fold margins, on which
+:mod:`.calibrator` fits the map. It is never fitted on the scored period. With fewer than
+:data:`~.calibrator.MIN_CALIBRATION_SAMPLES` out-of-fold rows it is skipped, with a warning.
+
+It is a scikit-learn estimator (``fit`` / ``predict_proba`` / ``get_params``, usable with ``clone``
+and ``cv=``); trees, missing values (NaN goes down XGBoost's learned default branch) and the file
+format are XGBoost's. ``fit`` records ``trained_on_end_``, the last time a training label became
+known: the out-of-sample guard (:mod:`.guard`) lets the model score only patterns after it.
+Persistence (:mod:`.persist`): one XGBoost JSON file per head plus ``metadata.json`` with sha256.
+
+    >>> import numpy as np, pandas as pd
+    >>> rng = np.random.default_rng(0)
+    >>> X = pd.DataFrame({"ctx_a": rng.normal(size=400), "geo_b": rng.normal(size=400)})
+    >>> r = np.where(rng.random(400) < 0.4 + 0.2 * (X.ctx_a > 0), 2.0, -1.0)
+    >>> targets = pd.DataFrame({"label": (r > 0).astype(int), "r_multiple": r, "stop_first": (r < 0).astype(int)})
+    >>> days = pd.date_range("2020-01-01", periods=400, freq="D")
+    >>> m = SignalQualityModel(n_estimators=20).fit(X, targets, detection_times=days,
+    ...                                             exit_times=days + pd.Timedelta("3D"))
+    >>> m.predict_proba(X).shape, m.predict_expected_r(X).shape, list(m.explain(X.iloc[:2]).columns)
+    ((400, 2), (400,), ['ctx_a', 'geo_b', 'bias'])
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import re
 import warnings
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import sklearn
 import xgboost as xgb
-from scipy.special import expit
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
 from sklearn.utils.validation import check_is_fitted
 
 from ..errors import InsufficientDataError, ModelError
-from .metrics import _binary_labels, json_safe
-from .validation import PurgedWalkForward, find_label_times, label_windows
+from . import persist
+from .calibrator import CALIBRATION_METHODS, MIN_CALIBRATION_SAMPLES, apply_calibration, fit_calibrator
+from .metrics import _binary_labels
+from .persist import METADATA_FILE, MODEL_FILE, missing_features_error
+from .validation import PurgedWalkForward, _renamed, find_label_times, label_windows
 
-__all__ = ["SignalQualityModel", "check_features", "MODEL_FILE", "METADATA_FILE"]
+__all__ = ["SignalQualityModel", "check_features", "MODEL_FILE", "METADATA_FILE", "HEADS", "TARGET_COLUMNS"]
 
-MODEL_FILE = "model.json"
-"""XGBoost's native JSON model inside a model directory."""
-METADATA_FILE = "metadata.json"
-"""The metadata next to it: ``json.loads(Path(d, METADATA_FILE).read_text())["features"]``."""
-_FORMAT = "qml-plugin/signal-quality"
-_VERSION_DIR = re.compile(r"^v(\d+)$")
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _metadata_digest(meta: dict) -> str:
-    body = {k: v for k, v in meta.items() if k != "metadata_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-
-
-def _missing_features_error(missing: list[str], where: str) -> ModelError:
-    shown = ", ".join(missing[:25]) + (f" ... ({len(missing) - 25} more)" if len(missing) > 25 else "")
-    return ModelError(f"{where} lacks {len(missing)} feature(s) the model was trained on: {shown}. "
-                      "Retrain the model on the current feature set, or use the extractor version it was trained with")
+HEADS = ("confidence", "expected_r", "stop_risk")
+"""The model's heads: ``ml_confidence`` (P(win)), ``expected_r`` (R-multiple), ``stop_risk`` (P(stop first))."""
+TARGET_COLUMNS = {"confidence": "label", "expected_r": "r_multiple", "stop_risk": "stop_first"}
+"""The column of a targets frame each head learns (``fit(X, targets)``)."""
+R_CLIP_QUANTILES = (0.01, 0.99)
+"""Training R-multiples are winsorized to these quantiles of their own distribution."""
+_MIN_REGRESSION_ROWS = 10
 
 
 def check_features(model: Any, available_feature_names: Any, schema_hash: str | None = None) -> list[str]:
@@ -89,7 +82,7 @@ def check_features(model: Any, available_feature_names: Any, schema_hash: str | 
     have = set(available_feature_names)
     missing = [f for f in needed if f not in have]
     if missing:
-        raise _missing_features_error(missing, "the feature extractor's output")
+        raise missing_features_error(missing, "the feature extractor's output")
     trained = getattr(model, "feature_schema_", None)
     if schema_hash is not None and trained is not None and schema_hash != trained:
         warnings.warn(f"feature schema hash {schema_hash!r} differs from the model's {trained!r}: the features "
@@ -98,24 +91,28 @@ def check_features(model: Any, available_feature_names: Any, schema_hash: str | 
 
 
 class SignalQualityModel(ClassifierMixin, BaseEstimator):
-    """XGBoost classifier of pattern outcomes (1 = win); ``predict_proba(X)[:, 1]`` is ``ml_confidence``.
+    """Three XGBoost heads over pattern features; ``predict_proba(X)[:, 1]`` is ``ml_confidence``.
 
     The named parameters are XGBoost's, with defaults for ~500-5000 patterns x ~180 features
-    (shallow trees, slow learning rate, row and column subsampling). ``params`` holds any other
-    ``XGBClassifier`` keyword and overrides the named ones. ``calibration`` = None, ``"isotonic"``
-    or ``"sigmoid"`` (Platt); ``calibration_cv`` = the number of purged walk-forward folds (with
-    ``embargo``) whose out-of-sample predictions the calibrator is fitted on.
+    (shallow trees, slow learning rate, row and column subsampling), shared by the three heads.
+    ``params`` holds any other XGBoost keyword and overrides the named ones. ``calibration`` =
+    ``"sigmoid"`` (Platt, the default: strictly monotone, so the ranking and AUC are the
+    uncalibrated model's), ``"isotonic"`` (more flexible, but its steps tie patterns and cost
+    ranking resolution) or None; ``calibration_cv`` = the number of
+    purged walk-forward folds (with ``embargo``, a duration) whose out-of-fold predictions the
+    calibrators are fitted on.
 
-    Fitted attributes: ``booster_``, ``feature_names_in_``, ``n_features_in_``, ``classes_``,
-    ``training_samples_``, ``base_rate_`` (win rate of the training labels), ``trained_on_start_``
-    (first detection time), ``trained_on_end_`` (last exit time: the out-of-sample guard),
-    ``feature_schema_``, ``calibration_params_``; after ``load`` also ``version_``, ``metrics_``.
+    Fitted attributes: ``boosters_`` (head -> ``xgb.Booster``; ``booster_`` is the confidence
+    head), ``heads_`` (the heads trained), ``calibrations_`` (head -> stored calibrator or None),
+    ``r_clip_``, ``feature_names_in_``, ``n_features_in_``, ``classes_``, ``training_samples_``,
+    ``base_rate_``, ``trained_on_start_`` / ``trained_on_end_`` (first detection, last label
+    known), ``feature_schema_``; after ``load`` also ``version_``, ``metrics_``, ``metadata_``.
     """
 
-    def __init__(self, params: dict | None = None, *, calibration: str | None = None, n_estimators: int = 300,
-                 max_depth: int = 3, learning_rate: float = 0.05, subsample: float = 0.8,
+    def __init__(self, params: dict | None = None, *, calibration: str | None = "sigmoid",
+                 n_estimators: int = 300, max_depth: int = 3, learning_rate: float = 0.05, subsample: float = 0.8,
                  colsample_bytree: float = 0.5, min_child_weight: float = 5.0, reg_lambda: float = 1.0,
-                 n_jobs: int = 1, random_state: int = 0, calibration_cv: int = 3, embargo: Any = 0,
+                 n_jobs: int = 1, random_state: int = 0, calibration_cv: int = 3, embargo: Any = None,
                  model_name: str = "signal_quality") -> None:
         self.params = params
         self.calibration = calibration
@@ -133,45 +130,62 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         self.model_name = model_name
 
     # ----------------------------------------------------------------------------------- fitting
-    def xgb_params(self) -> dict[str, Any]:
-        """The keyword arguments given to ``XGBClassifier``."""
+    def xgb_params(self, head: str = "confidence") -> dict[str, Any]:
+        """The XGBoost keyword arguments of one head (``params`` overrides the named ones)."""
+        objective = {"objective": "reg:squarederror", "eval_metric": "rmse"} if head == "expected_r" else \
+            {"objective": "binary:logistic", "eval_metric": "logloss"}
         out = {"n_estimators": self.n_estimators, "max_depth": self.max_depth, "learning_rate": self.learning_rate,
                "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
-               "min_child_weight": self.min_child_weight, "reg_lambda": self.reg_lambda,
-               "objective": "binary:logistic", "eval_metric": "logloss", "tree_method": "hist",
-               "n_jobs": self.n_jobs, "random_state": self.random_state}
-        return out | dict(self.params or {})
+               "min_child_weight": self.min_child_weight, "reg_lambda": self.reg_lambda, **objective,
+               "tree_method": "hist", "n_jobs": self.n_jobs, "random_state": self.random_state}
+        extra = {k: v for k, v in dict(self.params or {}).items() if head != "expected_r" or k not in objective}
+        return out | extra
 
-    def fit(self, X: Any, y: Any, *, times: Any = None, exit_times: Any = None,
-            feature_schema: str | None = None) -> SignalQualityModel:
-        """Train on features ``X`` (DataFrame; NaN allowed) and 0/1 labels ``y``; return ``self``.
+    def fit(self, X: Any, y: Any, *, detection_times: Any = None, exit_times: Any = None,
+            feature_schema: str | None = None, times: Any = None) -> SignalQualityModel:
+        """Train on features ``X`` (DataFrame; NaN allowed) and targets ``y``; return ``self``.
 
-        ``times`` / ``exit_times`` are the detection and exit times of the patterns (or ``X``'s
-        index as :mod:`.validation` describes). Without exit times ``trained_on_end_`` falls back to
-        the last detection time, with a warning (the guard is then too lenient).
+        ``y`` is a 0/1 label array (the confidence head only; the other heads then raise
+        :class:`ModelError` when asked), or a DataFrame with ``label`` and any of ``r_multiple``,
+        ``stop_first`` (all three heads, e.g. ``PatternRegistry.get_training_data(targets=True)``;
+        a row with NaN ``r_multiple`` / ``stop_first`` is left out of that head only).
+        ``detection_times`` / ``exit_times`` are when each pattern was detected and when its label
+        became known: UTC instants (``known_at_utc`` / ``exit_known_at_utc``) or naive stamps, found
+        as :mod:`.validation` describes (also an ``exit_known_at_utc`` / ``exit_time`` column of
+        ``y``). Without exit times ``trained_on_end_`` falls back to the last detection time, with a
+        warning. ``times=`` is the deprecated spelling of ``detection_times=``.
         """
-        if self.calibration not in (None, "isotonic", "sigmoid"):
+        detection_times = _renamed(detection_times, times, "times", "detection_times")
+        if self.calibration not in CALIBRATION_METHODS:
             raise ValueError(f"calibration must be None, 'isotonic' or 'sigmoid', got {self.calibration!r}")
         frame = _as_frame(X)
         arr = _numeric(frame)
-        labels = _binary_labels(y, len(frame))
+        targets = _targets(y, len(frame))
+        labels = targets["confidence"].astype(np.int64)
         classes = np.unique(labels)
         if len(classes) < 2:
             raise InsufficientDataError(f"training labels are all {int(classes[0]) if len(classes) else 'missing'}"
                                         f" ({len(labels)} rows): the model needs both wins (1) and losses (0)")
-        t, e = find_label_times(frame, times=times, exit_times=exit_times)
+        if exit_times is None and isinstance(y, pd.DataFrame):
+            exit_times = next((y[c] for c in ("exit_known_at_utc", "exit_time") if c in y.columns), None)
+        t, e = find_label_times(frame, detection_times=detection_times, exit_times=exit_times)
         if t is not None and e is None:
             warnings.warn("fit() got detection times but no exit times: trained_on_end_ is the last detection "
                           "time, so the out-of-sample guard ignores the label horizon", UserWarning, stacklevel=2)
-        windows = label_windows(frame, times=t, exit_times=e, require_exit=False) if t is not None else None
+        windows = label_windows(frame, detection_times=t, exit_times=e, require_exit=False) if t is not None else None
         if windows is not None and (np.isinf(windows.end).any() or (windows.end == np.iinfo(np.int64).max).any()):
             raise ValueError("exit_times has NaT/NaN for labeled rows: a label is known only once the trade exited")
-        self.calibration_params_ = None
+        self.heads_ = [h for h in HEADS if h in targets]
+        self.r_clip_ = None
+        if "expected_r" in targets:
+            r = targets["expected_r"]
+            lo, hi = np.quantile(r[np.isfinite(r)], R_CLIP_QUANTILES)
+            self.r_clip_ = (float(lo), float(hi))
+        self.calibrations_ = dict.fromkeys(self.heads_)
         if self.calibration is not None:
-            self.calibration_params_ = self._fit_calibration(arr, labels, windows)
-        clf = xgb.XGBClassifier(**self.xgb_params())
-        clf.fit(arr, labels)
-        self.booster_, self.classes_ = clf.get_booster(), np.array([0, 1])
+            self.calibrations_.update(self._fit_calibration(arr, targets, windows))
+        self.boosters_ = {head: self._fit_head(head, arr, targets[head]) for head in self.heads_}
+        self.classes_ = np.array([0, 1])
         self.feature_names_in_, self.n_features_in_ = np.asarray(frame.columns, dtype=object), frame.shape[1]
         self.training_samples_, self.base_rate_ = len(labels), float(labels.mean())
         self.feature_schema_ = feature_schema
@@ -182,200 +196,209 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
             self.trained_on_start_, self.trained_on_end_ = convert(first), convert(last)
         return self
 
-    def _fit_calibration(self, arr: np.ndarray, labels: np.ndarray, windows: Any) -> dict[str, Any]:
-        """Fit the calibrator on purged walk-forward out-of-sample predictions of the training data."""
+    def _fit_head(self, head: str, arr: np.ndarray, target: np.ndarray, rows: np.ndarray | None = None) -> xgb.Booster:
+        keep = np.isfinite(target) if rows is None else rows[np.isfinite(target[rows])]
+        y = target[keep]
+        if head == "expected_r":
+            lo, hi = self.r_clip_
+            return xgb.XGBRegressor(**self.xgb_params(head)).fit(arr[keep], np.clip(y, lo, hi)).get_booster()
+        return xgb.XGBClassifier(**self.xgb_params(head)).fit(arr[keep], y.astype(np.int64)).get_booster()
+
+    def _fit_calibration(self, arr: np.ndarray, targets: dict, windows: Any) -> dict[str, dict | None]:
+        """Calibrators of the probability heads, fitted on purged walk-forward out-of-fold margins."""
         if windows is None:       # no times: rows are taken to be in time order, nothing to purge
-            t = e = np.arange(len(labels), dtype=np.float64)
+            t = e = np.arange(len(arr), dtype=np.float64)
+            embargo = 0
         else:
-            t, e = windows.times, windows.exit_times
-        splitter = PurgedWalkForward(self.calibration_cv, embargo=self.embargo)
-        margins, ys = [], []
-        for train, test in splitter.split(arr, times=t, exit_times=e):
-            if len(np.unique(labels[train])) < 2:
+            t, e, embargo = windows.times, windows.exit_times, self.embargo
+        heads = [h for h in ("confidence", "stop_risk") if h in targets]
+        margins: dict[str, list] = {h: [] for h in heads}
+        ys: dict[str, list] = {h: [] for h in heads}
+        try:
+            folds = list(PurgedWalkForward(self.calibration_cv, embargo=embargo).split(arr, detection_times=t,
+                                                                                      exit_times=e))
+        except ValueError:       # too few rows for the folds
+            folds = []
+        for train, test in folds:
+            for h in heads:
+                y = targets[h]
+                tr, te = train[np.isfinite(y[train])], test[np.isfinite(y[test])]
+                if len(np.unique(y[tr])) < 2 or len(te) == 0:
+                    continue
+                booster = self._fit_head(h, arr, y, tr)
+                margins[h].append(booster.inplace_predict(arr[te], predict_type="margin"))
+                ys[h].append(y[te])
+        out: dict[str, dict | None] = {}
+        for h in heads:
+            y_oos = np.concatenate(ys[h]) if ys[h] else np.array([])
+            if len(y_oos) < MIN_CALIBRATION_SAMPLES or len(np.unique(y_oos)) < 2:
+                warnings.warn(f"{h} head left uncalibrated: calibration={self.calibration!r} needs at least "
+                              f"{MIN_CALIBRATION_SAMPLES} out-of-fold predictions of both classes from "
+                              f"{self.calibration_cv} purged walk-forward folds, got {len(y_oos)}", UserWarning,
+                              stacklevel=3)
+                out[h] = None
                 continue
-            fold = xgb.XGBClassifier(**self.xgb_params()).fit(arr[train], labels[train])
-            margins.append(fold.get_booster().inplace_predict(arr[test], predict_type="margin"))
-            ys.append(labels[test])
-        y_oos = np.concatenate(ys) if ys else np.array([])
-        if len(np.unique(y_oos)) < 2:
-            raise InsufficientDataError(f"calibration={self.calibration!r} needs out-of-sample predictions of both "
-                                        f"classes from {self.calibration_cv} walk-forward folds; got {len(y_oos)} "
-                                        "rows: use more data or calibration=None")
-        m = np.concatenate(margins).astype(np.float64)
-        if self.calibration == "isotonic":
-            iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(expit(m), y_oos)
-            return {"method": "isotonic", "x": iso.X_thresholds_.tolist(), "y": iso.y_thresholds_.tolist(),
-                    "n_samples": len(y_oos)}
-        platt = LogisticRegression(C=np.inf).fit(m[:, None], y_oos)
-        return {"method": "sigmoid", "a": float(platt.coef_[0, 0]), "b": float(platt.intercept_[0]),
-                "n_samples": len(y_oos)}
+            out[h] = fit_calibrator(self.calibration, np.concatenate(margins[h]).astype(np.float64),
+                                    y_oos.astype(np.int64))
+        return out
 
     # -------------------------------------------------------------------------------- predicting
     @property
     def feature_names(self) -> list[str]:
         """The features the model needs, in its column order."""
-        check_is_fitted(self, "booster_")
+        check_is_fitted(self, "boosters_")
         return [str(f) for f in self.feature_names_in_]
 
+    @property
+    def booster_(self) -> xgb.Booster:
+        """The confidence head's booster (P(win))."""
+        check_is_fitted(self, "boosters_")
+        return self.boosters_["confidence"]
+
+    @property
+    def calibration_params_(self) -> dict | None:
+        """The confidence head's stored calibrator (None when uncalibrated)."""
+        check_is_fitted(self, "boosters_")
+        return self.calibrations_.get("confidence")
+
+    def has_head(self, head: str) -> bool:
+        """Whether ``head`` (one of :data:`HEADS`) was trained."""
+        check_is_fitted(self, "boosters_")
+        return head in self.boosters_
+
+    def decision_function(self, X: Any, *, head: str = "confidence") -> np.ndarray:
+        """The raw margin of a head (log-odds for the probability heads, R for ``expected_r``)."""
+        return self._booster(head).inplace_predict(self._matrix(X), predict_type="margin").astype(np.float64)
+
     def predict_proba(self, X: Any) -> np.ndarray:
-        """``(n, 2)`` array of P(loss), P(win). ``X``'s columns are picked by name (extra ones ignored)."""
-        check_is_fitted(self, "booster_")
-        if isinstance(X, pd.DataFrame):
-            missing = [f for f in self.feature_names if f not in X.columns]
-            if missing:
-                raise _missing_features_error(missing, "X")
-            arr = _numeric(X[self.feature_names])
-        else:
-            arr = np.asarray(X, dtype=np.float64)
-            if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
-                raise ModelError(f"X without column names must have shape (n, {self.n_features_in_}) in the "
-                                 f"model's feature order, got {arr.shape}; pass a DataFrame instead")
-        margin = self.booster_.inplace_predict(arr, predict_type="margin").astype(np.float64)
-        p = _apply_calibration(self.calibration_params_, margin)
+        """``(n, 2)`` array of P(loss), P(win), calibrated. ``X``'s columns are picked by name (extra ones ignored)."""
+        p = apply_calibration(self.calibrations_.get("confidence"), self.decision_function(X))
         return np.column_stack([1.0 - p, p])
 
-    def predict(self, X: Any, threshold: float = 0.5) -> np.ndarray:
+    def predict_expected_r(self, X: Any) -> np.ndarray:
+        """``expected_r`` of each pattern: the expected (winsorized) R-multiple of its trade."""
+        return self.decision_function(X, head="expected_r")
+
+    def predict_stop_risk(self, X: Any) -> np.ndarray:
+        """``stop_risk`` of each pattern: P(the stop is hit first), calibrated like ``ml_confidence``."""
+        return apply_calibration(self.calibrations_.get("stop_risk"), self.decision_function(X, head="stop_risk"))
+
+    def predict_heads(self, X: Any) -> dict[str, np.ndarray]:
+        """All heads at once: ``confidence`` (P(win)), ``raw_confidence`` (before calibration),
+        ``expected_r`` and ``stop_risk`` (NaN when the model lacks the head)."""
+        margin = self.decision_function(X)
+        nan = np.full(len(margin), np.nan)
+        return {"confidence": apply_calibration(self.calibrations_.get("confidence"), margin),
+                "raw_confidence": apply_calibration(None, margin),
+                "expected_r": self.predict_expected_r(X) if self.has_head("expected_r") else nan,
+                "stop_risk": self.predict_stop_risk(X) if self.has_head("stop_risk") else nan}
+
+    def predict(self, X: Any, *, threshold: float = 0.5) -> np.ndarray:
         """1 where P(win) >= ``threshold`` (the ``filter`` mode's rule), else 0."""
         return (self.predict_proba(X)[:, 1] >= threshold).astype(np.int64)
 
-    def feature_importances(self, importance_type: str = "gain") -> pd.Series:
+    def explain(self, X: Any, *, head: str = "confidence") -> pd.DataFrame:
+        """Per-feature contributions of each prediction (XGBoost's TreeSHAP, ``pred_contribs``).
+
+        One column per feature plus ``bias``; each row sums to the head's margin
+        (:meth:`decision_function`: log-odds before calibration, or R for ``expected_r``). XGBoost
+        adds the contributions in float32; ``bias`` takes up that rounding (about 1e-6, never a
+        feature's share) so that every row adds up to the margin in float64.
+        """
+        booster = self._booster(head)
+        arr = self._matrix(X)
+        contribs = booster.predict(xgb.DMatrix(arr, nthread=self.n_jobs), pred_contribs=True).astype(np.float64)
+        margin = booster.inplace_predict(arr, predict_type="margin").astype(np.float64)
+        contribs[:, -1] += margin - contribs.sum(axis=1)
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(contribs, index=index, columns=[*self.feature_names, "bias"])
+
+    def feature_importances(self, *, importance_type: str = "gain", head: str = "confidence") -> pd.Series:
         """XGBoost's importance per feature (0 for unused ones), largest first."""
-        check_is_fitted(self, "booster_")
-        score = self.booster_.get_score(importance_type=importance_type)
+        score = self._booster(head).get_score(importance_type=importance_type)
         values = [float(score.get(f"f{i}", 0.0)) for i in range(self.n_features_in_)]
         s = pd.Series(values, index=self.feature_names, name=importance_type)
         return s.sort_values(ascending=False, kind="stable")
 
+    def _booster(self, head: str) -> xgb.Booster:
+        check_is_fitted(self, "boosters_")
+        if head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {head!r}")
+        if head not in self.boosters_:
+            raise ModelError(f"this model has no {head} head: it was trained on labels only; fit it on a targets "
+                             f"frame with columns {list(TARGET_COLUMNS.values())} (e.g. "
+                             "PatternRegistry.get_training_data(targets=True)) to get all three heads")
+        return self.boosters_[head]
+
+    def _matrix(self, X: Any) -> np.ndarray:
+        check_is_fitted(self, "boosters_")
+        if isinstance(X, pd.DataFrame):
+            missing = [f for f in self.feature_names if f not in X.columns]
+            if missing:
+                raise missing_features_error(missing, "X")
+            return _numeric(X[self.feature_names])
+        arr = np.asarray(X, dtype=np.float64)
+        if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
+            raise ModelError(f"X without column names must have shape (n, {self.n_features_in_}) in the "
+                             f"model's feature order, got {arr.shape}; pass a DataFrame instead")
+        return arr
+
     # ------------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike, *, metrics: dict | None = None, overwrite: bool = False) -> Path:
-        """Write ``model.json`` + ``metadata.json`` into directory ``path``; return the directory.
+        """Write one XGBoost JSON file per head + ``metadata.json`` into directory ``path``; return it.
 
-        ``metrics`` (default: ``self.metrics_`` if set) are stored in the metadata, e.g. the
-        walk-forward result of :func:`~.metrics.cross_validate_walk_forward`.
+        ``metrics`` (default: ``self.metrics_`` if set) are stored in the metadata.
         """
-        check_is_fitted(self, "booster_")
-        folder = Path(path)
-        if (folder / METADATA_FILE).exists() and not overwrite:
-            raise FileExistsError(f"{folder} already holds a model; pass overwrite=True or use save_version()")
-        model_file, match = folder / MODEL_FILE, _VERSION_DIR.match(folder.name)
-        meta = {
-            "format": _FORMAT, "format_version": 1, "model_name": self.model_name,
-            "version": int(match.group(1)) if match else None,
-            "features": self.feature_names, "n_features": self.n_features_in_,
-            "feature_schema": self.feature_schema_,
-            "trained_on_start": json_safe(self.trained_on_start_), "trained_on_end": json_safe(self.trained_on_end_),
-            "training_samples": int(self.training_samples_), "base_rate": self.base_rate_,
-            "init_params": json_safe(self.get_params()), "params": json_safe(self.xgb_params()),
-            "metrics": json_safe(metrics if metrics is not None else getattr(self, "metrics_", {}) or {}),
-            "calibration": self.calibration_params_,
-            "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            "xgboost_version": xgb.__version__, "sklearn_version": sklearn.__version__,
-            "model_file": MODEL_FILE, "model_sha256": None,
-        }
-        json.dumps(meta, allow_nan=False)                    # not JSON? fail before writing anything
-        folder.mkdir(parents=True, exist_ok=True)
-        self.booster_.save_model(str(model_file))
-        meta["model_sha256"] = _sha256(model_file)
-        meta["metadata_sha256"] = _metadata_digest(meta)
-        tmp = folder / (METADATA_FILE + ".tmp")
-        tmp.write_text(json.dumps(meta, indent=2, allow_nan=False))
-        os.replace(tmp, folder / METADATA_FILE)
-        return folder
+        check_is_fitted(self, "boosters_")
+        return persist.save(self, Path(path), metrics=metrics, overwrite=overwrite)
 
     def save_version(self, root: str | os.PathLike, *, metrics: dict | None = None) -> Path:
         """Save as the next version under ``root``: ``root/v0001``, ``root/v0002`` ...; return its path.
 
         Safe when two processes save at once: each version directory is claimed by an atomic mkdir.
         """
-        root = Path(root)
-        root.mkdir(parents=True, exist_ok=True)
-        while True:
-            taken = [int(m.group(1)) for p in root.iterdir() if (m := _VERSION_DIR.match(p.name))]
-            folder = root / f"v{max(taken, default=0) + 1:04d}"
-            try:
-                folder.mkdir()
-            except FileExistsError:
-                continue
-            return self.save(folder, metrics=metrics)
+        return self.save(persist.claim_version_dir(Path(root)), metrics=metrics)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, version: int | None = None) -> SignalQualityModel:
-        """Load a saved model, after checking its sha256.
+        """Load a saved model after checking the sha256 of every file; any defect is a :class:`ModelError`.
 
-        ``path`` is a model directory, its ``model.json`` / ``metadata.json``, or a directory of
-        versions (``v0001`` ...), from which the latest complete one (or ``version``) is taken.
+        ``path`` is a model directory, one of its files, or a directory of versions (``v0001`` ...),
+        from which the latest complete one (or ``version``) is taken.
         """
-        folder = _model_dir(Path(path), version)
-        meta_file, model_file = folder / METADATA_FILE, folder / MODEL_FILE
-        if not meta_file.is_file():
-            raise ModelError(f"{meta_file} is missing: a model directory needs {MODEL_FILE} and {METADATA_FILE}")
-        try:
-            meta = json.loads(meta_file.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ModelError(f"{meta_file} is not valid JSON ({exc}); the metadata was damaged") from exc
-        if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-            raise ModelError(f"{meta_file} is not a qml-plugin signal-quality model (format {_FORMAT!r} expected)")
-        if meta.get("metadata_sha256") != _metadata_digest(meta):
-            raise ModelError(f"{meta_file}: metadata sha256 {_metadata_digest(meta)} does not match the recorded "
-                             f"{meta.get('metadata_sha256')}; the metadata was edited after saving")
-        if not model_file.is_file():
-            raise ModelError(f"{model_file} is missing (the metadata in {folder} refers to it)")
-        actual = _sha256(model_file)
-        if actual != meta["model_sha256"]:
-            raise ModelError(f"{model_file}: sha256 {actual} does not match metadata model_sha256 "
-                             f"{meta['model_sha256']}; the file was modified after saving, refusing to load it")
-        try:
-            model = cls(**meta["init_params"])
-        except TypeError as exc:
-            raise ModelError(f"{meta_file}: init_params do not fit this SignalQualityModel ({exc})") from exc
-        booster = xgb.Booster()
-        try:
-            booster.load_model(str(model_file))
-        except xgb.core.XGBoostError as exc:
-            raise ModelError(f"{model_file} is not a model XGBoost can read: {exc}") from exc
-        if booster.num_features() != meta["n_features"] or len(meta["features"]) != meta["n_features"]:
-            raise ModelError(f"{model_file} has {booster.num_features()} features but its metadata lists "
-                             f"{len(meta['features'])}")
-        booster.set_param({"nthread": model.n_jobs})
-        model.booster_, model.classes_ = booster, np.array([0, 1])
-        model.feature_names_in_, model.n_features_in_ = np.asarray(meta["features"], dtype=object), meta["n_features"]
-        model.training_samples_, model.base_rate_ = meta["training_samples"], meta["base_rate"]
-        model.feature_schema_, model.calibration_params_ = meta["feature_schema"], meta["calibration"]
-        model.trained_on_start_, model.trained_on_end_ = (
-            pd.Timestamp(v) if isinstance(v, str) else v for v in (meta["trained_on_start"], meta["trained_on_end"]))
-        model.version_, model.metrics_, model.metadata_ = meta["version"], meta["metrics"], meta
-        return model
+        return persist.load(cls, Path(path), version=version)
 
 
-def _model_dir(path: Path, version: int | None) -> Path:
-    if path.is_file():
-        return path.parent
-    if not path.is_dir():
-        raise ModelError(f"no model at {path}: expected a model directory, its {MODEL_FILE}, or a directory "
-                         "of versions v0001, v0002 ...")
-    if version is None and ((path / METADATA_FILE).exists() or (path / MODEL_FILE).exists()):
-        return path
-    versions = {int(m.group(1)): p for p in path.iterdir() if (m := _VERSION_DIR.match(p.name)) and p.is_dir()}
-    if version is not None:
-        if int(version) not in versions:
-            raise ModelError(f"version {version} not found in {path}; available: {sorted(versions) or 'none'}")
-        return versions[int(version)]
-    complete = [v for v, p in versions.items() if (p / METADATA_FILE).is_file()]
-    if not complete:
-        raise ModelError(f"{path} holds no saved model ({METADATA_FILE} missing and no complete version v0001 ...)")
-    return versions[max(complete)]
-
-
-def _apply_calibration(cal: dict | None, margin: np.ndarray) -> np.ndarray:
-    """P(win) from XGBoost's raw margin, through the stored calibrator if any."""
-    if cal is None:
-        return expit(margin)
-    if cal["method"] == "isotonic":
-        # Exactly IsotonicRegression(out_of_bounds="clip").predict: linear between thresholds.
-        return np.interp(expit(margin), np.asarray(cal["x"], float), np.asarray(cal["y"], float))
-    if cal["method"] == "sigmoid":
-        return expit(cal["a"] * margin + cal["b"])
-    raise ModelError(f"unknown calibration method {cal['method']!r}; expected 'isotonic' or 'sigmoid'")
+def _targets(y: Any, n: int) -> dict[str, np.ndarray]:
+    """Per-head float targets from a label array or a targets frame (NaN = unknown for that head)."""
+    if not isinstance(y, pd.DataFrame):
+        return {"confidence": _binary_labels(y, n).astype(np.float64)}
+    if "label" not in y.columns:
+        raise ValueError(f"a targets frame needs a 'label' column (and r_multiple, stop_first for the other "
+                         f"heads); got columns {list(map(str, y.columns))[:12]}")
+    if len(y) != n:
+        raise ValueError(f"targets have {len(y)} rows but X has {n}")
+    out = {"confidence": _binary_labels(y["label"].to_numpy(dtype=np.float64, na_value=np.nan), n)
+           .astype(np.float64)}
+    if "r_multiple" in y.columns:
+        r = y["r_multiple"].to_numpy(dtype=np.float64, na_value=np.nan)
+        if np.isinf(r).any():
+            raise ValueError("r_multiple holds inf; an R-multiple is a finite number (NaN = unknown)")
+        if np.isfinite(r).sum() >= _MIN_REGRESSION_ROWS:
+            out["expected_r"] = r
+        else:
+            warnings.warn(f"expected_r head not trained: only {int(np.isfinite(r).sum())} rows have an r_multiple "
+                          f"(need {_MIN_REGRESSION_ROWS})", UserWarning, stacklevel=3)
+    if "stop_first" in y.columns:
+        s = y["stop_first"].to_numpy(dtype=np.float64, na_value=np.nan)
+        known = s[np.isfinite(s)]
+        if not np.isin(known, (0.0, 1.0)).all():
+            raise ValueError("stop_first must be 1 (the stop was hit first), 0 or NaN")
+        if len(np.unique(known)) == 2:
+            out["stop_risk"] = s
+        else:
+            warnings.warn("stop_risk head not trained: stop_first holds a single class", UserWarning, stacklevel=3)
+    return out
 
 
 def _as_frame(X: Any) -> pd.DataFrame:

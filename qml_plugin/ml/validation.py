@@ -20,27 +20,29 @@ calendar folds (retrain every N months) that the main job uses.
 
 Where the label windows come from, first match wins:
 
-1. the ``times=`` / ``exit_times=`` keyword arguments of ``split``;
-2. ``X``'s index: a MultiIndex with levels ``detection_time`` and ``exit_time``
+1. the ``detection_times=`` / ``exit_times=`` keyword arguments of ``split``;
+2. ``X``'s index: a MultiIndex with levels ``known_at_utc`` / ``exit_known_at_utc`` (the UTC
+   instants a universe run compares, SPEC §11) or ``detection_time`` / ``exit_time``
    (preferred: the features stay clean, and scikit-learn passes the index through), or a
    DatetimeIndex of detection times;
-3. columns ``detection_time`` / ``exit_time`` of ``X``;
+3. columns of the same names in ``X`` (UTC instants first);
 4. ``groups`` as the exit times (so ``cross_val_score(est, X, y, groups=exit_times, cv=...)``
    works with ``X`` indexed by detection time).
 
-Times are datetimes (naive or tz-aware, not mixed) or plain numbers such as bar numbers
+Times are datetimes (all naive, or all tz-aware: never mixed, since a naive stamp in a market's
+own clock and a UTC instant cannot be compared) or plain numbers such as bar numbers
 (``detection_bar`` / ``exit_bar``). A missing exit time (an open outcome) counts as "never known":
-such a row is never used for training before any test block.
+such a row is never used for training before any test block. ``embargo`` is a duration
+(``"2D"``, ``pd.Timedelta``) for datetimes, a number of bars for bar numbers.
 
-Example::
-
-    X = features.set_index([patterns["detection_time"], patterns["exit_time"]])
-    X.index.names = ["detection_time", "exit_time"]
-    for train, test in PurgedWalkForward(n_splits=5, embargo="2D").split(X):
-        ...
+    >>> t = pd.date_range("2020-01-01", periods=8, freq="D", tz="UTC")
+    >>> [(tr.tolist(), te.tolist()) for tr, te in PurgedWalkForward(2, embargo="1D").split(
+    ...     None, detection_times=t, exit_times=t + pd.Timedelta("1D"))]
+    [([0, 1], [4, 5]), ([0, 1, 2, 3], [6, 7])]
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
@@ -50,6 +52,18 @@ import pandas as pd
 __all__ = ["PurgedWalkForward", "PeriodFold", "walk_forward_by_period", "label_windows", "find_label_times"]
 
 _NEVER = np.iinfo(np.int64).max
+_DETECTION_NAMES = ("known_at_utc", "detection_time")
+_EXIT_NAMES = ("exit_known_at_utc", "exit_time")
+
+
+def _renamed(new: Any, old: Any, old_name: str, new_name: str) -> Any:
+    """``new``, or the deprecated keyword ``old`` (with a DeprecationWarning) when only it is given."""
+    if old is None:
+        return new
+    if new is not None:
+        raise TypeError(f"give {new_name}= only ({old_name}= is its deprecated spelling)")
+    warnings.warn(f"{old_name}= is deprecated; use {new_name}=", DeprecationWarning, stacklevel=3)
+    return old
 
 
 class _Windows(NamedTuple):
@@ -76,38 +90,50 @@ def _as_times(values: Any, what: str) -> tuple[np.ndarray, bool, Any]:
     return ns, True, idx.tz
 
 
-def find_label_times(X: Any = None, *, times: Any = None, exit_times: Any = None,
-                     groups: Any = None) -> tuple[pd.Index | None, pd.Index | None]:
-    """The raw ``(detection times, exit times)`` of the samples, either None when not found."""
+def find_label_times(X: Any = None, *, detection_times: Any = None, exit_times: Any = None,
+                     groups: Any = None, times: Any = None) -> tuple[pd.Index | None, pd.Index | None]:
+    """The raw ``(detection times, exit times)`` of the samples, either None when not found.
+
+    ``times=`` is the deprecated spelling of ``detection_times=``.
+    """
+    detection_times = _renamed(detection_times, times, "times", "detection_times")
     frame = X if isinstance(X, (pd.DataFrame, pd.Series)) else None
-    if times is None and frame is not None:
-        names = list(frame.index.names)
-        if isinstance(frame.index, pd.MultiIndex) and "detection_time" in names:
-            times = frame.index.get_level_values("detection_time")
-            if exit_times is None and "exit_time" in names:
-                exit_times = frame.index.get_level_values("exit_time")
-        elif isinstance(frame.index, pd.DatetimeIndex):
-            times = frame.index
-        elif isinstance(frame, pd.DataFrame) and "detection_time" in frame.columns:
-            times = frame["detection_time"]
-    if exit_times is None and isinstance(frame, pd.DataFrame) and "exit_time" in frame.columns:
-        exit_times = frame["exit_time"]
+    if frame is not None:
+        levels = list(frame.index.names) if isinstance(frame.index, pd.MultiIndex) else []
+        columns = list(frame.columns) if isinstance(frame, pd.DataFrame) else []
+        # a pair is taken from one place (index levels, else columns), UTC instants first
+        for det_name, exit_name in zip(_DETECTION_NAMES, _EXIT_NAMES, strict=True):
+            if detection_times is None and det_name in levels:
+                detection_times = frame.index.get_level_values(det_name)
+                if exit_times is None and exit_name in levels:
+                    exit_times = frame.index.get_level_values(exit_name)
+        if detection_times is None and isinstance(frame.index, pd.DatetimeIndex):
+            detection_times = frame.index
+        for det_name, exit_name in zip(_DETECTION_NAMES, _EXIT_NAMES, strict=True):
+            if detection_times is None and det_name in columns:
+                detection_times = frame[det_name]
+                if exit_times is None and exit_name in columns:
+                    exit_times = frame[exit_name]
+        if exit_times is None:
+            exit_times = next((frame[c] for c in _EXIT_NAMES if c in columns), None)
     if exit_times is None and groups is not None:
         exit_times = groups
-    return (None if times is None else pd.Index(times)), (None if exit_times is None else pd.Index(exit_times))
+    return ((None if detection_times is None else pd.Index(detection_times)),
+            (None if exit_times is None else pd.Index(exit_times)))
 
 
-def label_windows(X: Any = None, *, times: Any = None, exit_times: Any = None, groups: Any = None,
-                  require_exit: bool = True) -> _Windows:
+def label_windows(X: Any = None, *, detection_times: Any = None, exit_times: Any = None, groups: Any = None,
+                  require_exit: bool = True, times: Any = None) -> _Windows:
     """Each sample's label window ``(start, end)`` found as the module docstring describes.
 
     ``require_exit=False`` lets a caller without exit times use ``exit = detection``
     (zero-length windows: walk-forward order is kept, but nothing is purged).
     """
-    times, exit_times = find_label_times(X, times=times, exit_times=exit_times, groups=groups)
+    detection_times = _renamed(detection_times, times, "times", "detection_times")
+    times, exit_times = find_label_times(X, detection_times=detection_times, exit_times=exit_times, groups=groups)
     if times is None:
-        raise ValueError("no detection times: pass times=..., index X by a DatetimeIndex or a MultiIndex with "
-                         "levels 'detection_time' and 'exit_time', or give X a 'detection_time' column")
+        raise ValueError("no detection times: pass detection_times=..., index X by a DatetimeIndex or a MultiIndex "
+                         "with levels 'detection_time' and 'exit_time', or give X a 'detection_time' column")
     start, is_dt, tz = _as_times(times, "times")
     if (start == _NEVER).any() or np.isinf(start).any():
         raise ValueError("times (detection times) contain NaT/NaN; every sample needs a detection time")
@@ -121,7 +147,9 @@ def label_windows(X: Any = None, *, times: Any = None, exit_times: Any = None, g
     if len(end) != len(start):
         raise ValueError(f"times has {len(start)} entries but exit_times has {len(end)}")
     if e_dt != is_dt or (is_dt and (tz is None) != (e_tz is None)):
-        raise ValueError("times and exit_times must both be numbers, or both naive / both tz-aware datetimes")
+        raise ValueError("detection_times and exit_times must both be numbers, or both naive / both tz-aware "
+                         "datetimes (UTC instants such as known_at_utc / exit_known_at_utc cannot be compared "
+                         "with naive stamps)")
     if X is not None and hasattr(X, "__len__") and len(X) != len(start):
         raise ValueError(f"X has {len(X)} rows but times has {len(start)} entries")
     if (end < start).any():
@@ -131,27 +159,24 @@ def label_windows(X: Any = None, *, times: Any = None, exit_times: Any = None, g
 
 
 def _embargo_units(embargo: Any, w: _Windows) -> int | float:
-    """The embargo in the units of the windows: a duration, a fraction of the span, or a number of bars."""
+    """The embargo in the units of the windows: a duration for datetimes, a number of bars for numbers."""
     if embargo is None or (isinstance(embargo, (int, float, np.integer, np.floating))
                            and not isinstance(embargo, bool) and embargo == 0):
         return 0
-    if isinstance(embargo, (float, np.floating)):
-        if not 0 <= embargo < 1:
-            raise ValueError(f"embargo as a float is a fraction of the time span and must be in [0, 1), got {embargo}")
-        span = float(w.start.max() - w.start.min()) if len(w.start) else 0.0
-        return int(round(embargo * span)) if w.is_datetime else embargo * span
-    if isinstance(embargo, (int, np.integer)) and not isinstance(embargo, bool):
+    if isinstance(embargo, (int, float, np.integer, np.floating)) and not isinstance(embargo, bool):
         if w.is_datetime:
-            raise ValueError(f"embargo={embargo} is a count but the times are datetimes: give a duration "
-                             "such as '2D' or pd.Timedelta(hours=12), or a fraction of the span in [0, 1)")
-        if embargo < 0:
-            raise ValueError(f"embargo must be >= 0, got {embargo}")
+            raise ValueError(f"embargo={embargo} is a number but the times are datetimes: give a duration "
+                             "such as '2D' or pd.Timedelta(hours=12)")
+        if not np.isfinite(embargo) or embargo < 0:
+            raise ValueError(f"embargo must be a finite number of bars >= 0, got {embargo}")
         return float(embargo)
     try:
         delta = pd.Timedelta(embargo)
     except (TypeError, ValueError) as exc:
-        raise ValueError(f"embargo must be a duration ('2D', pd.Timedelta), a fraction in [0, 1) or a number of "
-                         f"bars, got {embargo!r}") from exc
+        raise ValueError(f"embargo must be a duration ('2D', pd.Timedelta) or, with bar-number times, a number "
+                         f"of bars; got {embargo!r}") from exc
+    if delta is pd.NaT:
+        raise ValueError("embargo must be a duration, got NaT")
     if not w.is_datetime:
         raise ValueError(f"embargo={embargo!r} is a duration but the times are numbers: give a number instead")
     if delta < pd.Timedelta(0):
@@ -178,8 +203,8 @@ class PurgedWalkForward:
     Parameters
     ----------
     n_splits : number of test blocks (folds), >= 1.
-    embargo : extra gap before each test block: a duration (``"2D"``, ``pd.Timedelta``), a fraction
-        in [0, 1) of the detection-time span, or a number of bars when the times are bar numbers.
+    embargo : extra gap before each test block: a duration (``"2D"``, ``pd.Timedelta``), or a
+        number of bars when the times are bar numbers.
     max_train_size : None for anchored (expanding) walk-forward; an int keeps only the most recent
         ``max_train_size`` training rows, a duration only the rows detected within that duration
         before the test block (rolling walk-forward).
@@ -203,10 +228,11 @@ class PurgedWalkForward:
                 f"max_train_size={self.max_train_size!r}, test_size={self.test_size}, "
                 f"min_train_size={self.min_train_size})")
 
-    def split(self, X: Any, y: Any = None, groups: Any = None, *, times: Any = None,
-              exit_times: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def split(self, X: Any, y: Any = None, groups: Any = None, *, detection_times: Any = None,
+              exit_times: Any = None, times: Any = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield ``(train_idx, test_idx)`` positional int arrays, test blocks in time order."""
-        w = label_windows(X, times=times, exit_times=exit_times, groups=groups)
+        detection_times = _renamed(detection_times, times, "times", "detection_times")
+        w = label_windows(X, detection_times=detection_times, exit_times=exit_times, groups=groups)
         n, k = len(w.start), self.n_splits
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
             raise ValueError(f"n_splits must be an integer >= 1, got {k!r}")
@@ -267,19 +293,27 @@ class PeriodFold(NamedTuple):
     test_end: pd.Timestamp
 
 
-def walk_forward_by_period(times: Any, exit_times: Any, *, freq: str | int = "12MS", embargo: Any = 0,
-                           min_train: int = 30, start: Any = None, end: Any = None) -> list[PeriodFold]:
+def walk_forward_by_period(detection_times: Any, exit_times: Any, *, freq: str | int = "12MS", embargo: Any = None,
+                           min_labels: int = 30, start: Any = None, end: Any = None,
+                           min_train: int | None = None) -> list[PeriodFold]:
     """Calendar walk-forward: one test block per period, training on all labels known before it.
 
     ``freq`` is a pandas frequency (``"12MS"`` = retrain every 12 months, on month starts; ``"QS"``,
     ``"YS"``) or an int number of months. Periods start at ``start`` (default: the month start of
     the first detection) and tile the data up to ``end`` (default: after the last detection). A
-    period's training rows are all rows with ``exit_time < test_start - embargo`` (anchored, purged);
-    periods with fewer than ``min_train`` training rows or no test rows are skipped.
+    period's training rows are all rows with ``exit_time < test_start - embargo`` (anchored, purged;
+    ``embargo`` a duration); periods with fewer than ``min_labels`` training rows or no test rows are
+    skipped. With tz-aware times (UTC instants) the period edges are instants in the same zone.
+    ``min_train=`` is the deprecated spelling of ``min_labels=``.
 
-    Example: ``for f in walk_forward_by_period(p.detection_time, p.exit_time, freq=6): ...``
+    >>> t = pd.date_range("2020-01-01", periods=24, freq="MS")
+    >>> [f.test_start.year for f in walk_forward_by_period(t, t + pd.Timedelta("2D"), freq=12, min_labels=6)]
+    [2021]
     """
-    w = label_windows(times=times, exit_times=exit_times)
+    if min_train is not None:
+        warnings.warn("min_train= is deprecated; use min_labels=", DeprecationWarning, stacklevel=2)
+        min_labels = min_train
+    w = label_windows(detection_times=detection_times, exit_times=exit_times)
     if not w.is_datetime:
         raise ValueError("walk_forward_by_period needs datetime times; use PurgedWalkForward for bar numbers")
     if isinstance(freq, (int, np.integer)) and not isinstance(freq, bool):
@@ -297,7 +331,7 @@ def walk_forward_by_period(times: Any, exit_times: Any, *, freq: str | int = "12
     stamps = pd.DatetimeIndex(pd.to_datetime(w.start, unit="ns", utc=w.tz is not None))
     if w.tz is not None:
         stamps = stamps.tz_convert(w.tz)
-    first = stamps.min().to_period("M").start_time if start is None else pd.Timestamp(start)
+    first = stamps.min().normalize().replace(day=1) if start is None else pd.Timestamp(start)
     if w.tz is not None and first.tz is None:
         first = first.tz_localize(w.tz)
     last = stamps.max() + pd.Timedelta(1, "ns") if end is None else pd.Timestamp(end)
@@ -314,7 +348,7 @@ def walk_forward_by_period(times: Any, exit_times: Any, *, freq: str | int = "12
         lo_ns, hi_ns = int(lo.as_unit("ns").value), int(hi.as_unit("ns").value)
         test = np.flatnonzero((w.start >= lo_ns) & (w.start < hi_ns))
         train = np.flatnonzero(w.end < _allowed_exit(lo_ns, emb, True))
-        if len(test) == 0 or len(train) < max(int(min_train), 1):
+        if len(test) == 0 or len(train) < max(int(min_labels), 1):
             continue
         train_end = pd.Timestamp(int(w.end[train].max()), unit="ns", tz="UTC" if w.tz is not None else None)
         if w.tz is not None:

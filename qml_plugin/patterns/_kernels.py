@@ -20,9 +20,18 @@ LOW = -1
 @njit(cache=True)
 def atr14(high, low, close):
     """Wilder's ATR(14): TR[0] = H-L; ATR[13] = mean(TR[0..13]); ATR[i] = (13 ATR[i-1] + TR[i]) / 14."""
+    return atr(high, low, close, 14)
+
+
+@njit(cache=True)
+def atr(high, low, close, w):
+    """Wilder's ATR(w): TR[0] = H-L; ATR[w-1] = mean(TR[0..w-1]); ATR[i] = ((w-1) ATR[i-1] + TR[i]) / w.
+
+    The project's one ATR: the detector's ATR14 and the features' ``Bars.atr(w)`` both come from here.
+    """
     n = high.shape[0]
     out = np.full(n, np.nan)
-    if n < 14:
+    if n < w:
         return out
     tr = np.empty(n)
     tr[0] = high[0] - low[0]
@@ -32,11 +41,11 @@ def atr14(high, low, close):
         c = abs(low[i] - close[i - 1])
         tr[i] = max(a, max(b, c))
     s = 0.0
-    for i in range(14):
+    for i in range(w):
         s += tr[i]
-    out[13] = s / 14.0
-    for i in range(14, n):
-        out[i] = (13.0 * out[i - 1] + tr[i]) / 14.0
+    out[w - 1] = s / w
+    for i in range(w, n):
+        out[i] = ((w - 1.0) * out[i - 1] + tr[i]) / w
     return out
 
 

@@ -16,7 +16,21 @@ own order rules at commission 0, so a registry label and a backtest trade agree 
 
 ``r_multiple = (exit_price - fill_price) * direction / |entry - stop|``;
 ``pnl_pct = (exit_price / fill_price - 1) * direction * 100`` (backtesting.py's ``ReturnPct * 100``);
-``label`` = 1 when ``r_multiple > 0``, 0 otherwise, NaN when not filled or still open.
+``label`` = 1 when ``r_multiple > 0``, 0 otherwise, NaN when not filled or still open;
+``stop_first`` = 1 when the stop ended the trade, 0 for a target or a timeout, NaN like ``label``
+(the target of the model's ``stop_risk`` head).
+
+``max_wait`` / ``max_hold`` default to the values the patterns were detected with
+(``patterns.attrs["params"]``, set by ``detect_patterns``), so an outcome always agrees with the
+horizons hashed into its ``pattern_id``; a frame without them (built by hand) uses the
+:class:`~.qml.QMLParams` defaults.
+
+    >>> from qml_plugin.data import load_ohlcv
+    >>> from qml_plugin.patterns import QMLParams, detect_patterns
+    >>> df = load_ohlcv("EURUSD_1h").iloc[:5000]
+    >>> lab = label_patterns(df, detect_patterns(df, QMLParams(max_wait=3)))
+    >>> bool(((lab.fill_bar - lab.detection_bar).dropna() <= 3).all())
+    True
 """
 from __future__ import annotations
 
@@ -24,7 +38,10 @@ import numpy as np
 import pandas as pd
 
 from ..data import validate_ohlcv
+from ..errors import DataError
 from . import _kernels
+from ._checks import positive_int
+from .qml import QMLParams, params_of
 
 __all__ = ["label_patterns", "outcome_one", "OUTCOME_COLUMNS"]
 
@@ -34,32 +51,31 @@ outcome_one = _kernels.outcome_one
 fill_price, exit_bar, exit_price, reason)``); :func:`label_patterns` applies it to every pattern."""
 
 OUTCOME_COLUMNS = ["status", "fill_bar", "fill_price", "exit_bar", "exit_price", "exit_reason",
-                   "exit_time", "r_multiple", "pnl_pct", "label"]
+                   "exit_time", "r_multiple", "pnl_pct", "label", "stop_first"]
 """Columns :func:`label_patterns` adds (``exit_time`` is when the outcome became known)."""
 
 _REASONS = np.array([None, "stop", "target", "timeout"], dtype=object)
 
 
-def _positive_int(name: str, v) -> int:
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-    return int(v)
+def label_patterns(ohlcv: pd.DataFrame, patterns: pd.DataFrame, *, max_wait: int | None = None,
+                   max_hold: int | None = None) -> pd.DataFrame:
+    """Return ``patterns`` with the outcome columns added (see the module docstring for the rules).
 
-
-def label_patterns(ohlcv: pd.DataFrame, patterns: pd.DataFrame, max_wait: int = 20,
-                   max_hold: int = 100) -> pd.DataFrame:
-    """Return ``patterns`` with the outcome columns added (see the module docstring for the rules)."""
-    max_wait = _positive_int("max_wait", max_wait)
-    max_hold = _positive_int("max_hold", max_hold)
+    ``max_wait`` (bars the limit entry stays live) and ``max_hold`` (bars a trade may stay open):
+    None = the values ``patterns`` were detected with.
+    """
+    detected = params_of(patterns) or QMLParams()
+    max_wait = positive_int("max_wait", detected.max_wait if max_wait is None else max_wait)
+    max_hold = positive_int("max_hold", detected.max_hold if max_hold is None else max_hold)
     validate_ohlcv(ohlcv)
     need = ["detection_bar", "direction", "entry", "stop", "target"]
     missing = [c for c in need if c not in patterns.columns]
     if missing:
-        raise ValueError(f"patterns lack columns {missing}; pass the frame detect_patterns returns")
+        raise DataError(f"patterns lack columns {missing}; pass the frame detect_patterns returns")
     o, h, l = (ohlcv[k].to_numpy(np.float64) for k in ("Open", "High", "Low"))
     t = patterns["detection_bar"].to_numpy(np.int64)
     if len(t) and (t.min() < 0 or t.max() >= len(ohlcv)):
-        raise ValueError(f"detection_bar out of range 0..{len(ohlcv) - 1}: patterns from another frame?")
+        raise DataError(f"detection_bar out of range 0..{len(ohlcv) - 1}: patterns from another frame?")
     d = patterns["direction"].to_numpy(np.int64)
     entry, stop, target = (patterns[k].to_numpy(np.float64) for k in ("entry", "stop", "target"))
     status, fb, fp, xb, xp, reason = _kernels.outcomes(o, h, l, t, d, entry, stop, target, max_wait, max_hold)
@@ -77,4 +93,5 @@ def label_patterns(ohlcv: pd.DataFrame, patterns: pd.DataFrame, max_wait: int = 
         out["r_multiple"] = np.where(risk > 0, (xp - fp) * d / risk, np.nan)
         out["pnl_pct"] = (xp / fp - 1.0) * d * 100.0
     out["label"] = np.where(np.isnan(xp), np.nan, (out["r_multiple"].to_numpy() > 0).astype(float))
+    out["stop_first"] = np.where(np.isnan(xp), np.nan, (reason == 1).astype(float))
     return out

@@ -8,8 +8,11 @@ head was not exceeded in between and ``t - P1.bar <= max_span``. The trade idea:
 the QML level with a limit order, stop beyond the head, target the high made since the head.
 A **bearish QML** mirrors all of it.
 
-    >>> pats = detect_patterns(load_ohlcv("EURUSD_1h", resample="4h"))       # doctest: +SKIP
-    >>> pats[["pattern_type", "detection_time", "entry", "stop", "target", "validity_score"]]
+    >>> from qml_plugin.data import load_ohlcv
+    >>> pats = detect_patterns(load_ohlcv("EURUSD_1h", resample="4h"))
+    >>> row = pats.iloc[0]
+    >>> row.pattern_type in ("bullish_qml", "bearish_qml"), bool(0 <= row.validity_score <= 1)
+    (True, True)
 
 Every level is known at ``t`` (ATR = Wilder ATR14 at ``t``):
 
@@ -48,10 +51,13 @@ import numpy as np
 import pandas as pd
 
 from ..data import validate_ohlcv
+from ..errors import ConfigError
 from . import _kernels
+from ._checks import positive_int
+from .swings import wilder_atr
 
 __all__ = ["QMLParams", "detect_patterns", "detect_arrays", "detect_structure", "pattern_levels", "PATTERN_COLUMNS",
-           "VALIDITY_WEIGHTS"]
+           "VALIDITY_WEIGHTS", "leg_symmetry", "params_of"]
 
 PATTERN_COLUMNS = [
     "pattern_id", "symbol", "timeframe", "pattern_type", "direction", "detection_bar", "detection_time",
@@ -87,21 +93,21 @@ class QMLParams:
 
     def __post_init__(self):
         def bad(name, allowed):
-            return ValueError(f"QMLParams.{name}={getattr(self, name)!r} is not valid; allowed: {allowed}")
+            return ConfigError(f"QMLParams.{name}={getattr(self, name)!r} is not valid; allowed: {allowed}")
 
         for name in ("swing_n", "max_span", "max_wait", "max_hold"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-                raise bad(name, "an integer >= 1")
+            positive_int(f"QMLParams.{name}", getattr(self, name))
         for name in ("head_min_atr", "entry_offset_atr", "stop_buffer_atr"):
             v = getattr(self, name)
-            if not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)) or not np.isfinite(v) or v < 0:
                 raise bad(name, "a finite number >= 0")
         if self.target not in ("swing", "rr"):
             raise bad("target", "'swing' or 'rr'")
-        if not isinstance(self.rr, (int, float, np.number)) or not self.rr > 0:
-            raise bad("rr", "a number > 0")
-        if not isinstance(self.min_score, (int, float, np.number)) or not 0 <= self.min_score <= 1:
+        if isinstance(self.rr, bool) or not isinstance(self.rr, (int, float, np.number)) or not np.isfinite(self.rr) \
+                or not self.rr > 0:
+            raise bad("rr", "a finite number > 0")
+        if isinstance(self.min_score, bool) or not isinstance(self.min_score, (int, float, np.number)) \
+                or not 0 <= self.min_score <= 1:
             raise bad("min_score", "a number in [0, 1]")
 
     @classmethod
@@ -112,6 +118,34 @@ class QMLParams:
     def replace(self, **changes) -> QMLParams:
         """A copy with some fields changed, e.g. ``QMLParams().replace(swing_n=5)``."""
         return dataclasses.replace(self, **changes)
+
+    def as_dict(self) -> dict:
+        """The fields as plain Python values (JSON-ready), e.g. for ``patterns.attrs["params"]``.
+
+        >>> QMLParams(max_wait=5).as_dict()["max_wait"]
+        5
+        """
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def params_of(patterns: pd.DataFrame) -> QMLParams | None:
+    """The :class:`QMLParams` ``patterns`` were detected with (``patterns.attrs["params"]``), or None.
+
+    :func:`detect_patterns` records them; pandas keeps ``attrs`` through copies, row selections and
+    ``assign``, so labels and features can default to the detection's own horizons.
+
+    >>> params_of(pd.DataFrame()) is None
+    True
+    """
+    raw = getattr(patterns, "attrs", {}).get("params")
+    if raw is None or isinstance(raw, QMLParams):
+        return raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"patterns.attrs['params'] must be QMLParams fields (a dict), got {type(raw).__name__}")
+    unknown = sorted(set(raw) - set(QMLParams.fields()))
+    if unknown:
+        raise ConfigError(f"patterns.attrs['params'] has unknown fields {unknown}; allowed: {QMLParams.fields()}")
+    return QMLParams(**raw)
 
 
 def detect_arrays(high: np.ndarray, low: np.ndarray, close: np.ndarray, params: QMLParams) -> dict:
@@ -126,7 +160,7 @@ def detect_structure(high: np.ndarray, low: np.ndarray, close: np.ndarray, param
     (``entry_offset_atr``, ``stop_buffer_atr``, ``target``, ``rr``) finds its patterns once and
     prices them with :func:`pattern_levels` per combination. ``detect_arrays`` is the two in a row.
     """
-    atr = _kernels.atr14(high, low, close)
+    atr = wilder_atr(high, low, close)
     sb, _sk, sp, _sc, _sr, pat = _kernels.scan(
         high, low, close, atr, params.swing_n, True, float(params.head_min_atr), params.max_span)
     i1, i2, i3, brk, t, d = (pat[:, j] for j in range(6))
@@ -137,7 +171,7 @@ def detect_structure(high: np.ndarray, low: np.ndarray, close: np.ndarray, param
     p1, p2, p3 = sp[i1], sp[i2], sp[i3]
     with np.errstate(divide="ignore", invalid="ignore"):
         depth = np.clip((d * (p1 - p3) / a - 0.5) / 2.5, 0.0, 1.0)
-        symmetry = np.clip(_symmetry(sb[i2] - sb[i1], sb[i3] - sb[i2]), 0.0, 1.0)
+        symmetry = np.clip(leg_symmetry(sb[i2] - sb[i1], sb[i3] - sb[i2]), 0.0, 1.0)
         strength = np.clip(d * (close[brk] - p2) / a / 1.0, 0.0, 1.0)
     return dict(direction=d, detection_bar=t, p1_bar=sb[i1], p1_price=p1, p2_bar=sb[i2], p2_price=p2,
                 p3_bar=sb[i3], p3_price=p3, break_bar=brk, atr=a, validity_depth=depth, validity_symmetry=symmetry,
@@ -164,15 +198,21 @@ def pattern_levels(structure: dict, params: QMLParams) -> dict:
     return dict(**base, entry=entry, stop=stop, target=target, rr=rr, validity_score=score, **parts)
 
 
-def _symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def leg_symmetry(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Symmetry of two legs (bars or price distances): ``min(a, b) / max(a, b)`` in [0, 1], 1 for
+    equal legs, 0 when both are 0 or either is NaN. Shared by ``validity_symmetry`` and the ``geo_`` features.
+
+    >>> leg_symmetry(np.array([4, 3, 0]), np.array([8, 3, 0])).tolist()
+    [0.5, 1.0, 0.0]
+    """
     lo, hi = np.minimum(a, b).astype(float), np.maximum(a, b).astype(float)
-    return np.where(hi > 0, lo / np.where(hi > 0, hi, 1), 0.0)
+    ok = hi > 0
+    return np.where(ok, lo / np.where(ok, hi, 1.0), 0.0)
 
 
 def _id_prefix(symbol: str | None, timeframe: str | None, params: QMLParams, repairs=None) -> np.uint64:
     # plain Python values, so np.int64(3) (as Backtest.optimize passes it) and 3 give the same id
-    fields = {k: (v.item() if isinstance(v, np.generic) else v)
-              for k, v in dataclasses.asdict(params).items() if k != "min_score"}
+    fields = {k: v for k, v in params.as_dict().items() if k != "min_score"}
     key = repr((symbol, timeframe, sorted(fields.items())))
     if repairs:  # a repaired dataset has its own identity (SPEC §1); without repairs, today's ids
         key += repr([(r["time"], r["column"], r["old"], r["new"]) for r in repairs])
@@ -182,6 +222,7 @@ def _id_prefix(symbol: str | None, timeframe: str | None, params: QMLParams, rep
 def detect_patterns(
     ohlcv: pd.DataFrame,
     params: QMLParams | None = None,
+    *,
     symbol: str | None = None,
     timeframe: str | None = None,
 ) -> pd.DataFrame:
@@ -189,11 +230,18 @@ def detect_patterns(
 
     Deterministic and causal: for every cut ``c``, the patterns with ``detection_bar <= c`` found
     on ``ohlcv[:c+1]`` are exactly those found on the whole frame. Runs in linear time (one pass
-    of a cached numba kernel). ``symbol`` / ``timeframe`` default to ``ohlcv.attrs``.
+    of a cached numba kernel). ``symbol`` / ``timeframe`` default to ``ohlcv.attrs``. The params
+    travel with the result (``attrs["params"]``, see :func:`params_of`), so :func:`label_patterns`
+    uses the same ``max_wait`` / ``max_hold`` as the ``pattern_id`` hashes.
+
+    >>> from qml_plugin.data import load_ohlcv
+    >>> pats = detect_patterns(load_ohlcv("EURUSD_1h").iloc[:3000], QMLParams(max_wait=5))
+    >>> list(pats.columns[:4]), params_of(pats).max_wait
+    (['pattern_id', 'symbol', 'timeframe', 'pattern_type'], 5)
     """
-    params = params or QMLParams()
+    params = QMLParams() if params is None else params
     if not isinstance(params, QMLParams):
-        raise TypeError(f"params must be a QMLParams, got {type(params).__name__}")
+        raise ConfigError(f"params must be a QMLParams, got {type(params).__name__}")
     validate_ohlcv(ohlcv)
     symbol = symbol if symbol is not None else ohlcv.attrs.get("symbol")
     timeframe = timeframe if timeframe is not None else ohlcv.attrs.get("timeframe")
@@ -213,4 +261,6 @@ def detect_patterns(
         "detection_time": ohlcv.index[arr["detection_bar"]],
         **arr,
     })
-    return out[PATTERN_COLUMNS]
+    out = out[PATTERN_COLUMNS]
+    out.attrs["params"] = params.as_dict()
+    return out

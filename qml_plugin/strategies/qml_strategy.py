@@ -26,13 +26,13 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
 from ..comparison import placeable
 from ..mixins import MLFilterMixin, PatternRegistryMixin, series_identity
 from ..patterns import QMLParams, detect_patterns, label_patterns
+from ..tradesim import selection_order
 
 __all__ = ["QMLStrategy"]
 
@@ -62,17 +62,18 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         symbol, timeframe = series_identity(self)
         self.patterns = detect_patterns(df, self.params, symbol=symbol, timeframe=timeframe)
         self.pattern_features = None
+        self.pattern_regimes = None
         self.feature_schema = None
         needs_features = self.register_patterns or (self.ml_config is not None)
         if needs_features and len(self.patterns):
             from ..features import FeatureExtractor
-            from ..features.cache import pattern_features
+            from ..features.cache import pattern_features, pattern_regimes
 
             extractor = FeatureExtractor()
-            feats = pattern_features(df, self.patterns, extractor)  # memoized across runs on the same bars
+            # memoized across runs on the same bars; indexed by pattern_id, columns = the features
+            self.pattern_features = pattern_features(df, self.patterns, extractor)
+            self.pattern_regimes = pattern_regimes(df, self.patterns, extractor)
             self.feature_schema = extractor.schema_hash
-            feats = feats.drop(columns=["pattern_id"], errors="ignore")
-            self.pattern_features = feats.set_index(self.patterns["pattern_id"].to_numpy())
         self._order = None
         self._order_bar = -1
 
@@ -84,7 +85,7 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         """
         p, d = self.patterns, self.pattern_decisions
         take = d["take"].to_numpy() & placeable(p)
-        order = np.lexsort((p["p1_bar"].to_numpy(), -d["score"].to_numpy()))
+        order = selection_order(p["detection_bar"].to_numpy(), d["score"].to_numpy(), p["p1_bar"].to_numpy())
         by_bar: dict[int, list[int]] = {}
         for k in order[take[order]]:
             by_bar.setdefault(int(p["detection_bar"].iat[k]), []).append(int(k))
@@ -118,14 +119,13 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         d = self.pattern_decisions
         pats["ml_confidence"] = d["ml_confidence"].to_numpy()
         pats["ml_decision"] = d["decision"].to_numpy()
-        if self.pattern_features is not None and "regime_at_detection" in self.pattern_features:
-            pats["regime_at_detection"] = self.pattern_features["regime_at_detection"].to_numpy()
-        feats = (self.pattern_features.drop(columns=["regime_at_detection", "pattern_id"], errors="ignore")
-                 if self.pattern_features is not None else pd.DataFrame(index=pats.index))
+        if self.pattern_regimes is not None:
+            pats["regime_at_detection"] = self.pattern_regimes.to_numpy()
+        feats = self.pattern_features if self.pattern_features is not None else pd.DataFrame(index=pats.index)
         # the triple-barrier outcome of every pattern rides along in the same upsert (label_source
         # "triple_barrier", ranked below trades and users); patterns still open at the end have none
         out = label_patterns(df, self.patterns, max_wait=params.max_wait, max_hold=params.max_hold)
         known = out["label"].notna().to_numpy()
         for column in ("label", "pnl_pct", "r_multiple", "exit_time"):
             pats[column] = out[column].where(known).to_numpy()
-        return {"patterns": pats, "features": feats.reset_index(drop=True)}
+        return {"patterns": pats, "features": feats}

@@ -95,6 +95,7 @@ class PatternBook:
         self._patterns: dict[tuple, pd.DataFrame] = {}
         self._labeled: dict[tuple, pd.DataFrame] = {}
         self._confidence: dict[tuple, np.ndarray | None] = {}  # None: model unusable, baseline
+        self._expected_r: dict[tuple, np.ndarray | None] = {}   # the expected_r head, for expected_value
 
     @staticmethod
     def detection_key(p: QMLParams) -> tuple:
@@ -113,7 +114,7 @@ class PatternBook:
     def labeled(self, p: QMLParams) -> pd.DataFrame:
         key = (self.detection_key(p), p.max_wait, p.max_hold)
         if key not in self._labeled:
-            self._labeled[key] = label_patterns(self.ohlcv, self.patterns(p), p.max_wait, p.max_hold)
+            self._labeled[key] = label_patterns(self.ohlcv, self.patterns(p), max_wait=p.max_wait, max_hold=p.max_hold)
         return self._labeled[key]
 
     def score(self, grid: Sequence[QMLParams]) -> None:
@@ -131,12 +132,13 @@ class PatternBook:
         frames = [self.patterns(by_key[k]) for k in todo]
         allpats = pd.concat(frames, ignore_index=True)
         feats = FeatureExtractor().extract(self.ohlcv, allpats)
-        feats = feats.drop(columns=["pattern_id", "regime_at_detection"]).set_index(allpats["pattern_id"])
         scorer, self.ml_status = score_or_baseline(self.ml, self.ohlcv, allpats, feats)
         conf = None if scorer is None else scorer.confidence.to_numpy(dtype=float)
+        exp_r = None if scorer is None or scorer.expected_r is None else scorer.expected_r.to_numpy(dtype=float)
         bounds = np.cumsum([0, *map(len, frames)])
         for k, a, b in zip(todo, bounds[:-1], bounds[1:], strict=True):
             self._confidence[k] = conf[a:b] if conf is not None else None
+            self._expected_r[k] = exp_r[a:b] if exp_r is not None else None
 
     def confidence(self, p: QMLParams) -> np.ndarray | None:
         """ML confidence of ``p``'s patterns (None: model unusable, the technical rule trades)."""
@@ -155,7 +157,9 @@ class PatternBook:
             mode = self.ml.prediction_mode if conf is not None else None
         take, score = decide(lab["validity_score"].to_numpy(float), conf if conf is not None else np.nan,
                              mode=mode, min_score=float(p.min_score), ml_weight=self.ml.ml_weight,
-                             confidence_threshold=self.ml.confidence_threshold)
+                             confidence_threshold=self.ml.confidence_threshold,
+                             expected_r=self._expected_r.get(self.detection_key(p)) if mode else None,
+                             min_expected_r=getattr(self.ml, "min_expected_r", 0.0))
         chosen = select_trades(lab, take & tradable, score, p.max_wait)
         traded = chosen & (lab["status"].to_numpy() == "filled")
         size = size_fraction(score) if (self.ml.size_by_score and mode is not None) else np.full(len(d), FULL_SIZE)

@@ -50,7 +50,7 @@ import vectorbt as vbt
 from ..errors import DataError
 from ..patterns import QMLParams
 from ..patterns.qml import detect_arrays
-from ..tradesim import levels_placeable
+from ..tradesim import levels_placeable, selection_order
 
 __all__ = ["QML", "OUTPUT_NAMES", "one_pattern_per_bar"]
 
@@ -64,7 +64,7 @@ def one_pattern_per_bar(detection_bar: np.ndarray, score: np.ndarray, p1_bar: np
         >>> one_pattern_per_bar(np.array([5, 5, 9]), np.array([0.4, 0.7, 0.1]), np.array([1, 2, 3]))
         array([1, 2])
     """
-    order = np.lexsort((p1_bar, -np.nan_to_num(score, nan=-np.inf), detection_bar))
+    order = selection_order(detection_bar, score, p1_bar)
     t = detection_bar[order]
     first = np.r_[True, t[1:] != t[:-1]] if len(t) else np.zeros(0, bool)
     return order[first]
