@@ -29,8 +29,8 @@ def time_qml_run() -> float:
 
 
 def planted() -> None:
-    from qml_plugin.job import run_market_job
     from qml_plugin.config import load_config
+    from qml_plugin.job import run_market_job
     from qml_plugin.patterns import detect_patterns, label_patterns
     from qml_plugin.synthetic import ceiling_auc, plant_volume_signal, random_walk_ohlcv
 
