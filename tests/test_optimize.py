@@ -91,3 +91,21 @@ def test_bad_split_objective_and_cli_input_exit_2_in_one_line(tmp_path, capsys):
     path.write_text(yaml.safe_dump(cfg(tmp_path, space={"swing_n": [2, 0.5]})))
     assert main(["optimize", "--config", str(path), "--no-progress"]) == 2
     assert "optimize.space.swing_n" in capsys.readouterr().err
+
+
+def test_the_study_lives_on_the_registrys_postgresql_server(tmp_path, frame):
+    """SPEC §9 / issue 15: with a PostgreSQL registry, Optuna's study is stored on that server (a real one)."""
+    from conftest import postgres_url_or_skip
+    from registry_backends import fresh_postgres_db
+
+    from qml_plugin.registry import sqlalchemy_url
+
+    with fresh_postgres_db(postgres_url_or_skip()) as url:
+        res = optimize({**cfg(tmp_path, trials=4, top_k=2), "ml_data_collection": {"db_path": url}}, ohlcv=frame,
+                       progress=False, stamp="pgtest")
+        assert "journal" not in res.paths and "qml_optimize_pgtest" in res.paths["study"]
+        import optuna
+
+        stored = optuna.load_study(study_name="qml_optimize_pgtest", storage=sqlalchemy_url(url))
+        assert len(stored.trials) == 4
+        assert [t.value for t in stored.trials] == [float(v) for v in res.trials["value"]]

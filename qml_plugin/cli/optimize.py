@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"DSR of the chosen trial's train Sharpe given {len(res.trials)} trials: {res.dsr:.3f}")
     print("parameter importance (Optuna fANOVA): "
           + (", ".join(f"{k} {v:.2f}" for k, v in res.importance.items()) or "n/a (too few trials)"))
-    for name in ("json", "config", "journal"):
+    for name in ("json", "config", "journal", "study"):
         if name in res.paths:
             print(f"{name}: {res.paths[name]}")
     return 0

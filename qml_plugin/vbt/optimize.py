@@ -21,7 +21,10 @@ How a search goes (SPEC §9):
 5. parameter importance is Optuna's own evaluator (fANOVA, seeded).
 
 Trials run on the §12 scheduler: the driver holds the study (``ask`` / ``tell``, a journal file next
-to the outputs) and workers only evaluate parameter sets; no shared file system is needed. With
+to the outputs) and workers only evaluate parameter sets; no shared file system is needed. When the
+config's registry (``ml_data_collection.db_path``) is PostgreSQL, the study is kept on that server instead
+(Optuna's ``RDBStorage`` through SQLAlchemy and psycopg 3, study ``qml_optimize_<stamp>``), so a team
+sees every study beside its patterns and several drivers can share one. With
 ``processes`` or ``dask`` the driver asks for one batch of trials per worker round, so a parallel
 run is reproducible for a given number of workers, a serial run for a given seed.
 
@@ -50,6 +53,8 @@ from ..config import OPTIMIZE_OBJECTIVES, load_config, load_optimize_config, par
 from ..data import load_data
 from ..errors import ConfigError, InsufficientDataError
 from ..patterns import QMLParams
+from ..registry import sqlalchemy_url
+from ..registry.connection import display_url
 from .fast import FAST_METRICS, EventBook
 from .overfit import deflated_sharpe
 
@@ -134,8 +139,13 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     storage: Any = None
     if write:
         out_dir.mkdir(parents=True, exist_ok=True)
-        paths["journal"] = str(out_dir / f"optimize_{stamp}.journal")
-        storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(paths["journal"]))
+        db = str((cfg.get("ml_data_collection") or {}).get("db_path") or "")
+        if db.startswith(("postgresql://", "postgres://")):
+            storage = optuna.storages.RDBStorage(sqlalchemy_url(db))
+            paths["study"] = f"{display_url(db)} (Optuna study qml_optimize_{stamp})"
+        else:
+            paths["journal"] = str(out_dir / f"optimize_{stamp}.journal")
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(paths["journal"]))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed),
                                 storage=storage, study_name=f"qml_optimize_{stamp}")
