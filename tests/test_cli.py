@@ -195,3 +195,10 @@ def test_strategy_params_refuse_methods_properties_and_mixin_settings():
                                          r"set it with ml_data_collection.db_path")]:
         with pytest.raises(ConfigError, match=message):
             strategy_params(QMLStrategy, {key: 1})
+
+
+@pytest.mark.parametrize("argv", [["learn", "--status", "--top", "-1"], ["sweep", "--top", "-3"]])
+def test_a_negative_top_is_one_line_and_exit_2(argv, capsys):
+    assert qml(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--top" in err and "must be an integer in [1," in err

@@ -752,3 +752,15 @@ def test_the_registry_names_its_database_for_sqlalchemy_so_optuna_can_keep_studi
     assert len(again.trials) == 3 and again.best_value == study.best_value
     with PatternRegistry(registry_db) as reg:                                # and the registry is unharmed
         assert reg.get_statistics()["total"] == 0
+
+
+@pytest.mark.parametrize("where", ["/proc/nope/x.db", "{file}/sub/x.db"])
+def test_a_registry_path_whose_folder_cannot_exist_is_a_clear_error(where, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    db = where.format(file=blocker)
+    with pytest.raises(RegistryError, match="cannot create the registry's folder .*writable folder"):
+        PatternRegistry(db)
+    from qml_plugin.cli.main import main
+
+    assert main(["migrate", "--db", db]) == 2

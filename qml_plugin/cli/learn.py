@@ -23,7 +23,7 @@ from ..config import load_config
 from ..ml.drift import drift_state_file, last_drift
 from ..ml.lifecycle import CycleResult, LearnSettings, check_drift, labeled_since, rollback, run_cycle
 from ..registry import PatternRegistry, registry_exists
-from .common import config_path
+from .common import config_path, int_in
 
 _ACTIONS = ("status", "check_drift", "retrain", "cycle", "history", "rollback")
 
@@ -47,7 +47,7 @@ def add_parser(sub: Any) -> None:
                                                       "models/signal_quality)")
     p.add_argument("--model-name", default=None, help="model name in the registry (default: ml.model_name, "
                                                       "signal_quality)")
-    p.add_argument("--top", type=int, default=10, help="drifting features to list (default 10)")
+    p.add_argument("--top", type=int_in(1, 10_000), default=10, help="drifting features to list (default 10)")
     p.set_defaults(func=run)
 
 

@@ -12,7 +12,7 @@ import argparse
 import pandas as pd
 
 from ..compute import SCHEDULERS
-from .common import config_path
+from .common import config_path, int_in
 
 
 def add_parser(sub) -> None:
@@ -21,7 +21,7 @@ def add_parser(sub) -> None:
                                    "with the ML filter; print the best rows, write a CSV and a heatmap PNG.")
     p.add_argument("--config", default=None,
                    help="sweep config YAML (default: the shipped configs/sweep.yaml)")
-    p.add_argument("--top", type=int, default=10, help="rows to print (default: 10)")
+    p.add_argument("--top", type=int_in(1, 1_000_000), default=10, help="rows to print (default: 10)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="where the blocks of combinations run (default: the config's compute.scheduler)")

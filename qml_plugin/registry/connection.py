@@ -352,7 +352,12 @@ def _set_wal(conn: sqlite3.Connection) -> None:
 
 def _connect_sqlite(path: str) -> tuple[Connection, str]:
     if path != _MEMORY:
-        Path(path).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        folder = Path(path).expanduser().parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a folder that cannot exist (read-only place, a file in the way, /proc ...)
+            raise RegistryError(f"cannot create the registry's folder {str(folder)[:200]!r} for {path[:200]!r}: "
+                                f"{exc.strerror or exc}; give a registry path in a writable folder") from None
         path = str(Path(path).expanduser())
     try:
         conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
