@@ -72,7 +72,10 @@ def test_installed_wheel_and_a_users_own_strategies_package_both_import(wheel, t
                           capture_output=True, text=True).stdout.strip()
     # the fresh venv also sees this environment's packages (numpy, backtesting, pip ...), not the repository
     (venv / site.split(str(venv) + "/", 1)[1] / "outer_env.pth").write_text(sysconfig.get_path("purelib") + "\n")
-    subprocess.run([py, "-m", "pip", "install", "--no-deps", "-q", str(wheel)], check=True, capture_output=True)
+    # --ignore-installed: the outer environment (seen through the .pth) may hold qml-plugin already, as in CI;
+    # pip must still install the wheel into this venv (and never touch the outer one)
+    subprocess.run([py, "-m", "pip", "install", "--no-deps", "--ignore-installed", "-q", str(wheel)], check=True,
+                   capture_output=True)
     assert (venv / "bin" / "qml").is_file()
 
     user = tmp_path / "project"
