@@ -162,14 +162,7 @@ def main() -> None:
             rng = np.random.default_rng(7)
             queries = [dict(zip(features.columns, rng.normal(size=args.features), strict=True))
                        for _ in range(args.queries)]
-            t = time.perf_counter()
-            reg.find_similar_patterns(queries[0], n=5)
-            cold = time.perf_counter() - t
-            warm = []
-            for q in queries:
-                t = time.perf_counter()
-                reg.find_similar_patterns(q, n=5)
-                warm.append(time.perf_counter() - t)
+            cold, warm = similarity_latency(reg, queries)
             warm_ms = sorted(w * 1e3 for w in warm)
             print(f"find_similar_patterns over {args.n} labeled: cold {cold * 1e3:.0f} ms, warm median "
                   f"{statistics.median(warm_ms):.1f} ms, p95 {warm_ms[int(0.95 * (len(warm_ms) - 1))]:.1f} ms")
@@ -191,6 +184,19 @@ def main() -> None:
         bench_backends(args.postgres, args.backend_n, args.features, args.batch, args.queries, args.repeat)
 
 
+def similarity_latency(reg: PatternRegistry, queries: list[dict]) -> tuple[float, list[float]]:
+    """Seconds of the first ``find_similar_patterns`` (it builds the cache) and of each warm query after it."""
+    t = time.perf_counter()
+    reg.find_similar_patterns(queries[0], n=5)
+    cold = time.perf_counter() - t
+    warm = []
+    for q in queries:
+        t = time.perf_counter()
+        reg.find_similar_patterns(q, n=5)
+        warm.append(time.perf_counter() - t)
+    return cold, warm
+
+
 def _one_backend(db: str, patterns: pd.DataFrame, features: pd.DataFrame, batch: int,
                  queries: list[dict]) -> dict[str, float]:
     with PatternRegistry(db) as reg:
@@ -199,14 +205,7 @@ def _one_backend(db: str, patterns: pd.DataFrame, features: pd.DataFrame, batch:
             reg.register_patterns(patterns.iloc[lo:lo + batch], features.iloc[lo:lo + batch])
         insert = len(patterns) / (time.perf_counter() - t)
         reg.record_outcomes(outcomes_for(patterns))
-        t = time.perf_counter()
-        reg.find_similar_patterns(queries[0], n=5)
-        cold = time.perf_counter() - t
-        warm = []
-        for q in queries:
-            t = time.perf_counter()
-            reg.find_similar_patterns(q, n=5)
-            warm.append(time.perf_counter() - t)
+        cold, warm = similarity_latency(reg, queries)
         extra_p, extra_f = make_patterns(1, features.shape[1], seed=9, offset=len(patterns))
         reg.register_patterns(extra_p, extra_f)
         reg.record_outcomes(outcomes_for(extra_p))

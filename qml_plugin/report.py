@@ -43,7 +43,7 @@ def _html_table(shown: pd.DataFrame) -> str:
 def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> str:
     """The report's verdict section: the primary test named and judged in words, the pooled table, the
     per-market rows (folded), and, when given, :func:`qml_plugin.ml.calibration.calibration_report`'s ECE."""
-    from .job.verdict import format_verdict, verdict_sentence  # here: the job package itself writes reports
+    from .job.verdict_text import format_verdict, verdict_sentence  # here: the job package itself writes reports
 
     pooled = format_verdict(verdict, markets=False)
     per_market = format_verdict(verdict[verdict["market"] != "all"])

@@ -23,16 +23,8 @@ from qml_plugin.comparison import (
     random_keep_sums,
 )
 from qml_plugin.filter import decide
-from qml_plugin.job.verdict import (
-    MODES,
-    POOLS,
-    VERDICT_COLUMNS,
-    format_verdict,
-    pattern_rows,
-    verdict_sentence,
-    verdict_table,
-    write_verdict_csv,
-)
+from qml_plugin.job.verdict import MODES, POOLS, VERDICT_COLUMNS, pattern_rows, verdict_table
+from qml_plugin.job.verdict_text import format_verdict, verdict_sentence, write_verdict_csv
 from qml_plugin.ml.calibration import calibrated_ece_quantile, calibration_report, expected_calibration_error
 from qml_plugin.patterns import detect_patterns, label_patterns
 from qml_plugin.synthetic import random_walk_ohlcv

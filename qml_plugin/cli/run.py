@@ -17,7 +17,7 @@ from ..config import load_config
 from ..job import run_market_job, run_universe_job
 from ..job.schemes import parse_schemes
 from ..job.universe import is_universe_source
-from ..job.verdict import format_verdict
+from ..job.verdict_text import format_verdict
 from ..report import format_table, write_report
 from .common import config_path, int_in, resolve_strategy
 

@@ -83,10 +83,7 @@ def chart_data(vp: pd.DataFrame, vt: pd.DataFrame, pool: pd.DataFrame, frames: M
         out["r_by_mode"] = {m: tr.loc[tr["mode"] == m, "r_net"].to_numpy(float) for m in order
                             if (tr["mode"] == m).any()}
     sc = scores[scheme]
-    first = sc.first_model_utc
-    known = pd.DatetimeIndex(pool["known_at_utc"])
-    oos = np.zeros(len(pool), bool) if first is None else np.asarray(known >= first.tz_localize(None)
-                                                                      if first.tzinfo else known >= first)
+    oos = sc.out_of_sample(pool["known_at_utc"])
     y, p = pool["label"].to_numpy(float), np.asarray(sc.proba, float)
     ok = oos & np.isfinite(y) & np.isfinite(p)
     if ok.sum() >= 20:

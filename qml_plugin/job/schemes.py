@@ -61,6 +61,14 @@ class SchemeScores:
     calibration: list = field(default_factory=list)
     share_scored: float = 0.0
 
+    def out_of_sample(self, known_at_utc) -> np.ndarray:
+        """Rows known (``known_at_utc``, naive UTC) from this scheme's first admissible model on; before it
+        every mode equals the baseline and nothing is counted."""
+        known = pd.DatetimeIndex(known_at_utc)
+        if self.first_model_utc is None:
+            return np.zeros(len(known), bool)
+        return np.asarray(known >= self.first_model_utc)
+
 
 def fit_group(task: dict) -> dict | None:
     """A work unit: one walk-forward family (one scheme's group of markets) trained and applied.

@@ -41,7 +41,8 @@ from .charts import chart_data
 from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
 from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes
 from .unit import MarketResult, MarketSpec, market_unit
-from .verdict import MODES, format_verdict, verdict_sentence, verdict_table, write_verdict_csv
+from .verdict import MODES, verdict_table
+from .verdict_text import format_verdict, verdict_sentence, write_verdict_csv
 
 __all__ = ["run_universe_job", "UniverseResult", "load_universe_data", "is_universe_source"]
 
@@ -215,7 +216,7 @@ def _verdict_inputs(pool: pd.DataFrame, results: list[MarketResult], scores: dic
                  "pnl_net_pct"]
     parts, trades = [], []
     for name, sc in scores.items():
-        oos = np.zeros(len(pool), bool) if sc.first_model_utc is None else (known_utc >= sc.first_model_utc)
+        oos = sc.out_of_sample(known_utc)
         taken = {}
         for mode in MODES:
             if mode == "expected_value":

@@ -7,8 +7,9 @@ markets (``market == "all"``) and one per market, each next to the **random filt
 market, as many of that market's candidates as the mode kept there, drawn from the pool the mode draws
 from, so the model is credited only for choosing *within* markets. One row is the **primary test**
 (pooled scheme, the config's ``ml.prediction_mode``, pattern level); every other row is exploratory and
-its ``p_random`` is Holm-corrected across them. :func:`verdict_sentence` states the primary result in
-words, :func:`format_verdict` rounds the table for print and the report, :func:`write_verdict_csv` writes it.
+its ``p_random`` is Holm-corrected across them. :mod:`qml_plugin.job.verdict_text` presents the table: the
+primary result in words (``verdict_sentence``), rounded for print and the report (``format_verdict``), and as
+CSV (``write_verdict_csv``).
 
 What it leaves to others: the decisions themselves come from :func:`qml_plugin.filter.decide` (the caller
 fills the ``taken_<mode>`` columns with it, so the verdict judges exactly what the backtests did); the
@@ -76,7 +77,6 @@ there, and its ``p_random`` is NaN (the band is the mode itself).
 from __future__ import annotations
 
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -93,8 +93,7 @@ from ..comparison import (
     replay_trades,
 )
 
-__all__ = ["MODES", "POOLS", "VERDICT_COLUMNS", "verdict_table", "pattern_rows", "trade_rows", "format_verdict",
-           "verdict_sentence", "write_verdict_csv"]
+__all__ = ["MODES", "POOLS", "VERDICT_COLUMNS", "verdict_table", "pattern_rows", "trade_rows"]
 
 MODES = ("filter", "score_enhancement", "replace", "expected_value")
 """The ML modes the verdict judges, in table order (SPEC §7)."""
@@ -347,75 +346,3 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
                        n_boot=int(n_boot), level=float(level), alpha=float(alpha), power=float(power),
                        primary_mode=primary_mode, seed=int(seed))
     return table
-
-
-_FORMATS = {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "mean_r": "{:+.3f}", "mean_r_lo": "{:+.3f}",
-            "mean_r_hi": "{:+.3f}", "total_return": "{:+.2f}", "sharpe": "{:+.2f}", "max_drawdown": "{:.2f}",
-            "random_median": "{:+.3f}", "random_p05": "{:+.3f}", "random_p95": "{:+.3f}", "p_random": "{:.3f}",
-            "p_holm": "{:.3f}", "mde": "{:.3f}"}
-
-
-def _p(v: float) -> str:
-    """A p-value for print: 3 decimals, or two significant digits below 0.001 (a Monte-Carlo p is never 0)."""
-    return "" if pd.isna(v) else f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
-
-
-def format_verdict(table: pd.DataFrame, *, markets: bool = True) -> pd.DataFrame:
-    """The verdict table as text for print and the report: R to 3 decimals, percentages to 1-2, blanks for NaN.
-
-    ``mean_r`` and its CI become one ``mean_r [95% CI]`` column, the random band one ``random [5-95%]``
-    column, and the primary row is marked ``*`` in a leading column. ``markets=False`` keeps only the
-    pooled rows (``market == "all"``).
-    """
-    t = table if markets else table[table["market"] == "all"]
-    def f(col):
-        if col in ("p_random", "p_holm"):
-            return [_p(v) for v in t[col]]
-        return [("" if pd.isna(v) else _FORMATS[col].format(v)) for v in t[col]]
-    out = pd.DataFrame({"": np.where(t["primary"], "*", ""), "level": t["level"], "scheme": t["scheme"],
-                        "mode": t["mode"], "market": t["market"], "n": t["n"].astype(str),
-                        "win_rate": f("win_rate"), "pf": f("profit_factor")})
-    out["mean_r [95% CI]"] = [m if not m else f"{m} [{lo}, {hi}]"
-                              for m, lo, hi in zip(f("mean_r"), f("mean_r_lo"), f("mean_r_hi"))]
-    for col in ("total_return", "sharpe", "max_drawdown"):
-        out[col] = f(col)
-    out["random [5-95%]"] = [m if not m else f"{m} [{lo}, {hi}]"
-                             for m, lo, hi in zip(f("random_median"), f("random_p05"), f("random_p95"))]
-    for col in ("p_random", "p_holm", "mde"):
-        out[col] = f(col)
-    return out.reset_index(drop=True)
-
-
-def write_verdict_csv(table: pd.DataFrame, path: str | Path) -> Path:
-    """Write the verdict table (raw numbers, 6 significant digits, empty cells for NaN) and return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    table.reindex(columns=VERDICT_COLUMNS).to_csv(path, index=False, float_format="%.6g")
-    return path
-
-
-def verdict_sentence(table: pd.DataFrame, *, alpha: float = 0.05) -> str:
-    """The primary test in one or two sentences: "edge" or "no edge this data can detect", with its figures.
-
-    The verdict is "edge" when the primary row's ``p_random < alpha``: the mode chose better patterns
-    than chance would have within the same markets and pools. Whether those patterns also pay after
-    costs is said separately (the CI of mean R against 0).
-    """
-    prim = table[table["primary"]]
-    if prim.empty:
-        return ("No primary test: it is the pooled scheme's pattern-level row of ml.prediction_mode, and the "
-                "pooled scheme was not run; every row of this table is exploratory.")
-    r = prim.iloc[0]
-    if not r["n"]:
-        return (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): the mode kept no out-of-sample "
-                "pattern with a known outcome, so there is nothing to judge. Verdict: no edge this data can detect.")
-    head = (f"Primary test (pooled scheme, {r['mode']} mode, pattern level): mean R {r['mean_r']:+.3f} "
-            f"(95 % CI {r['mean_r_lo']:+.3f} to {r['mean_r_hi']:+.3f}) over {int(r['n'])} patterns, against "
-            f"{r['random_median']:+.3f} (5-95 %: {r['random_p05']:+.3f} to {r['random_p95']:+.3f}) for random "
-            f"filters of the same size per market; p_random = {_p(r['p_random'])}; the smallest edge this data "
-            f"can detect is {r['mde']:.3f} R.")
-    if r["p_random"] < alpha:
-        pays = ("and its patterns pay after costs (CI above 0)" if r["mean_r_lo"] > 0 else
-                "though its patterns' mean R is not shown to be above 0 after costs")
-        return f"{head} Verdict: edge: the model chooses better than chance, {pays}."
-    return f"{head} Verdict: no edge this data can detect."
