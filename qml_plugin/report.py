@@ -43,7 +43,7 @@ def _html_table(shown: pd.DataFrame) -> str:
 def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> str:
     """The report's verdict section: the primary test named and judged in words, the pooled table, the
     per-market rows (folded), and, when given, :func:`qml_plugin.ml.calibration.calibration_report`'s ECE."""
-    from .job.verdict_text import format_verdict, verdict_sentence  # here: the job package itself writes reports
+    from .job.verdict_text import format_verdict, resolution_note, verdict_sentence  # the job package writes reports
 
     pooled = format_verdict(verdict, markets=False)
     per_market = format_verdict(verdict[verdict["market"] != "all"])
@@ -60,7 +60,8 @@ def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> s
         parts.insert(3, f"<p>{a['seeds']:,} random filters per pattern-level row"
                      + (f", {a['trade_seeds']:,} per trade-level row (each a one-position replay)"
                         if a.get("trade_seeds") else "")
-                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI.</p>")
+                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI. "
+                     + f"{html.escape(resolution_note(verdict))}</p>")
     if len(per_market):
         parts.append(f"<details><summary>Per-market rows ({len(per_market)})</summary>{_html_table(per_market)}"
                      "</details>")

@@ -118,3 +118,22 @@ def test_holm_seeds_let_the_best_of_m_rows_pass_holm():
     for m in (1, 7, 15, 23, 40):
         s = holm_seeds(m)
         assert 10 / (s + 1) * m <= 0.05 + 1e-12 < 10 / s * m      # the smallest such count
+
+
+def test_the_table_text_says_what_p_random_resolves_and_whether_holm_can_pass():
+    from test_verdict import _inputs
+
+    from qml_plugin.job.verdict import verdict_table
+    from qml_plugin.job.verdict_text import holm_families, resolution_note
+
+    pats = _inputs(1, skill=0.0, schemes=("pooled", "per_market"))
+    few = verdict_table(pats, primary_mode="filter", seeds=100, n_boot=0)
+    assert holm_families(few) == {"pooled": 7, "per_market": 6}        # 2 schemes x 4 modes - the primary
+    note = resolution_note(few)
+    assert "0.0099 at the pattern level (100 random filters per row)" in note
+    assert "(7 rows) passes its best row at 0.05 only when its p_random <= 0.0071, which 100 random filters " \
+           "cannot show" in note and "it needs at least 139" in note
+    assert "(6 rows) passes its best row at 0.05 only when its p_random <= 0.0083" in note    # 6 / 101 > 0.05
+    assert "it needs at least 119" in note
+    enough = verdict_table(pats, primary_mode="filter", seeds=holm_seeds(7), n_boot=0)
+    assert "at most 9 of 1,399 random filters" in resolution_note(enough) and "cannot" not in resolution_note(enough)

@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
-from ..comparison import utc_daily_equity
+from ..comparison import holm_seeds, utc_daily_equity
 from ..compute import Scheduler
 from ..config import dataset_costs, parse_duration
 from ..data import bar_close_utc, bar_duration
@@ -106,7 +106,9 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     ``universe`` gives the frames directly (else ``data.source`` is loaded); ``schemes`` overrides
     ``walk_forward.scheme`` (default ``pooled, per_market``); ``scheduler`` / ``workers`` / ``address``
     override ``compute``; ``model_params`` are ``SignalQualityModel``'s (default: its own); ``seeds``
-    the random filters per verdict row (default ``walk_forward.random_seeds``). Market units and the
+    the random filters per verdict row (default ``walk_forward.random_seeds``, raised where needed to
+    :func:`qml_plugin.comparison.holm_seeds` of the table's largest Holm family, so that a row can pass
+    Holm at all; the report's chart band keeps ``random_seeds``). Market units and the
     walk-forward families (one per scheme and group) both run on the scheduler; the result does not
     depend on it.
     """
@@ -167,7 +169,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     max_wait = int(params.get("max_wait", getattr(cls, "max_wait", 20)))
     t0 = time.perf_counter()
     vp, vt = _verdict_inputs(pool, results, scores, rule, max_wait, {s.dataset: s.spread for s in specs})
-    n_seeds = seeds or wf_cfg["random_seeds"]
+    family = max(2 * len(names) * len(MODES) - ("pooled" in names), pool["market"].nunique())   # largest Holm family
+    n_seeds = seeds or max(wf_cfg["random_seeds"], holm_seeds(family))
     primary = ml["prediction_mode"] if ml["prediction_mode"] in MODES else "filter"
     equity = _mode_equity(vt, frames, specs, {r.dataset: r.symbol for r in results}, scores)
     table = verdict_table(vp, trades=vt, equity=equity, primary_mode=primary,
@@ -183,7 +186,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
-    charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES), seeds=n_seeds)
+    charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),
+                        seeds=wf_cfg["random_seeds"])
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
                   charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")))
