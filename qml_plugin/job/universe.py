@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
+from ..badprints import bad_print_log
 from ..comparison import holm_seeds, utc_daily_equity
 from ..compute import Scheduler
 from ..config import dataset_costs, parse_duration
@@ -190,7 +191,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                         seeds=wf_cfg["random_seeds"])
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
-                  charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")))
+                  charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")),
+                  bad_prints=bad_print_log(frames))
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
                           report_path)
 
