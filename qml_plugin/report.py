@@ -43,7 +43,7 @@ def _html_table(shown: pd.DataFrame) -> str:
 def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> str:
     """The report's verdict section: the primary test named and judged in words, the pooled table, the
     per-market rows (folded), and, when given, :func:`qml_plugin.ml.calibration.calibration_report`'s ECE."""
-    from .job.verdict_text import format_verdict, resolution_note, verdict_sentence  # the job package writes reports
+    from .job.verdict_text import ece_sentence, format_verdict, resolution_note, verdict_sentence  # job writes reports
 
     pooled = format_verdict(verdict, markets=False)
     per_market = format_verdict(verdict[verdict["market"] != "all"])
@@ -66,11 +66,7 @@ def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> s
         parts.append(f"<details><summary>Per-market rows ({len(per_market)})</summary>{_html_table(per_market)}"
                      "</details>")
     if calibration:
-        c = calibration
-        parts.append(f"<p>Calibration of <code>ml_confidence</code> (out of sample, {c['n']} predictions, 10 "
-                     f"equal-count bins): ECE {c['ece']:.3f} (bootstrap SD {c['ece_sd']:.3f}); a perfectly "
-                     f"calibrated model shows up to {c['ece_calibrated_p95']:.3f} (95th percentile) from noise alone"
-                     f", so this is {'within' if c['within_noise'] else 'beyond'} that noise.</p>")
+        parts.append(f"<p>Calibration of <code>ml_confidence</code>: {html.escape(ece_sentence(calibration))}</p>")
     return "\n".join(parts)
 
 

@@ -64,6 +64,18 @@ def test_the_universe_report_tables_the_bad_prints_of_its_data(report):
     assert "% below the body" in row and "<td>clip Low to " in row
 
 
+def test_the_report_states_the_pooled_ece_beside_a_perfect_models_noise_and_draws_its_curve(report):
+    res, path = report
+    page = path.read_text()
+    cal = res.report_content["verdict_calibration"]
+    assert cal["n"] > 200 and 0 < cal["ece_calibrated_p95"] < 0.2
+    assert (f"ECE {cal['ece']:.3f} (a perfectly calibrated model shows &lt;= {cal['ece_calibrated_p95']:.3f} in "
+            f"95 % of draws) over {cal['n']:,} out-of-sample predictions") in page
+    drawn = res.report_content["charts"]["calibration"]
+    assert (drawn["ece"], drawn["ece_reference"]) == (cal["ece"], cal["ece_calibrated_p95"])   # one figure, twice
+    assert sum(b["n"] for b in drawn["table"]) == cal["n"] and "<h2>Calibration</h2>" in page
+
+
 def test_the_report_renders_in_headless_chromium(report, tmp_path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -187,20 +187,24 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
+    pooled_ece = _pooled_calibration(pool, scores.get("pooled"))
     charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),
-                        seeds=wf_cfg["random_seeds"])
+                        seeds=wf_cfg["random_seeds"], calibration=pooled_ece)
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
-                  charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")),
+                  charts=charts, verdict=table, verdict_calibration=pooled_ece,
                   bad_prints=bad_print_log(frames))
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
                           report_path)
 
 
 def _pooled_calibration(pool: pd.DataFrame, sc: SchemeScores | None) -> dict | None:
-    """ECE of the pooled scheme's out-of-sample ``ml_confidence``, with its noise (the report's verdict section)."""
+    """ECE of the pooled scheme's out-of-sample ``ml_confidence``, with its noise (the report's verdict section):
+    the scheme's own ``ece_report`` where the walk-forward gives one, else computed from its scores."""
     if sc is None:
         return None
+    if getattr(sc, "ece_report", None):
+        return dict(sc.ece_report)
     ok = ~np.isnan(sc.proba) & pool["label"].notna().to_numpy()
     return calibration_report(pool["label"].to_numpy(float)[ok], sc.proba[ok]) if ok.any() else None
 

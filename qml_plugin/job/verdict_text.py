@@ -12,7 +12,8 @@ import pandas as pd
 
 from .verdict import VERDICT_COLUMNS
 
-__all__ = ["format_verdict", "write_verdict_csv", "verdict_sentence", "resolution_note", "holm_families"]
+__all__ = ["format_verdict", "write_verdict_csv", "verdict_sentence", "resolution_note", "holm_families",
+           "ece_sentence"]
 
 
 _FORMATS = {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "mean_r": "{:+.3f}", "mean_r_lo": "{:+.3f}",
@@ -122,6 +123,30 @@ def resolution_note(table: pd.DataFrame) -> str:
             text += (f", which {fewest:,} random filters cannot show (no row of it can pass, whatever the model "
                      f"does; it needs at least {int(np.ceil(m / alpha - 1e-9)) - 1:,})")
         else:
-            text += f" (at most {int(need * (fewest + 1) + 1e-9) - 1:,} of {fewest:,} random filters reaching its mean R)"
+            most = int(need * (fewest + 1) + 1e-9) - 1
+            text += f" (at most {most:,} of {fewest:,} random filters reaching its mean R)"
         text += "."
     return text
+
+
+def ece_sentence(cal: dict | None) -> str:
+    """The pooled scheme's calibration in one sentence, next to the noise a perfect model would show.
+
+    ``cal`` is :func:`qml_plugin.ml.calibration.calibration_report` of the out-of-sample ``ml_confidence``
+    (``n``, ``ece``, ``ece_sd``, ``ece_calibrated_p95``), optionally with ``ece_uncalibrated`` (the same
+    model's ECE before calibration).
+
+    >>> print(ece_sentence({"n": 2243, "ece": 0.041, "ece_sd": 0.006, "ece_calibrated_p95": 0.035}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ECE 0.041 (a perfectly calibrated model shows <= 0.035 in 95 % of draws) over 2,243 out-of-sample
+    predictions (10 equal-count bins; bootstrap SD 0.006): beyond that noise.
+    """
+    if not cal or not cal.get("n"):
+        return ""
+    text = (f"ECE {cal['ece']:.3f} (a perfectly calibrated model shows <= {cal['ece_calibrated_p95']:.3f} in 95 % "
+            f"of draws) over {int(cal['n']):,} out-of-sample predictions (10 equal-count bins; bootstrap SD "
+            f"{cal['ece_sd']:.3f})")
+    raw = cal.get("ece_uncalibrated")
+    if raw is not None and np.isfinite(raw):
+        text += f"; before calibration {raw:.3f}"
+    return text + (": within that noise." if cal["ece"] <= cal["ece_calibrated_p95"] else ": beyond that noise.")
