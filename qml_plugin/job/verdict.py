@@ -47,8 +47,10 @@ never filled / never exited, and ``validity_score``, which ranks patterns of the
   ``market``, ``entry_time_utc`` (tz-aware; gives the month block), ``r_net`` (float, R net of costs);
 - ``equity``: daily (or finer) mark-to-market equity per (scheme, mode, dataset) over the out-of-sample
   period: ``scheme``, ``mode``, ``dataset``, ``market``, ``time_utc`` (tz-aware), ``equity`` (float, any
-  scale), e.g. :func:`qml_plugin.tradesim.daily_equity` of the mode's trades. Each curve is read as its last
-  value per UTC day, divided by its first value. Without ``equity`` the trade rows' ``total_return``,
+  scale), as :func:`qml_plugin.comparison.utc_daily_equity` gives it (THE scored equity of
+  :mod:`qml_plugin.tradesim`, daily mark-to-market, on UTC days; the universe run passes one curve per
+  dataset, flat where the mode traded nothing). Each curve is read as its last value per UTC day, divided by
+  its first value. Without ``equity`` the trade rows' ``total_return``,
   ``sharpe`` and ``max_drawdown`` are NaN: the verdict never scores a second, closed-trade equity.
 
 The trade-level random filter keeps, in every market, as many pool members (known outcome or not: an
@@ -315,7 +317,8 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     the same inputs give the same table, whichever scheduler produced them. A Monte-Carlo p-value is at
     least ``1 / (seeds + 1)``, so Holm over ``m`` rows needs ``seeds + 1 > m / alpha`` before any row can
     pass: the defaults allow that for the 15 pooled exploratory rows at both levels, and for ~20 markets at
-    the pattern level. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
+    the pattern level; :func:`~qml_plugin.comparison.holm_seeds` gives the count for a family of ``m`` rows
+    (the universe run uses it), :func:`~qml_plugin.job.verdict_text.resolution_note` says it in words. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
     """
     if primary_mode not in MODES:
         raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")
