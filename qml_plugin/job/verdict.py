@@ -318,7 +318,8 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     least ``1 / (seeds + 1)``, so Holm over ``m`` rows needs ``seeds + 1 > m / alpha`` before any row can
     pass: the defaults allow that for the 15 pooled exploratory rows at both levels, and for ~20 markets at
     the pattern level; :func:`~qml_plugin.comparison.holm_seeds` gives the count for a family of ``m`` rows
-    (the universe run uses it), :func:`~qml_plugin.job.verdict_text.resolution_note` says it in words. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
+    (the universe run uses it), :func:`~qml_plugin.job.verdict_text.resolution_note` says it in words.
+    ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
     """
     if primary_mode not in MODES:
         raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")
