@@ -53,7 +53,10 @@ def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> s
              "<code>p_holm</code> is its <code>p_random</code> after Holm's correction (one family for the pooled "
              "rows, one per question for its per-market rows). The random filter keeps, in each market, as many of the "
              "mode's pool as the mode kept there; <code>mde</code> is the smallest difference in mean R a two-sided "
-             "test at 5 % would detect with 80 % power at this sample size.</p>",
+             "test at 5 % would detect with 80 % power at this sample size. At the trade level, total return, "
+             "Sharpe and max drawdown score each dataset's daily mark-to-market equity (costs included) from the "
+             "scheme's first model on; a market's curve is the equal-weight mean of its datasets', the pooled "
+             "row's the equal-weight mean of the markets'.</p>",
              _html_table(pooled)]
     a = verdict.attrs
     if a.get("seeds"):
