@@ -7,6 +7,7 @@ market's labels moves them (so the check can fail).
 """
 from __future__ import annotations
 
+import inspect
 import os
 
 import numpy as np
@@ -19,7 +20,9 @@ from qml_plugin.job.schemes import group_tasks, score_scheme
 from qml_plugin.synthetic import planted_universe
 
 FAST = {"n_estimators": 20}
-WF = dict(every_months=6, min_train=40, embargo=pd.Timedelta("1D"), model_params=FAST)
+# the keyword for the minimum number of labels (``min_train``, renamed ``min_train_labels`` by the three-heads work)
+_MIN = next(k for k in ("min_train_labels", "min_train") if k in inspect.signature(group_tasks).parameters)
+WF = {"every_months": 6, _MIN: 40, "embargo": pd.Timedelta("1D"), "model_params": FAST}
 
 
 def _pool(seed: int = 0, n: int = 160) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
