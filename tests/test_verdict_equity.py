@@ -137,3 +137,18 @@ def test_the_table_text_says_what_p_random_resolves_and_whether_holm_can_pass():
     assert "it needs at least 119" in note
     enough = verdict_table(pats, primary_mode="filter", seeds=holm_seeds(7), n_boot=0)
     assert "at most 9 of 1,399 random filters" in resolution_note(enough) and "cannot" not in resolution_note(enough)
+
+
+def test_a_mode_that_made_no_trade_keeps_its_trade_rows():
+    from test_verdict import _inputs
+
+    from qml_plugin.job.verdict import verdict_table
+
+    pats, trades, equity = _inputs(4, skill=0.0, trades=True)
+    pats["taken_filter"] = False                                     # the filter kept nothing ...
+    trades, equity = trades[trades["mode"] != "filter"], equity[equity["mode"] != "filter"]
+    table = verdict_table(pats, trades=trades, equity=equity, primary_mode="replace", seeds=50, trade_seeds=50,
+                          n_boot=0)
+    rows = table[(table["level"] == "trade") & (table["mode"] == "filter")]
+    assert len(rows) == 1 + pats["market"].nunique() and (rows["n"] == 0).all()    # ... and still has its rows
+    assert rows["p_random"].isna().all()

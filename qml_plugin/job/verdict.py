@@ -250,15 +250,21 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
                power: float = 0.8, seed: int = 0) -> pd.DataFrame:
     """Trade-level rows of the verdict (what a trader would have earned), without ``p_holm`` / ``primary``.
 
-    One row per (scheme, mode) found in ``trades`` (``baseline`` included, without a random filter),
-    pooled then per market of that scheme's patterns. ``max_wait`` is the strategy's order expiry in bars.
+    One row per (scheme, mode) found in ``trades`` (``baseline`` included, without a random filter), and per
+    mode of :data:`MODES` with a ``taken_<mode>`` column for every scheme of ``patterns`` (``n = 0`` where it
+    made no trade), pooled then per
+    market of that scheme's patterns. ``max_wait`` is the strategy's order expiry in bars.
     """
     _need(patterns, _PATTERN_NEEDS + _SIM_NEEDS, "patterns")
     _need(trades, ["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net"], "trades")
     if equity is not None:
         _need(equity, ["scheme", "mode", "dataset", "market", "time_utc", "equity"], "equity")
     rows = []
-    for (scheme, mode), tr in trades.groupby(["scheme", "mode"], sort=False):
+    by_row = trades.groupby(["scheme", "mode"], sort=False).indices
+    pairs = list(by_row) + [(sc, m) for sc in patterns["scheme"].unique() for m in MODES
+                            if (sc, m) not in by_row and f"taken_{m}" in patterns.columns]
+    for scheme, mode in pairs:                 # a mode that made no trade still has its rows (n = 0)
+        tr = trades.iloc[by_row[(scheme, mode)]] if (scheme, mode) in by_row else trades.iloc[:0]
         sub = patterns[patterns["scheme"] == scheme].reset_index(drop=True)
         if len(sub) == 0 and mode != "baseline":
             raise ValueError(f"trades name scheme {scheme!r} but patterns hold none of its rows")
