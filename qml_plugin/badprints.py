@@ -45,8 +45,8 @@ from numba import njit
 from .data import OHLCV_COLUMNS, cut_value, load_ohlcv
 from .errors import ConfigError, DataError
 
-__all__ = ["find_bad_prints", "apply_bad_prints", "repair_bad_prints", "bad_print_report", "BadPrintWarning",
-           "BAD_PRINT_MODES", "BAD_PRINT_COLUMNS", "WICK_SHARE", "WICK_ATR"]
+__all__ = ["find_bad_prints", "apply_bad_prints", "repair_bad_prints", "bad_print_report", "bad_print_log",
+           "BadPrintWarning", "BAD_PRINT_MODES", "BAD_PRINT_COLUMNS", "BAD_PRINT_LOG_COLUMNS", "WICK_SHARE", "WICK_ATR"]
 
 WICK_SHARE = 0.25
 """A wick is bad only when it reaches this share of price beyond the body (0.25 = 25 %)."""
@@ -183,7 +183,8 @@ def apply_bad_prints(df: pd.DataFrame, *, bad_prints: str | None = "warn") -> pd
     once; ``"repair"``: :func:`repair_bad_prints`, and one :class:`BadPrintWarning` saying what was
     repaired (so a run's report lists it); ``"fail"``: a :class:`DataError` naming the
     first bad print; ``None``: unchecked. The table found is kept in ``attrs["bad_prints"]`` (a
-    list of records, for the run report) in every mode that checks.
+    list of records, for the run report, each with the ``action`` taken: ``warn`` or ``repair``) in every
+    mode that checks; :func:`bad_print_log` reads it back.
     """
     if bad_prints is None:
         return df
@@ -206,7 +207,48 @@ def apply_bad_prints(df: pd.DataFrame, *, bad_prints: str | None = "warn") -> pd
         done = [f"{t} ({r})" for t, r in zip(found["time"], found["repair"])]
         warnings.warn(f"{where}: {len(done)} bad print(s) repaired (data.bad_prints: repair): {_listed(done)}",
                       BadPrintWarning, stacklevel=2)
-    out.attrs["bad_prints"] = found.assign(time=found["time"].astype(str)).to_dict("records")
+    out.attrs["bad_prints"] = found.assign(time=found["time"].astype(str), action=bad_prints).to_dict("records")
+    return out
+
+
+BAD_PRINT_LOG_COLUMNS = ["dataset", "time", "column", "value", "problem", "action", "done"]
+"""Columns of :func:`bad_print_log`: one row per flagged bar of a run's data."""
+
+
+def bad_print_log(frames) -> pd.DataFrame:
+    """What a run's data held and what was done about it: one row per bad print :func:`apply_bad_prints` flagged.
+
+    ``frames`` maps dataset names to the frames a run loaded (``{"AAPL_1d": df}``); each checked frame
+    carries its findings in ``attrs["bad_prints"]``. Columns (:data:`BAD_PRINT_LOG_COLUMNS`): the
+    ``dataset``, the bar's ``time`` (its start, in the source's clock, before any resampling), the
+    ``column`` at fault and its ``value``, the ``problem`` (:func:`find_bad_prints`' reason), the
+    ``action`` (``warn`` or ``repair``; ``fail`` stops the load at the first, so a run never gets that
+    far) and what was ``done`` ("kept as it is", or the repair). ``attrs["checked"]`` lists the datasets
+    that were checked, so an empty log of checked data says "none found", not "not looked at".
+
+        >>> import warnings
+        >>> with warnings.catch_warnings(action="ignore", category=BadPrintWarning):
+        ...     frames = {"BAC_1d": load_ohlcv("BAC_1d", bad_prints="repair"),
+        ...               "EURUSD_1d": load_ohlcv("EURUSD_1d", bad_prints="repair")}
+        >>> log = bad_print_log(frames)
+        >>> log[["dataset", "time", "column", "action", "done"]]
+          dataset       time column  action              done
+        0  BAC_1d 2001-11-12    Low  repair  clip Low to 31.4
+        >>> log.attrs["checked"]
+        ['BAC_1d', 'EURUSD_1d']
+    """
+    rows, checked = [], []
+    for name, df in frames.items():
+        if "bad_prints" not in df.attrs:
+            continue
+        checked.append(name)
+        for rec in df.attrs["bad_prints"]:
+            action = rec.get("action", "warn")
+            rows.append({"dataset": name, "time": pd.Timestamp(rec["time"]), "column": rec["column"],
+                         "value": float(rec["value"]), "problem": rec["reason"], "action": action,
+                         "done": rec["repair"] if action == "repair" else "kept as it is"})
+    out = pd.DataFrame(rows, columns=BAD_PRINT_LOG_COLUMNS)
+    out.attrs["checked"] = checked
     return out
 
 

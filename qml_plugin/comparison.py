@@ -27,6 +27,7 @@ from scipy.stats import norm
 
 from .filter import decide, random_filter_mask
 from .tradesim import (
+    FULL_SIZE,
     Market,
     daily_equity,
     equity_stats_nb,
@@ -40,7 +41,7 @@ from .tradesim import (
 
 __all__ = ["mode_trades", "random_filter_band", "placeable", "random_keep", "random_keep_sums", "p_random", "holm",
            "block_bootstrap_ci", "minimum_detectable_effect", "equal_weight_portfolio", "equity_figures",
-           "replay_trades"]
+           "replay_trades", "utc_daily_equity", "holm_seeds"]
 
 
 def placeable(labeled: pd.DataFrame) -> np.ndarray:
@@ -264,6 +265,51 @@ def equal_weight_portfolio(curves: list[pd.Series]) -> pd.Series:
         at = np.searchsorted(c.index.to_numpy(), days, side="right") - 1      # last value on or before each day
         total += np.where(at >= 0, v[np.maximum(at, 0)], 1.0)
     return pd.Series(total / len(curves), index=pd.DatetimeIndex(days))
+
+
+def utc_daily_equity(trades: pd.DataFrame, ohlcv: pd.DataFrame, *, start=None, end=None, commission: float = 0.0,
+                     size: float = FULL_SIZE) -> pd.Series:
+    """One dataset's daily mark-to-market equity on the UTC calendar: what the verdict's trade rows score.
+
+    The curve is :func:`qml_plugin.tradesim.daily_equity` (THE scored equity: cash plus the open position at
+    the close of the last bar of each day the market has bars, ``commission`` paid on each side) of
+    ``trades`` (labeled patterns or backtesting.py's ``stats._trades``, bars of ``ohlcv``; a labeled
+    pattern's ``fill_price`` is the price paid, spread included, as backtesting.py's ``EntryPrice`` is),
+    over ``start .. end`` (naive stamps in the frame's clock; trades entered before ``start`` are left out).
+    Each day-end is stamped with its bar's **start** in UTC (the frame's ``attrs["tz"]``, UTC when absent),
+    so curves of markets in different zones meet on the same UTC days (a New York bar starts and an FX bar
+    starts on the same date in UTC as in their own clocks). The curve opens with the starting equity, 1.0,
+    on the UTC day before its first day-end, so the first day's return counts.
+
+        >>> idx = pd.date_range("2024-01-01", periods=48, freq="h")
+        >>> bars = pd.DataFrame({"Close": np.r_[np.full(24, 100.0), np.full(24, 110.0)]}, index=idx)
+        >>> t = pd.DataFrame({"fill_bar": [2], "exit_bar": [47], "fill_price": [100.0], "exit_price": [110.0],
+        ...                   "direction": [1]})
+        >>> utc_daily_equity(t, bars, size=1.0).round(6).tolist()
+        [1.0, 1.0, 1.1]
+    """
+    eq = daily_equity(trades, ohlcv, start=start, end=end, commission=commission, size=size)
+    stamps = pd.DatetimeIndex(eq.index).tz_localize(ohlcv.attrs.get("tz") or "UTC", nonexistent="shift_forward",
+                                                    ambiguous=np.zeros(len(eq), dtype=bool)).tz_convert("UTC")
+    if len(stamps) == 0:
+        return pd.Series([], index=stamps, dtype=float, name="equity")
+    opening = stamps[:1].normalize() - pd.Timedelta(1, "ns")
+    return pd.Series(np.r_[1.0, eq.to_numpy(float)], index=opening.append(stamps), name="equity")
+
+
+def holm_seeds(rows: int, *, alpha: float = 0.05, draws: int = 10) -> int:
+    """Random filters per row that let Holm's correction over ``rows`` rows pass a row at ``alpha``.
+
+    A Monte-Carlo ``p_random`` is at least ``1 / (seeds + 1)`` (its resolution), and Holm compares the
+    smallest of ``rows`` p-values with ``alpha / rows``; so with too few seeds no row can pass, whatever
+    the model does (200 seeds and 15 rows: 1/201 = 0.005 > 0.05/15 = 0.0033). This is the smallest count
+    at which the best row still passes when up to ``draws - 1`` of its random filters reach its mean R:
+    ``seeds + 1 >= draws * rows / alpha``.
+
+    >>> holm_seeds(15), holm_seeds(1)
+    (2999, 199)
+    """
+    return int(np.ceil(draws * max(int(rows), 1) / alpha - 1e-9)) - 1
 
 
 def equity_figures(curve: pd.Series | None) -> dict:

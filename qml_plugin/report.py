@@ -18,7 +18,7 @@ import pandas as pd
 
 from .figures import calibration_curve, equity_with_band, gallery, r_distribution, sections_html
 
-__all__ = ["write_report", "format_table", "verdict_html"]
+__all__ = ["write_report", "format_table", "verdict_html", "bad_prints_html"]
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -43,7 +43,7 @@ def _html_table(shown: pd.DataFrame) -> str:
 def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> str:
     """The report's verdict section: the primary test named and judged in words, the pooled table, the
     per-market rows (folded), and, when given, :func:`qml_plugin.ml.calibration.calibration_report`'s ECE."""
-    from .job.verdict_text import format_verdict, verdict_sentence  # here: the job package itself writes reports
+    from .job.verdict_text import ece_sentence, format_verdict, resolution_note, verdict_sentence  # job writes reports
 
     pooled = format_verdict(verdict, markets=False)
     per_market = format_verdict(verdict[verdict["market"] != "all"])
@@ -53,24 +53,40 @@ def verdict_html(verdict: pd.DataFrame, *, calibration: dict | None = None) -> s
              "<code>p_holm</code> is its <code>p_random</code> after Holm's correction (one family for the pooled "
              "rows, one per question for its per-market rows). The random filter keeps, in each market, as many of the "
              "mode's pool as the mode kept there; <code>mde</code> is the smallest difference in mean R a two-sided "
-             "test at 5 % would detect with 80 % power at this sample size.</p>",
+             "test at 5 % would detect with 80 % power at this sample size. At the trade level, total return, "
+             "Sharpe and max drawdown score each dataset's daily mark-to-market equity (costs included) from the "
+             "scheme's first model on; a market's curve is the equal-weight mean of its datasets', the pooled "
+             "row's the equal-weight mean of the markets'.</p>",
              _html_table(pooled)]
     a = verdict.attrs
     if a.get("seeds"):
         parts.insert(3, f"<p>{a['seeds']:,} random filters per pattern-level row"
                      + (f", {a['trade_seeds']:,} per trade-level row (each a one-position replay)"
                         if a.get("trade_seeds") else "")
-                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI.</p>")
+                     + f"; {a.get('n_boot', 0):,} bootstrap replicates of market-month blocks per CI. "
+                     + f"{html.escape(resolution_note(verdict))}</p>")
     if len(per_market):
         parts.append(f"<details><summary>Per-market rows ({len(per_market)})</summary>{_html_table(per_market)}"
                      "</details>")
     if calibration:
-        c = calibration
-        parts.append(f"<p>Calibration of <code>ml_confidence</code> (out of sample, {c['n']} predictions, 10 "
-                     f"equal-count bins): ECE {c['ece']:.3f} (bootstrap SD {c['ece_sd']:.3f}); a perfectly "
-                     f"calibrated model shows up to {c['ece_calibrated_p95']:.3f} (95th percentile) from noise alone"
-                     f", so this is {'within' if c['within_noise'] else 'beyond'} that noise.</p>")
+        parts.append(f"<p>Calibration of <code>ml_confidence</code>: {html.escape(ece_sentence(calibration))}</p>")
     return "\n".join(parts)
+
+
+def bad_prints_html(log: pd.DataFrame) -> str:
+    """The report's bad-prints section: one table row per flagged bar (dataset, time, column and value, what was
+    wrong, the action and what was done), from :func:`qml_plugin.badprints.bad_print_log`."""
+    checked = list(log.attrs.get("checked", []))
+    head = (f"<h2>Bad prints</h2><p>{len(log)} bad print(s) in {log['dataset'].nunique()} of the {len(checked)} "
+            "datasets checked (<code>data.bad_prints</code>: <code>warn</code> keeps a bar as it is, "
+            "<code>repair</code> clips a bad wick to the body or flattens an implausible bar, <code>fail</code> "
+            "stops the run at the first).</p>")
+    if log.empty:
+        return head
+    shown = pd.DataFrame({"dataset": log["dataset"], "time": log["time"].astype(str), "column": log["column"],
+                          "value": [f"{v:.6g}" for v in log["value"]], "what was wrong": log["problem"],
+                          "action": log["action"], "done": log["done"]})
+    return head + _html_table(shown)
 
 
 def _figure_png(fig) -> str:
@@ -138,7 +154,8 @@ def _draw_charts(data: dict) -> dict:
 def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: dict[str, pd.Series],
                  calibration: list[dict] | None = None, importances: pd.Series | None = None,
                  notes: list[str] | None = None, verdict: pd.DataFrame | None = None,
-                 verdict_calibration: dict | None = None, charts: dict | None = None) -> Path:
+                 verdict_calibration: dict | None = None, charts: dict | None = None,
+                 bad_prints: pd.DataFrame | None = None) -> Path:
     """Write the report to ``path`` (folders created) and return the path.
 
     ``verdict`` (:func:`qml_plugin.job.verdict.verdict_table`) adds the verdict section before the comparison,
@@ -146,6 +163,8 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
     ``charts`` (:func:`qml_plugin.job.charts.chart_data`: the random band behind the cumulative R of each
     mode, R per trade by mode, the calibration curve with its ECE, the gallery of best- and worst-scored
     patterns) are drawn with bokeh after the tables, with its INLINE JavaScript (the page stays self-contained).
+    ``bad_prints`` (:func:`qml_plugin.badprints.bad_print_log`) adds a table of the data's bad prints and what
+    was done about each (:func:`bad_prints_html`); none when the data was not checked.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -172,6 +191,7 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
 <h1>{html.escape(title)}</h1>
 <ul>{notes_html}</ul>
 {"" if verdict is None else verdict_html(verdict, calibration=verdict_calibration)}
+{"" if bad_prints is None or not bad_prints.attrs.get("checked") else bad_prints_html(bad_prints)}
 <h2>Comparison</h2>
 <table><thead><tr>{head}</tr></thead><tbody>
 {rows}

@@ -6,11 +6,13 @@ is opened from a file with no network at all, so a chart that needed a CDN would
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 from test_web import browser_or_skip
 
+from qml_plugin.badprints import BadPrintWarning, apply_bad_prints
 from qml_plugin.config import load_config
 from qml_plugin.job import run_universe_job
 from qml_plugin.report import write_report
@@ -23,6 +25,12 @@ SECTIONS = ["Cumulative R against the random filter", "R per trade by mode", "Ca
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     universe, _ = planted_universe(8, 6000, strength=1.5, seed=1)
+    df = universe["SYN00_4h"]                         # one bad print, repaired; the other markets only checked
+    df.iloc[3000, df.columns.get_loc("Low")] = 0.5 * df[["Open", "Close"]].iloc[3000].min()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", BadPrintWarning)
+        universe = {k: apply_bad_prints(v, bad_prints="repair" if k == "SYN00_4h" else "warn")
+                    for k, v in universe.items()}
     cfg = load_config({"ml": {"enabled": True, "prediction_mode": "filter"},
                        "walk_forward": {"min_train_labels": 40, "retrain_every_months": 6, "random_seeds": 100}})
     where = tmp_path_factory.mktemp("report")
@@ -44,6 +52,28 @@ def test_the_report_carries_every_chart_section_and_no_cdn(report):
         assert f"<h2>{title}</h2>" in text, title
     assert "cdn.bokeh.org" not in text and "https://" not in text.split("<body>", 1)[1].split("Bokeh", 1)[0]
     assert "random filter 5-95 %" in text and "ECE" in text
+
+
+def test_the_universe_report_tables_the_bad_prints_of_its_data(report):
+    res, path = report
+    page = path.read_text()
+    assert "1 bad print(s) in 1 of the 8 datasets checked" in page
+    row = page.split("<h2>Bad prints</h2>", 1)[1].split("</table>", 1)[0]
+    stamp = res.report_content["bad_prints"]["time"].astype(str).iloc[0]
+    assert "<td>SYN00_4h</td>" in row and f"<td>{stamp}</td>" in row and "<td>repair</td>" in row
+    assert "% below the body" in row and "<td>clip Low to " in row
+
+
+def test_the_report_states_the_pooled_ece_beside_a_perfect_models_noise_and_draws_its_curve(report):
+    res, path = report
+    page = path.read_text()
+    cal = res.report_content["verdict_calibration"]
+    assert cal["n"] > 200 and 0 < cal["ece_calibrated_p95"] < 0.2
+    assert (f"ECE {cal['ece']:.3f} (a perfectly calibrated model shows &lt;= {cal['ece_calibrated_p95']:.3f} in "
+            f"95 % of draws) over {cal['n']:,} out-of-sample predictions") in page
+    drawn = res.report_content["charts"]["calibration"]
+    assert (drawn["ece"], drawn["ece_reference"]) == (cal["ece"], cal["ece_calibrated_p95"])   # one figure, twice
+    assert sum(b["n"] for b in drawn["table"]) == cal["n"] and "<h2>Calibration</h2>" in page
 
 
 def test_the_report_renders_in_headless_chromium(report, tmp_path):

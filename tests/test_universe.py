@@ -187,3 +187,17 @@ def test_costs_reach_the_backtest_and_the_net_r(eurusd_4h):
     by_pattern = paid.patterns.set_index("pattern_id")["r_net"].reindex(common.index)
     both = by_pattern.notna()
     assert both.sum() > 10 and np.allclose(common[both], by_pattern[both], atol=0.05)
+
+
+def test_trade_rows_score_daily_equity_and_the_seeds_let_holm_pass(planted_run):
+    from qml_plugin.comparison import holm_seeds
+
+    res, _ = planted_run
+    trade = res.table[(res.table["level"] == "trade") & (res.table["market"] == "all") & (res.table["n"] > 0)]
+    assert len(trade) >= 8
+    assert np.isfinite(trade[["total_return", "sharpe", "max_drawdown"]].to_numpy(float)).all()
+    assert (trade["max_drawdown"] <= 0).all()
+    # 24 markets: the largest Holm family is a question's 24 per-market rows, so 10 * 24 / 0.05 draws per row
+    assert res.table.attrs["seeds"] == res.table.attrs["trade_seeds"] == holm_seeds(24) == 4799
+    best = res.table[res.table["primary"]].iloc[0]
+    assert best["p_random"] == pytest.approx(1 / 4800)       # the planted effect beats every random filter

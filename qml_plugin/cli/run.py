@@ -17,7 +17,7 @@ from ..config import load_config
 from ..job import run_market_job, run_universe_job
 from ..job.schemes import parse_schemes
 from ..job.universe import is_universe_source
-from ..job.verdict_text import format_verdict
+from ..job.verdict_text import ece_sentence, format_verdict, resolution_note
 from ..report import format_table, write_report
 from .common import config_path, int_in, resolve_strategy
 
@@ -59,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         print()
         print(format_verdict(res.table, markets=False).to_string(index=False))
         print(f"\n{res.sentence}")
+        print(resolution_note(res.table))
+        print(ece_sentence(res.report_content.get("verdict_calibration")))
         print(f"\n{len(res.markets)} datasets; {res.fits} model fits in {res.timings['models_s']:.1f} s of "
               f"{res.timings['total_s']:.1f} s; run folder: {res.run.path} (verdict.csv, markets.csv)")
         print(f"report: {report}")

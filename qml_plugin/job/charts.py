@@ -66,10 +66,13 @@ def _equity(vp: pd.DataFrame, modes: list[str], primary: str, seeds: int, seed: 
 
 
 def chart_data(vp: pd.DataFrame, vt: pd.DataFrame, pool: pd.DataFrame, frames: Mapping[str, pd.DataFrame],
-               scores: Mapping, *, primary: str, modes: list[str], seeds: int = 200, seed: int = 0) -> dict:
+               scores: Mapping, *, primary: str, modes: list[str], seeds: int = 200, seed: int = 0,
+               calibration: dict | None = None) -> dict:
     """What :func:`qml_plugin.report.write_report` draws (its ``charts=``): keys ``equity`` (``curves``,
     ``band``, ``title``), ``r_by_mode``, ``calibration`` (``table``, ``ece``, ``ece_reference``) and
-    ``gallery`` (``patterns``, ``frames``); a key without data is left out."""
+    ``gallery`` (``patterns``, ``frames``); a key without data is left out. ``calibration`` is the
+    scheme's :func:`~qml_plugin.ml.calibration.calibration_report` when the caller has it (the chart's
+    ECE is then the very figure the verdict section states); else it is computed here."""
     scheme = "pooled" if "pooled" in scores else next(iter(scores), None)
     if scheme is None:
         return {}
@@ -87,7 +90,7 @@ def chart_data(vp: pd.DataFrame, vt: pd.DataFrame, pool: pd.DataFrame, frames: M
     y, p = pool["label"].to_numpy(float), np.asarray(sc.proba, float)
     ok = oos & np.isfinite(y) & np.isfinite(p)
     if ok.sum() >= 20:
-        cal = calibration_report(y[ok], p[ok])
+        cal = calibration if calibration and calibration.get("n") == int(ok.sum()) else calibration_report(y[ok], p[ok])
         out["calibration"] = {"table": calibration_table(y[ok], p[ok]), "ece": cal["ece"],
                               "ece_reference": cal["ece_calibrated_p95"]}
         out["gallery"] = {"patterns": pool[ok].assign(ml_confidence=p[ok]), "frames": dict(frames)}

@@ -28,6 +28,7 @@ import yaml
 from backtesting import Strategy
 from tqdm.auto import tqdm
 
+from ..badprints import bad_print_log
 from ..comparison import mode_trades, random_filter_band
 from ..config import embargo_timedelta
 from ..data import bar_duration, load_data
@@ -156,7 +157,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     notes += [f"Warning: {w}" for w in log.seen]
     steps.close()
     report = dict(title=f"qml run: {data_name(df)}", table=table, equity=equity, calibration=wf.calibration,
-                  importances=wf.models[-1].feature_importances(), notes=notes)
+                  importances=wf.models[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}))
     return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report)
 
 

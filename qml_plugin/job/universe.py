@@ -29,9 +29,11 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
+from ..badprints import bad_print_log
+from ..comparison import holm_seeds, utc_daily_equity
 from ..compute import Scheduler
 from ..config import dataset_costs, parse_duration
-from ..data import bar_duration
+from ..data import bar_close_utc, bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
 from ..ml.calibration import calibration_report
@@ -105,7 +107,9 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     ``universe`` gives the frames directly (else ``data.source`` is loaded); ``schemes`` overrides
     ``walk_forward.scheme`` (default ``pooled, per_market``); ``scheduler`` / ``workers`` / ``address``
     override ``compute``; ``model_params`` are ``SignalQualityModel``'s (default: its own); ``seeds``
-    the random filters per verdict row (default ``walk_forward.random_seeds``). Market units and the
+    the random filters per verdict row (default ``walk_forward.random_seeds``, raised where needed to
+    :func:`qml_plugin.comparison.holm_seeds` of the table's largest Holm family, so that a row can pass
+    Holm at all; the report's chart band keeps ``random_seeds``). Market units and the
     walk-forward families (one per scheme and group) both run on the scheduler; the result does not
     depend on it.
     """
@@ -165,10 +169,12 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                 confidence_threshold=ml["confidence_threshold"], min_expected_r=float(ml.get("min_expected_r", 0.0)))
     max_wait = int(params.get("max_wait", getattr(cls, "max_wait", 20)))
     t0 = time.perf_counter()
-    vp, vt = _verdict_inputs(pool, results, scores, rule, max_wait)
-    n_seeds = seeds or wf_cfg["random_seeds"]
+    vp, vt = _verdict_inputs(pool, results, scores, rule, max_wait, {s.dataset: s.spread for s in specs})
+    family = max(2 * len(names) * len(MODES) - ("pooled" in names), pool["market"].nunique())   # largest Holm family
+    n_seeds = seeds or max(wf_cfg["random_seeds"], holm_seeds(family))
     primary = ml["prediction_mode"] if ml["prediction_mode"] in MODES else "filter"
-    table = verdict_table(vp, trades=vt, equity=_closed_trade_equity(vt, scores), primary_mode=primary,
+    equity = _mode_equity(vt, frames, specs, {r.dataset: r.symbol for r in results}, scores)
+    table = verdict_table(vp, trades=vt, equity=equity, primary_mode=primary,
                           seeds=n_seeds, trade_seeds=n_seeds, max_wait=max_wait)
     timings["verdict_s"] = time.perf_counter() - t0
     write_verdict_csv(table, run.path / "verdict.csv")
@@ -181,18 +187,24 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
-    charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES), seeds=n_seeds)
+    pooled_ece = _pooled_calibration(pool, scores.get("pooled"))
+    charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),
+                        seeds=wf_cfg["random_seeds"], calibration=pooled_ece)
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
-                  charts=charts, verdict=table, verdict_calibration=_pooled_calibration(pool, scores.get("pooled")))
+                  charts=charts, verdict=table, verdict_calibration=pooled_ece,
+                  bad_prints=bad_print_log(frames))
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
                           report_path)
 
 
 def _pooled_calibration(pool: pd.DataFrame, sc: SchemeScores | None) -> dict | None:
-    """ECE of the pooled scheme's out-of-sample ``ml_confidence``, with its noise (the report's verdict section)."""
+    """ECE of the pooled scheme's out-of-sample ``ml_confidence``, with its noise (the report's verdict section):
+    the scheme's own ``ece_report`` where the walk-forward gives one, else computed from its scores."""
     if sc is None:
         return None
+    if getattr(sc, "ece_report", None):
+        return dict(sc.ece_report)
     ok = ~np.isnan(sc.proba) & pool["label"].notna().to_numpy()
     return calibration_report(pool["label"].to_numpy(float)[ok], sc.proba[ok]) if ok.any() else None
 
@@ -206,7 +218,7 @@ def _pool(results: list[MarketResult]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def _verdict_inputs(pool: pd.DataFrame, results: list[MarketResult], scores: dict[str, SchemeScores], rule: dict,
-                    max_wait: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+                    max_wait: int, spreads: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The verdict's ``patterns`` (one row per OOS pattern per scheme) and ``trades`` frames."""
     v = pool["validity_score"].to_numpy(float)
     placeable = levels_placeable(*(pool[k].to_numpy() for k in ("direction", "entry", "stop", "target")))
@@ -234,15 +246,28 @@ def _verdict_inputs(pool: pd.DataFrame, results: list[MarketResult], scores: dic
         for mode in MODES:
             frame[f"taken_{mode}"] = taken[mode][0][oos]
         parts.append(frame)
-        trades.append(_mode_trades(pool, results, name, taken, oos, max_wait))
+        trades.append(_mode_trades(pool, results, name, taken, oos, max_wait, spreads))
     return pd.concat(parts, ignore_index=True), pd.concat(trades, ignore_index=True)
 
 
-def _mode_trades(pool, results, scheme, taken, oos, max_wait) -> pd.DataFrame:
-    """Closed trades per mode and dataset (one position at a time), entered out of sample; plus baseline."""
+_TRADE_COLUMNS = ["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net", "exit_time_utc", "return_pct",
+                  "fill_bar", "exit_bar", "fill_price", "exit_price", "direction"]
+
+
+def _mode_trades(pool, results, scheme, taken, oos, max_wait, spreads) -> pd.DataFrame:
+    """Closed trades per mode and dataset (one position at a time), entered out of sample; plus baseline.
+
+    Each row also carries what its equity needs: ``fill_bar`` / ``exit_bar`` (bars of its dataset),
+    ``fill_price`` as paid (spread included, as backtesting.py's ``EntryPrice``), ``exit_price``, ``direction``."""
     rows = []
     closed = pool["exit_bar"].notna().to_numpy() & pool["fill_bar"].notna().to_numpy()
     datasets = pool["dataset"].to_numpy()
+
+    def frame(mode, r, *cols):
+        utc = [pd.DatetimeIndex(c).tz_localize("UTC") if i in (0, 2) else np.asarray(c, float)
+               for i, c in enumerate(cols)]
+        return pd.DataFrame(dict(zip(_TRADE_COLUMNS, [scheme, mode, r.dataset, r.symbol, *utc])))
+
     for r in results:
         inside = datasets == r.dataset
         sub = pool[inside]
@@ -253,36 +278,40 @@ def _mode_trades(pool, results, scheme, taken, oos, max_wait) -> pd.DataFrame:
         for mode, (take, score) in taken.items():
             chosen = select_trades(sub, take[inside], score[inside], max_wait=max_wait) & closed[inside] & ds_oos
             t = sub[chosen]
-            rows.append(pd.DataFrame({"scheme": scheme, "mode": mode, "dataset": r.dataset, "market": r.symbol,
-                                      "entry_time_utc": pd.DatetimeIndex(t["fill_known_at_utc"]).tz_localize("UTC"),
-                                      "r_net": t["r_net"].to_numpy(float),
-                                      "exit_time_utc": pd.DatetimeIndex(t["exit_known_at_utc"]).tz_localize("UTC"),
-                                      "return_pct": t["pnl_net_pct"].to_numpy(float)}))
+            paid = t["fill_price"] * (1 + t["direction"] * spreads[r.dataset])
+            rows.append(frame(mode, r, t["fill_known_at_utc"], t["r_net"], t["exit_known_at_utc"], t["pnl_net_pct"],
+                              t["fill_bar"], t["exit_bar"], paid, t["exit_price"], t["direction"]))
         if df_start is not None:
             bt = r.trades[r.trades["EntryTime"] >= df_start]
-            rows.append(pd.DataFrame({"scheme": scheme, "mode": "baseline", "dataset": r.dataset, "market": r.symbol,
-                                      "entry_time_utc": pd.DatetimeIndex(bt["entry_time_utc"]).tz_localize("UTC"),
-                                      "r_net": bt["r_net"].to_numpy(float),
-                                      "exit_time_utc": pd.DatetimeIndex(bt["exit_time_utc"]).tz_localize("UTC"),
-                                      "return_pct": bt["ReturnPct"].to_numpy(float) * 100}))
-    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(
-        columns=["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net", "exit_time_utc", "return_pct"])
+            rows.append(frame("baseline", r, bt["entry_time_utc"], bt["r_net"], bt["exit_time_utc"],
+                              bt["ReturnPct"] * 100, bt["EntryBar"], bt["ExitBar"], bt["EntryPrice"], bt["ExitPrice"],
+                              np.sign(bt["Size"])))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=_TRADE_COLUMNS)
 
 
-def _closed_trade_equity(trades: pd.DataFrame, scores: dict[str, SchemeScores]) -> pd.DataFrame:
-    """The verdict's ``equity``: per (scheme, mode, dataset), closed-trade equity compounding each trade's
-    return net of costs (the strategy's whole-equity size) at its exit, from 1.0 at the scheme's first
-    out-of-sample instant. Marked at exits only: a trade's open loss shows on the day it closes."""
-    parts = []
-    for (scheme, mode, dataset, market), t in trades.groupby(["scheme", "mode", "dataset", "market"], sort=False):
-        t = t.dropna(subset=["exit_time_utc", "return_pct"]).sort_values("exit_time_utc", kind="stable")
-        start = scores[scheme].first_model_utc
-        if start is None:
+def _mode_equity(trades: pd.DataFrame, frames: dict, specs: list[MarketSpec], markets: dict,
+                 scores: dict[str, SchemeScores]) -> pd.DataFrame | None:
+    """The verdict's ``equity``: per (scheme, mode, dataset), the daily mark-to-market equity of the row's trades
+    (:func:`qml_plugin.comparison.utc_daily_equity`, THE scored equity, with the dataset's commission; the spread
+    is in the fill price) from the first bar that closes at or after the scheme's first model to the data's end.
+    A dataset where a mode traded nothing holds cash (a flat curve), so the equal-weight portfolio counts it."""
+    parts, commission = [], {s.dataset: s.commission for s in specs}
+    by_row = trades.groupby(["scheme", "mode", "dataset"], sort=False).indices
+    empty = trades.iloc[:0]
+    for scheme, sc in scores.items():
+        if sc.first_model_utc is None:
             continue
-        times = pd.DatetimeIndex([pd.Timestamp(start).tz_localize("UTC")]).append(pd.DatetimeIndex(t["exit_time_utc"]))
-        equity = np.cumprod(np.r_[1.0, 1.0 + t["return_pct"].to_numpy(float) / 100.0])
-        parts.append(pd.DataFrame({"scheme": scheme, "mode": mode, "dataset": dataset, "market": market,
-                                   "time_utc": times, "equity": equity}))
+        for dataset, df in frames.items():
+            first = int(bar_close_utc(df).searchsorted(pd.Timestamp(sc.first_model_utc).tz_localize("UTC")))
+            if first >= len(df):
+                continue                   # the dataset ends before this scheme's first model
+            for mode in ("baseline", *MODES):
+                idx = by_row.get((scheme, mode, dataset))
+                t = trades.iloc[idx] if idx is not None else empty
+                eq = utc_daily_equity(t, df, start=df.index[first], commission=commission[dataset])
+                parts.append(pd.DataFrame({"scheme": scheme, "mode": mode, "dataset": dataset,
+                                           "market": markets[dataset], "time_utc": eq.index,
+                                           "equity": eq.to_numpy(float)}))
     return pd.concat(parts, ignore_index=True) if parts else None
 
 

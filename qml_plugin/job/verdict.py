@@ -47,8 +47,10 @@ never filled / never exited, and ``validity_score``, which ranks patterns of the
   ``market``, ``entry_time_utc`` (tz-aware; gives the month block), ``r_net`` (float, R net of costs);
 - ``equity``: daily (or finer) mark-to-market equity per (scheme, mode, dataset) over the out-of-sample
   period: ``scheme``, ``mode``, ``dataset``, ``market``, ``time_utc`` (tz-aware), ``equity`` (float, any
-  scale), e.g. :func:`qml_plugin.tradesim.daily_equity` of the mode's trades. Each curve is read as its last
-  value per UTC day, divided by its first value. Without ``equity`` the trade rows' ``total_return``,
+  scale), as :func:`qml_plugin.comparison.utc_daily_equity` gives it (THE scored equity of
+  :mod:`qml_plugin.tradesim`, daily mark-to-market, on UTC days; the universe run passes one curve per
+  dataset, flat where the mode traded nothing). Each curve is read as its last value per UTC day, divided by
+  its first value. Without ``equity`` the trade rows' ``total_return``,
   ``sharpe`` and ``max_drawdown`` are NaN: the verdict never scores a second, closed-trade equity.
 
 The trade-level random filter keeps, in every market, as many pool members (known outcome or not: an
@@ -234,7 +236,8 @@ def _random_trades(sub: pd.DataFrame, codes: np.ndarray, n_markets: int, masks: 
     r = sub["r_net"].to_numpy(float)
     sim = sub[_SIM_NEEDS]
     for _, idx in sub.groupby("dataset", sort=False).indices.items():
-        out = replay_trades(sim.iloc[idx], masks[:, idx], r[idx], max_wait=max_wait)
+        cols = slice(idx[0], idx[-1] + 1) if idx[-1] - idx[0] + 1 == len(idx) else idx   # a slice copies fast
+        out = replay_trades(sim.iloc[idx], masks[:, cols], r[idx], max_wait=max_wait)
         g = codes[idx][0]
         sums[:, g] += out[:, 0]
         counts[:, g] += out[:, 1]
@@ -247,15 +250,21 @@ def trade_rows(patterns: pd.DataFrame, trades: pd.DataFrame, equity: pd.DataFram
                power: float = 0.8, seed: int = 0) -> pd.DataFrame:
     """Trade-level rows of the verdict (what a trader would have earned), without ``p_holm`` / ``primary``.
 
-    One row per (scheme, mode) found in ``trades`` (``baseline`` included, without a random filter),
-    pooled then per market of that scheme's patterns. ``max_wait`` is the strategy's order expiry in bars.
+    One row per (scheme, mode) found in ``trades`` (``baseline`` included, without a random filter), and per
+    mode of :data:`MODES` with a ``taken_<mode>`` column for every scheme of ``patterns`` (``n = 0`` where it
+    made no trade), pooled then per
+    market of that scheme's patterns. ``max_wait`` is the strategy's order expiry in bars.
     """
     _need(patterns, _PATTERN_NEEDS + _SIM_NEEDS, "patterns")
     _need(trades, ["scheme", "mode", "dataset", "market", "entry_time_utc", "r_net"], "trades")
     if equity is not None:
         _need(equity, ["scheme", "mode", "dataset", "market", "time_utc", "equity"], "equity")
     rows = []
-    for (scheme, mode), tr in trades.groupby(["scheme", "mode"], sort=False):
+    by_row = trades.groupby(["scheme", "mode"], sort=False).indices
+    pairs = list(by_row) + [(sc, m) for sc in patterns["scheme"].unique() for m in MODES
+                            if (sc, m) not in by_row and f"taken_{m}" in patterns.columns]
+    for scheme, mode in pairs:                 # a mode that made no trade still has its rows (n = 0)
+        tr = trades.iloc[by_row[(scheme, mode)]] if (scheme, mode) in by_row else trades.iloc[:0]
         sub = patterns[patterns["scheme"] == scheme].reset_index(drop=True)
         if len(sub) == 0 and mode != "baseline":
             raise ValueError(f"trades name scheme {scheme!r} but patterns hold none of its rows")
@@ -315,7 +324,9 @@ def verdict_table(patterns: pd.DataFrame, *, trades: pd.DataFrame | None = None,
     the same inputs give the same table, whichever scheduler produced them. A Monte-Carlo p-value is at
     least ``1 / (seeds + 1)``, so Holm over ``m`` rows needs ``seeds + 1 > m / alpha`` before any row can
     pass: the defaults allow that for the 15 pooled exploratory rows at both levels, and for ~20 markets at
-    the pattern level. ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
+    the pattern level; :func:`~qml_plugin.comparison.holm_seeds` gives the count for a family of ``m`` rows
+    (the universe run uses it), :func:`~qml_plugin.job.verdict_text.resolution_note` says it in words.
+    ``table.attrs`` records these settings (``seeds``, ``trade_seeds``, ``n_boot``, ...).
     """
     if primary_mode not in MODES:
         raise ValueError(f"primary_mode = {primary_mode!r}; allowed: {', '.join(MODES)}")

@@ -12,7 +12,8 @@ import pandas as pd
 
 from .verdict import VERDICT_COLUMNS
 
-__all__ = ["format_verdict", "write_verdict_csv", "verdict_sentence"]
+__all__ = ["format_verdict", "write_verdict_csv", "verdict_sentence", "resolution_note", "holm_families",
+           "ece_sentence"]
 
 
 _FORMATS = {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "mean_r": "{:+.3f}", "mean_r_lo": "{:+.3f}",
@@ -85,3 +86,67 @@ def verdict_sentence(table: pd.DataFrame, *, alpha: float = 0.05) -> str:
                 "though its patterns' mean R is not shown to be above 0 after costs")
         return f"{head} Verdict: edge: the model chooses better than chance, {pays}."
     return f"{head} Verdict: no edge this data can detect."
+
+
+def holm_families(table: pd.DataFrame) -> dict[str, int]:
+    """Sizes of the table's Holm families (rows with a ``p_random``): ``pooled``, the pooled exploratory rows of
+    both levels (the primary row excluded), and ``per_market``, the largest one question's per-market rows."""
+    has_p = table["p_random"].notna()
+    pooled = (table["market"] == "all") & ~table["primary"].astype(bool)
+    sizes = table[has_p & (table["market"] != "all")].groupby(["level", "scheme", "mode"]).size()
+    return {"pooled": int((has_p & pooled).sum()), "per_market": int(sizes.max()) if len(sizes) else 0}
+
+
+def resolution_note(table: pd.DataFrame) -> str:
+    """What the Monte-Carlo p-values can resolve, in words: ``p_random >= 1 / (seeds + 1)``, and the ``p_random``
+    the best row of each Holm family needs (``alpha / m``), so a reader sees whether a row *could* pass at all.
+
+    The settings come from ``table.attrs`` (:func:`qml_plugin.job.verdict.verdict_table` records them).
+    """
+    a = table.attrs
+    alpha = float(a.get("alpha", 0.05))
+    seeds = {"pattern": int(a.get("seeds") or 0), "trade": int(a.get("trade_seeds") or 0)}
+    shown = {lv: s for lv, s in seeds.items() if s and (table["level"] == lv).any()}
+    if not shown:
+        return ""
+    text = "Resolution: p_random is at least 1/(seeds+1): " + "; ".join(
+        f"{1 / (s + 1):.2g} at the {lv} level ({s:,} random filters per row)" for lv, s in shown.items()) + "."
+    fewest = min(shown.values())
+    for name, m in holm_families(table).items():
+        if m < 2:
+            continue
+        need = alpha / m
+        what = "the pooled exploratory rows" if name == "pooled" else "the largest per-market breakdown"
+        text += (f" Holm over {what} ({m} rows) passes its best row at {alpha:g} only when its p_random <= "
+                 f"{need:.2g}")
+        if m / (fewest + 1) > alpha:
+            text += (f", which {fewest:,} random filters cannot show (no row of it can pass, whatever the model "
+                     f"does; it needs at least {int(np.ceil(m / alpha - 1e-9)) - 1:,})")
+        else:
+            most = int(need * (fewest + 1) + 1e-9) - 1
+            text += f" (at most {most:,} of {fewest:,} random filters reaching its mean R)"
+        text += "."
+    return text
+
+
+def ece_sentence(cal: dict | None) -> str:
+    """The pooled scheme's calibration in one sentence, next to the noise a perfect model would show.
+
+    ``cal`` is :func:`qml_plugin.ml.calibration.calibration_report` of the out-of-sample ``ml_confidence``
+    (``n``, ``ece``, ``ece_sd``, ``ece_calibrated_p95``), optionally with ``ece_uncalibrated`` (the same
+    model's ECE before calibration).
+
+    >>> print(ece_sentence({"n": 2243, "ece": 0.041, "ece_sd": 0.006, "ece_calibrated_p95": 0.035}))
+    ... # doctest: +NORMALIZE_WHITESPACE
+    ECE 0.041 (a perfectly calibrated model shows <= 0.035 in 95 % of draws) over 2,243 out-of-sample
+    predictions (10 equal-count bins; bootstrap SD 0.006): beyond that noise.
+    """
+    if not cal or not cal.get("n"):
+        return ""
+    text = (f"ECE {cal['ece']:.3f} (a perfectly calibrated model shows <= {cal['ece_calibrated_p95']:.3f} in 95 % "
+            f"of draws) over {int(cal['n']):,} out-of-sample predictions (10 equal-count bins; bootstrap SD "
+            f"{cal['ece_sd']:.3f})")
+    raw = cal.get("ece_uncalibrated")
+    if raw is not None and np.isfinite(raw):
+        text += f"; before calibration {raw:.3f}"
+    return text + (": within that noise." if cal["ece"] <= cal["ece_calibrated_p95"] else ": beyond that noise.")
