@@ -53,6 +53,7 @@ next to it (other params: the best value in each cell), with the PBO and the bes
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
 from pathlib import Path
@@ -114,41 +115,56 @@ def heatmap_path(output: str | Path) -> Path:
 
 
 
-def _unit(unit: tuple) -> tuple[np.ndarray, np.ndarray, str]:
-    """Work unit: one block of combinations on one series -> (metrics, daily returns, ml_status)."""
-    ohlcv, ml, grid, commission, cash, scores = unit
+def _unit(shared: tuple, block: list[QMLParams]) -> tuple[np.ndarray, np.ndarray, str]:
+    """Work unit: one block of combinations on the shared series -> (metrics, daily returns, ml_status).
+
+    ``shared`` = ``(ohlcv, ml, commission, cash, scores)`` reaches each worker once per sweep
+    (:meth:`~qml_plugin.compute.Scheduler.map`'s ``shared``); a block is a list of ``QMLParams``.
+    """
+    ohlcv, ml, commission, cash, scores = shared
     book = EventBook(ohlcv, ml, scores=scores)
-    metrics, returns = book.run(grid, commission=commission, cash=cash)
+    metrics, returns = book.run(block, commission=commission, cash=cash)
     return metrics, returns, book.ml_status
 
 
 def _blocks(grid: list[QMLParams], parallel: int) -> list[np.ndarray]:
-    """Combination indices per unit, grouped by level key so each unit detects and prices as little as it can."""
+    """Combination indices per unit, grouped by level key so each unit detects and prices as little as it can.
+
+    Serial: blocks of :data:`BLOCK` (the progress bar's steps). In parallel: about four blocks per
+    worker (few, large units; four so that a slow block does not leave a worker idle), at most
+    ``4 * BLOCK`` combinations each (bounded memory per unit on huge grids).
+    """
     order = sorted(range(len(grid)), key=lambda i: repr(EventBook.level_key(grid[i])))
-    size = BLOCK if parallel <= 1 else max(1, min(BLOCK, math.ceil(len(grid) / (4 * parallel))))
+    size = BLOCK if parallel <= 1 else max(1, min(4 * BLOCK, math.ceil(len(grid) / (4 * parallel))))
     return [np.array(order[lo:lo + size]) for lo in range(0, len(order), size)]
 
 
 def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None = None, commission: float = 0.0,
-             cash: float = 100_000.0, compute: dict | None = None, progress: bool = True,
+             cash: float = 100_000.0, compute: dict | Scheduler | None = None, progress: bool = True,
              ) -> tuple[np.ndarray, np.ndarray, str]:
     """Fast-path metrics (combinations x ``FAST_METRICS``) and daily returns (days x combinations) of ``grid``.
 
     The library core of :func:`sweep` and ``qml optimize``: blocks of combinations run as work units
     on :class:`~qml_plugin.compute.Scheduler` (``compute``: ``scheduler``, ``workers``, ``address``;
-    default serial); results come back in ``grid``'s order whatever the scheduler.
+    default serial; or a Scheduler already entered, whose workers then serve several grids); the series,
+    the costs and the ML scores go to each worker once per grid, the blocks are about four per worker.
+    Results come back in ``grid``'s order whatever the scheduler.
     """
     ml = ml or MLConfig()
-    compute = {"scheduler": "serial", **(compute or {})}
-    sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
-                    progress=progress)
+    own = not isinstance(compute, Scheduler)
+    if own:
+        compute = {"scheduler": "serial", **(compute or {})}
+        sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
+                        progress=progress, inherit=True)      # the units run numba and numpy, never XGBoost
+    else:
+        sch = compute
     parallel = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     blocks = _blocks(grid, parallel)
     scores = EventBook(ohlcv, ml).scores(grid) if ml.enabled else None    # the model runs on the driver only
-    units = [(ohlcv, ml, [grid[i] for i in b], float(commission), float(cash), scores) for b in blocks]
-    with sch:
-        results = sch.map(_unit, units, label=lambda u: f"combinations from {u[2][0]} ({len(u[2])} in all)",
-                          desc="qml sweep")
+    shared = (ohlcv, ml, float(commission), float(cash), scores)        # sent to each worker once
+    with sch if own else contextlib.nullcontext(sch):
+        results = sch.map(_unit, [[grid[i] for i in b] for b in blocks], shared=shared,
+                          label=lambda u: f"combinations from {u[0]} ({len(u)} in all)", desc="qml sweep")
     metrics = np.empty((len(grid), len(FAST_METRICS)))
     returns = np.empty((results[0][1].shape[0] if results else 0, len(grid)))
     for b, (m, r, _) in zip(blocks, results, strict=True):
