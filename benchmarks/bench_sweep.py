@@ -14,11 +14,17 @@ data in memory), wall and CPU time:
    combination: what the sweep cost before the fast path;
 4. where the fast path's time goes: detection, levels and walk order, the kernel (walk, fills,
    exits, daily equity, score), PBO, DSR, the Portfolio check of the top 10;
-5. the 1,000-combination sweep on the §12 schedulers: serial, processes (2), Dask LocalCluster (2);
+5. ``run_grid`` (the sweep's work units, no verify / PBO) on the §12 schedulers, serial, processes (2)
+   and a Dask LocalCluster (2, started once outside the timing and reached by address), on the
+   1,000-combination grid and on the 10,000-combination grid of step 6; the bars go to each worker once
+   (``Scheduler.map(shared=)``), the combinations in about four blocks per worker;
 6. ``--rss N``: an N-combination sweep (serial, with its progress bar) in a fresh process, and its
-   peak RSS (``ru_maxrss``).
+   peak RSS (``ru_maxrss``);
+7. ``qml optimize`` (``configs/optimize.yaml``, 60 trials) on serial, processes (2) and Dask (2), and
+   where a serial search's time goes (TPE's ``ask`` on the driver, the trials, importance).
 
-    python benchmarks/bench_sweep.py                  # 1-5 (several minutes on 2 shared cores)
+    python benchmarks/bench_sweep.py                  # 1-5 and 7 (several minutes on 2 shared cores)
+    python benchmarks/bench_sweep.py --only-schedulers  # 5 and 7
     python benchmarks/bench_sweep.py --rss 10000      # 6 only
 """
 from __future__ import annotations
@@ -140,24 +146,70 @@ def breakdown(df, grid) -> dict[str, Clock]:
     return out
 
 
-def bench_schedulers(df, grid) -> dict[str, Clock]:
-    """run_grid on each scheduler. The Dask cluster is started once, outside the timing (its two spawned
-    workers import qml_plugin and vectorbt first), and reached by address, as a user's cluster would be."""
+def bench_schedulers(df, grids: dict[str, list]) -> dict[str, Clock]:
+    """run_grid on each scheduler, per grid. The Dask cluster is started once, outside the timing (its two
+    spawned workers import qml_plugin and vectorbt first), and reached by address, as a user's cluster would be.
+    A process pool is started by each run_grid call, as `qml sweep --scheduler processes` does (forked from
+    this process: its start is in the timing)."""
     from dask.distributed import LocalCluster
 
     from qml_plugin.vbt.grid import run_grid
 
     out = {}
-    with Clock() as out["dask cluster start (2 workers, not in the run)"]:
+    with Clock() as out["dask cluster start (2 workers, not in the runs)"]:
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
-        for name, extra in (("serial", {}), ("processes", {"workers": 2}),
-                            ("dask", {"workers": 2, "address": cluster.scheduler_address})):
-            run_grid(df, grid[:8], compute={"scheduler": name, **extra}, progress=False)    # warm each side
-            with Clock() as out[name]:
-                run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+        first = next(iter(grids.values()))
+        for name, extra in SCHEDULERS:
+            extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+            run_grid(df, first[:8], compute={"scheduler": name, **extra}, progress=False)    # warm each side
+        for label, grid in grids.items():
+            for name, extra in SCHEDULERS:
+                extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+                with Clock() as out[f"{label}: {name}"]:
+                    run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+                out[f"{label}: {name}"].load = os.getloadavg()[0]
     finally:
         cluster.close()
+    return out
+
+
+SCHEDULERS = (("serial", {}), ("processes", {"workers": 2}), ("dask", {"workers": 2}))
+
+
+def bench_optimize_schedulers(df, trials: int = 60) -> dict[str, Clock]:
+    """`qml optimize` on the shipped config: each scheduler, then a profile of where a serial search's time goes."""
+    import cProfile
+    import pstats
+
+    from dask.distributed import LocalCluster
+
+    from qml_plugin.vbt.optimize import optimize
+
+    cfg = str(REPO / "configs" / "optimize.yaml")
+    out = {}
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        for name, extra in SCHEDULERS:
+            extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+            optimize(cfg, trials=4, ohlcv=df, progress=False, write=False, compute={"scheduler": name, **extra})
+            with Clock() as out[name]:
+                optimize(cfg, trials=trials, ohlcv=df, progress=False, write=False,
+                         compute={"scheduler": name, **extra})
+            out[name].load = os.getloadavg()[0]
+    finally:
+        cluster.close()
+    prof = cProfile.Profile()
+    prof.runcall(optimize, cfg, trials=trials, ohlcv=df, progress=False, write=False,
+                 compute={"scheduler": "serial"})
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())
+    cum = {f"{k[0].rsplit('/', 1)[-1]}:{k[2]}": v[3] for k, v in stats.items()}
+    out["profile"] = {"TPE ask (driver)": cum.get("study.py:ask", float("nan")),
+                      "trials: the fast path (train + top 10 on validation and holdout)":
+                          cum.get("optimize.py:_evaluate", float("nan")),
+                      "importance (fANOVA)": cum.get("optimize.py:_importance", float("nan")),
+                      "all (profiled, serial)": cum.get("optimize.py:optimize", total)}
     return out
 
 
@@ -184,6 +236,27 @@ def bench_rss(n: int) -> None:
     print(res.stdout.strip().splitlines()[-1])
 
 
+def report_schedulers(df, grid) -> None:
+    from qml_plugin.vbt import expand_grid
+
+    print("5. run_grid (the work units, no verify/PBO) on the schedulers, 2 workers:")
+    s = bench_schedulers(df, {"1,000": grid, "10,000": expand_grid(GRID_10000)})
+    for name, clk in s.items():
+        base = s.get(f"{name.split(':')[0]}: serial")
+        ratio = f"speed-up vs serial {base.wall / clk.wall:4.2f}x" if base is not None else ""
+        load = f"  load {clk.load:.1f}" if hasattr(clk, "load") else ""
+        print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU  {ratio}{load}")
+    print("7. qml optimize, configs/optimize.yaml, 60 trials, 2 workers:")
+    o = bench_optimize_schedulers(df)
+    prof = o.pop("profile")
+    for name, clk in o.items():
+        print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU  "
+              f"speed-up vs serial {o['serial'].wall / clk.wall:4.2f}x  load {clk.load:.1f}")
+    print("   where a serial search's time goes (cProfile, cumulative):")
+    for name, sec in prof.items():
+        print(f"     {name:<66} {sec:6.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rss", type=int, default=0, help="only the peak-RSS run of an N-combination sweep")
@@ -202,9 +275,7 @@ def main() -> None:
     grid = expand_grid(GRID_1000)
     print(f"EURUSD_1h: {len(df):,} bars; {os.cpu_count()} cores (shared); load average {os.getloadavg()[0]:.1f}")
     if args.only_schedulers:
-        s = bench_schedulers(df, grid)
-        for name, clk in s.items():
-            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+        report_schedulers(df, grid)
         return
 
     if not args.skip_optimize:    # first: its process pool forks before numba and vectorbt start threads
@@ -233,10 +304,7 @@ def main() -> None:
     for name, clk in breakdown(df, grid).items():
         print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:7.2f} s CPU")
     if not args.skip_schedulers:
-        print("5. the 1,000 combinations (run_grid, no verify/PBO) on the schedulers, 2 workers:")
-        s = bench_schedulers(df, grid)
-        for name, clk in s.items():
-            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+        report_schedulers(df, grid)
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 
