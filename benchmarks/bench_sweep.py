@@ -115,7 +115,7 @@ def bench_portfolio(df, grid) -> Clock:
 def breakdown(df, grid) -> dict[str, Clock]:
     from qml_plugin.patterns.qml import detect_structure
     from qml_plugin.vbt.fast import EventBook
-    from qml_plugin.vbt.grid import trial_count, verify_rows
+    from qml_plugin.vbt.grid import returns_digest, trial_count, verify_rows
     from qml_plugin.vbt.overfit import deflated_sharpe, pbo
 
     h, l, c = (df[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
@@ -139,7 +139,7 @@ def breakdown(df, grid) -> dict[str, Clock]:
         pbo(returns)
     m = np.array([r[0] for r in results])
     with Clock() as out["DSR (trial count, variance, formula)"]:
-        n, v = trial_count(returns, m[:, 7])
+        n, v = trial_count([returns_digest(r) for r in returns.T], m[:, 7])
         deflated_sharpe(m[:, 7], n_obs=m[:, 10], skew=m[:, 8], kurtosis=m[:, 9], n_trials=n, sr_variance=v)
     with Clock() as out["Portfolio check of the top 10 (verify_top)"]:
         verify_rows(df, grid[:10])
