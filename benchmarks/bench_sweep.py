@@ -166,8 +166,11 @@ def bench_schedulers(df, grids: dict[str, list]) -> dict[str, Clock]:
         for label, grid in grids.items():
             for name, extra in SCHEDULERS:
                 extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+                kids = resource.getrusage(resource.RUSAGE_CHILDREN)
                 with Clock() as out[f"{label}: {name}"]:
                     run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+                done = resource.getrusage(resource.RUSAGE_CHILDREN)     # the pool's workers, reaped at its end
+                out[f"{label}: {name}"].workers_cpu = done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime
                 out[f"{label}: {name}"].load = os.getloadavg()[0]
     finally:
         cluster.close()
@@ -245,7 +248,8 @@ def report_schedulers(df, grid) -> None:
         base = s.get(f"{name.split(':')[0]}: serial")
         ratio = f"speed-up vs serial {base.wall / clk.wall:4.2f}x" if base is not None else ""
         load = f"  load {clk.load:.1f}" if hasattr(clk, "load") else ""
-        print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU  {ratio}{load}")
+        kids = f" {clk.workers_cpu:6.2f} s pool CPU" if getattr(clk, "workers_cpu", 0) > 0 else " " * 16
+        print(f"   {name:<40} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU{kids}  {ratio}{load}")
     print("7. qml optimize, configs/optimize.yaml, 60 trials, 2 workers:")
     o = bench_optimize_schedulers(df)
     prof = o.pop("profile")
