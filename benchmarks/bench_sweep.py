@@ -13,7 +13,8 @@ data in memory), wall and CPU time:
    plans into ``Portfolio.from_orders``, 64 columns per call, then ``pf.value()`` and the metrics), per
    combination: what the sweep cost before the fast path;
 4. where the fast path's time goes: detection, levels and walk order, the kernel (walk, fills,
-   exits, daily equity, score), PBO, DSR, the Portfolio check of the top 10;
+   exits, daily equity, score; split into selection + labelling and metrics by re-running the
+   metrics alone on the kernel's trades), PBO, DSR, the Portfolio check of the top 10;
 5. ``run_grid`` (the sweep's work units, no verify / PBO) on the §12 schedulers, serial, processes (2)
    and a Dask LocalCluster (2, started once outside the timing and reached by address), on the
    1,000-combination grid and on the 10,000-combination grid of step 6; the bars go to each worker once
@@ -132,8 +133,21 @@ def breakdown(df, grid) -> dict[str, Clock]:
     out["levels and walk order (once per level key)"] = clk
     clk.wall -= out["detection (once per structure key)"].wall
     clk.cpu -= out["detection (once per structure key)"].cpu
-    with Clock() as out["kernel: walk, fills, exits, daily equity, score"]:
+    with Clock() as kernel:
         results = [book.simulate(p) for p in order]
+    out["kernel: walk, fills, exits, daily equity, score"] = kernel
+    from qml_plugin import tradesim as ts
+
+    close, days_per_year = c, book.market.days_per_year
+    with Clock() as metrics:                     # the kernel's last step again, on the trades it found
+        for _, eb, xb, ep, xp, d, _ in results:
+            daily = ts.account_nb(close, book.sample, eb, xb, ep, xp, d, np.full(len(eb), ts.FULL_SIZE), 0.0, 1e5)
+            ts.equity_stats_nb(daily, 1e5, days_per_year)
+            ts.trade_stats_nb(ep, xp, d, 0.0)
+    walk = Clock()
+    walk.wall, walk.cpu = kernel.wall - metrics.wall, kernel.cpu - metrics.cpu
+    out["  of which selection + labelling (walk, lazy fills, exits)"] = walk
+    out["  of which metrics (daily equity, Sharpe, drawdown, trades)"] = metrics
     returns = np.column_stack([r[-1] / np.r_[1e5, r[-1][:-1]] - 1 for r in results])
     with Clock() as out["PBO (CSCV, 12,870 splits)"]:
         pbo(returns)
