@@ -30,9 +30,10 @@ Choices where SPEC.md is silent:
   the market) and carries the original exception as ``__cause__``; it is a bug or a data problem of
   that unit, so it is not a :class:`~qml_plugin.errors.QMLError` unless the unit's own error was one,
   in which case that error is re-raised unchanged with the unit named in a note;
-- ``shared`` reaches the workers once per ``map``: on Dask by ``client.scatter(shared, broadcast=True)``
-  (every unit gets the scattered future); on processes as the pool's initializer argument (the pool is
-  started, or restarted, for a new ``shared`` object and kept for every later ``map`` of the same one);
+- ``shared`` reaches the workers once per ``shared`` object: on Dask by ``client.scatter(shared,
+  broadcast=True)`` (every unit gets the scattered future, kept for every later ``map`` of the same
+  object); on processes as the pool's initializer argument (the pool is started, or restarted, for a new
+  ``shared`` object and kept for every later ``map`` of the same one);
 - ``inherit=True`` (processes, on Linux) forks the workers from the calling process instead: they start
   in milliseconds with its imports, compiled numba kernels and ``shared`` already in memory (nothing is
   pickled for them). Only for units that run no OpenMP code (no XGBoost ``fit`` / ``predict``): a child
@@ -114,6 +115,7 @@ class Scheduler:
         self.inherit = bool(inherit)
         self._pool = self._client = self._cluster = self._ctx = None
         self._pool_shared: Any = _NOTHING
+        self._scatter: tuple | None = None
 
     # -- context ---------------------------------------------------------------------------------
     def __enter__(self) -> Scheduler:
@@ -146,7 +148,7 @@ class Scheduler:
         if self._cluster is not None:
             self._cluster.close()
         self._pool = self._client = self._cluster = self._ctx = None
-        self._pool_shared = _NOTHING
+        self._pool_shared, self._scatter = _NOTHING, None
 
     def _process_pool(self, fn: Callable, shared: Any):
         """The process pool for a map of ``fn`` with ``shared``: the running one, or a new one holding ``shared``."""
@@ -165,6 +167,12 @@ class Scheduler:
                                          **init)
         self._pool_shared = shared
         return self._pool
+
+    def _scattered(self, shared: Any):
+        """The Dask future of ``shared`` on every worker: scattered once per object, then reused."""
+        if self._scatter is None or self._scatter[0] is not shared:
+            self._scatter = (shared, self._client.scatter(shared, broadcast=True, hash=False))
+        return self._scatter[1]
 
     # -- work ------------------------------------------------------------------------------------
     def map(self, fn: Callable, items: Iterable, *, shared: Any = None, label: Callable[[Any], str] = repr,
@@ -193,8 +201,7 @@ class Scheduler:
                 call = _call if shared is None else _call_installed
                 futures = [pool.submit(call, fn, it, name) for it, name in zip(items, names)]
             else:
-                extra = [] if shared is None else \
-                    [[self._client.scatter(shared, broadcast=True, hash=False)] * len(items)]
+                extra = [] if shared is None else [[self._scattered(shared)] * len(items)]
                 futures = self._client.map(_call, [fn] * len(items), items, names, *extra, pure=False)
             out = []
             for f in futures:

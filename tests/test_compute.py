@@ -53,13 +53,13 @@ def test_shared_reaches_each_worker_once_not_once_per_unit(name, inherit):
     bars = Bars(range(100, 112))
     with Scheduler(name, workers=2, progress=False, inherit=inherit) as sch:
         out = sch.map(_pick, range(12), shared=bars)
-        again = sch.map(_pick, [0, 1], shared=bars)           # processes keep their pool for the same object
+        again = sch.map(_pick, [0, 1], shared=bars)           # the same object: the workers keep their copy
     assert [v for v, _, _ in out] == list(range(100, 112)) and [v for v, _, _ in again] == [100, 101]
     once = 0 if name == "serial" or inherit else 1             # forked workers inherit it: nothing unpickled
     first = {pid: n for _, pid, n in out}                      # per worker: copies unpickled there so far
     assert max(first.values()) <= once, first
     both = {pid: n for _, pid, n in out + again}
-    assert max(both.values()) <= (2 if name == "dask" else once), both    # Dask: once per map
+    assert max(both.values()) <= once, both
 
 
 @pytest.mark.parametrize("name", ["serial", "processes"])
