@@ -13,12 +13,19 @@ data in memory), wall and CPU time:
    plans into ``Portfolio.from_orders``, 64 columns per call, then ``pf.value()`` and the metrics), per
    combination: what the sweep cost before the fast path;
 4. where the fast path's time goes: detection, levels and walk order, the kernel (walk, fills,
-   exits, daily equity, score), PBO, DSR, the Portfolio check of the top 10;
-5. the 1,000-combination sweep on the §12 schedulers: serial, processes (2), Dask LocalCluster (2);
+   exits, daily equity, score; split into selection + labelling and metrics by re-running the
+   metrics alone on the kernel's trades), PBO, DSR, the Portfolio check of the top 10;
+5. ``run_grid`` (the sweep's work units, no verify / PBO) on the §12 schedulers, serial, processes (2)
+   and a Dask LocalCluster (2, started once outside the timing and reached by address), on the
+   1,000-combination grid and on the 10,000-combination grid of step 6; the bars go to each worker once
+   (``Scheduler.map(shared=)``), the combinations in about four blocks per worker;
 6. ``--rss N``: an N-combination sweep (serial, with its progress bar) in a fresh process, and its
-   peak RSS (``ru_maxrss``).
+   peak RSS (``ru_maxrss``);
+7. ``qml optimize`` (``configs/optimize.yaml``, 60 trials) on serial, processes (2) and Dask (2), and
+   where a serial search's time goes (TPE's ``ask`` on the driver, the trials, importance).
 
-    python benchmarks/bench_sweep.py                  # 1-5 (several minutes on 2 shared cores)
+    python benchmarks/bench_sweep.py                  # 1-5 and 7 (several minutes on 2 shared cores)
+    python benchmarks/bench_sweep.py --only-schedulers  # 5 and 7
     python benchmarks/bench_sweep.py --rss 10000      # 6 only
 """
 from __future__ import annotations
@@ -109,7 +116,7 @@ def bench_portfolio(df, grid) -> Clock:
 def breakdown(df, grid) -> dict[str, Clock]:
     from qml_plugin.patterns.qml import detect_structure
     from qml_plugin.vbt.fast import EventBook
-    from qml_plugin.vbt.grid import trial_count, verify_rows
+    from qml_plugin.vbt.grid import returns_digest, trial_count, verify_rows
     from qml_plugin.vbt.overfit import deflated_sharpe, pbo
 
     h, l, c = (df[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
@@ -126,38 +133,100 @@ def breakdown(df, grid) -> dict[str, Clock]:
     out["levels and walk order (once per level key)"] = clk
     clk.wall -= out["detection (once per structure key)"].wall
     clk.cpu -= out["detection (once per structure key)"].cpu
-    with Clock() as out["kernel: walk, fills, exits, daily equity, score"]:
+    with Clock() as kernel:
         results = [book.simulate(p) for p in order]
+    out["kernel: walk, fills, exits, daily equity, score"] = kernel
+    from qml_plugin import tradesim as ts
+
+    close, days_per_year = c, book.market.days_per_year
+    with Clock() as metrics:                     # the kernel's last step again, on the trades it found
+        for _, eb, xb, ep, xp, d, _ in results:
+            daily = ts.account_nb(close, book.sample, eb, xb, ep, xp, d, np.full(len(eb), ts.FULL_SIZE), 0.0, 1e5)
+            ts.equity_stats_nb(daily, 1e5, days_per_year)
+            ts.trade_stats_nb(ep, xp, d, 0.0)
+    walk = Clock()
+    walk.wall, walk.cpu = kernel.wall - metrics.wall, kernel.cpu - metrics.cpu
+    out["  of which selection + labelling (walk, lazy fills, exits)"] = walk
+    out["  of which metrics (daily equity, Sharpe, drawdown, trades)"] = metrics
     returns = np.column_stack([r[-1] / np.r_[1e5, r[-1][:-1]] - 1 for r in results])
     with Clock() as out["PBO (CSCV, 12,870 splits)"]:
         pbo(returns)
     m = np.array([r[0] for r in results])
     with Clock() as out["DSR (trial count, variance, formula)"]:
-        n, v = trial_count(returns, m[:, 7])
+        n, v = trial_count([returns_digest(r) for r in returns.T], m[:, 7])
         deflated_sharpe(m[:, 7], n_obs=m[:, 10], skew=m[:, 8], kurtosis=m[:, 9], n_trials=n, sr_variance=v)
     with Clock() as out["Portfolio check of the top 10 (verify_top)"]:
         verify_rows(df, grid[:10])
     return out
 
 
-def bench_schedulers(df, grid) -> dict[str, Clock]:
-    """run_grid on each scheduler. The Dask cluster is started once, outside the timing (its two spawned
-    workers import qml_plugin and vectorbt first), and reached by address, as a user's cluster would be."""
+def bench_schedulers(df, grids: dict[str, list]) -> dict[str, Clock]:
+    """run_grid on each scheduler, per grid. The Dask cluster is started once, outside the timing (its two
+    spawned workers import qml_plugin and vectorbt first), and reached by address, as a user's cluster would be.
+    A process pool is started by each run_grid call, as `qml sweep --scheduler processes` does (forked from
+    this process: its start is in the timing)."""
     from dask.distributed import LocalCluster
 
     from qml_plugin.vbt.grid import run_grid
 
     out = {}
-    with Clock() as out["dask cluster start (2 workers, not in the run)"]:
+    with Clock() as out["dask cluster start (2 workers, not in the runs)"]:
         cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     try:
-        for name, extra in (("serial", {}), ("processes", {"workers": 2}),
-                            ("dask", {"workers": 2, "address": cluster.scheduler_address})):
-            run_grid(df, grid[:8], compute={"scheduler": name, **extra}, progress=False)    # warm each side
-            with Clock() as out[name]:
-                run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+        first = next(iter(grids.values()))
+        for name, extra in SCHEDULERS:
+            extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+            run_grid(df, first[:8], compute={"scheduler": name, **extra}, progress=False)    # warm each side
+        for label, grid in grids.items():
+            for name, extra in SCHEDULERS:
+                extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+                kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+                with Clock() as out[f"{label}: {name}"]:
+                    run_grid(df, grid, compute={"scheduler": name, **extra}, progress=False)
+                done = resource.getrusage(resource.RUSAGE_CHILDREN)     # the pool's workers, reaped at its end
+                out[f"{label}: {name}"].workers_cpu = done.ru_utime + done.ru_stime - kids.ru_utime - kids.ru_stime
+                out[f"{label}: {name}"].load = os.getloadavg()[0]
     finally:
         cluster.close()
+    return out
+
+
+SCHEDULERS = (("serial", {}), ("processes", {"workers": 2}), ("dask", {"workers": 2}))
+
+
+def bench_optimize_schedulers(df, trials: int = 60) -> dict[str, Clock]:
+    """`qml optimize` on the shipped config: each scheduler, then a profile of where a serial search's time goes."""
+    import cProfile
+    import pstats
+
+    from dask.distributed import LocalCluster
+
+    from qml_plugin.vbt.optimize import optimize
+
+    cfg = str(REPO / "configs" / "optimize.yaml")
+    out = {}
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    try:
+        for name, extra in SCHEDULERS:
+            extra = {**extra, "address": cluster.scheduler_address} if name == "dask" else extra
+            optimize(cfg, trials=4, ohlcv=df, progress=False, write=False, compute={"scheduler": name, **extra})
+            with Clock() as out[name]:
+                optimize(cfg, trials=trials, ohlcv=df, progress=False, write=False,
+                         compute={"scheduler": name, **extra})
+            out[name].load = os.getloadavg()[0]
+    finally:
+        cluster.close()
+    prof = cProfile.Profile()
+    prof.runcall(optimize, cfg, trials=trials, ohlcv=df, progress=False, write=False,
+                 compute={"scheduler": "serial"})
+    stats = pstats.Stats(prof).stats
+    total = sum(v[2] for v in stats.values())
+    cum = {f"{k[0].rsplit('/', 1)[-1]}:{k[2]}": v[3] for k, v in stats.items()}
+    out["profile"] = {"TPE ask (driver)": cum.get("study.py:ask", float("nan")),
+                      "trials: the fast path (train + top 10 on validation and holdout)":
+                          cum.get("optimize.py:_evaluate", float("nan")),
+                      "importance (fANOVA)": cum.get("optimize.py:_importance", float("nan")),
+                      "all (profiled, serial)": cum.get("optimize.py:optimize", total)}
     return out
 
 
@@ -184,6 +253,28 @@ def bench_rss(n: int) -> None:
     print(res.stdout.strip().splitlines()[-1])
 
 
+def report_schedulers(df, grid) -> None:
+    from qml_plugin.vbt import expand_grid
+
+    print("5. run_grid (the work units, no verify/PBO) on the schedulers, 2 workers:")
+    s = bench_schedulers(df, {"1,000": grid, "10,000": expand_grid(GRID_10000)})
+    for name, clk in s.items():
+        base = s.get(f"{name.split(':')[0]}: serial")
+        ratio = f"speed-up vs serial {base.wall / clk.wall:4.2f}x" if base is not None else ""
+        load = f"  load {clk.load:.1f}" if hasattr(clk, "load") else ""
+        kids = f" {clk.workers_cpu:6.2f} s pool CPU" if getattr(clk, "workers_cpu", 0) > 0 else " " * 16
+        print(f"   {name:<40} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU{kids}  {ratio}{load}")
+    print("7. qml optimize, configs/optimize.yaml, 60 trials, 2 workers:")
+    o = bench_optimize_schedulers(df)
+    prof = o.pop("profile")
+    for name, clk in o.items():
+        print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:6.2f} s driver CPU  "
+              f"speed-up vs serial {o['serial'].wall / clk.wall:4.2f}x  load {clk.load:.1f}")
+    print("   where a serial search's time goes (cProfile, cumulative):")
+    for name, sec in prof.items():
+        print(f"     {name:<66} {sec:6.2f} s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rss", type=int, default=0, help="only the peak-RSS run of an N-combination sweep")
@@ -202,9 +293,7 @@ def main() -> None:
     grid = expand_grid(GRID_1000)
     print(f"EURUSD_1h: {len(df):,} bars; {os.cpu_count()} cores (shared); load average {os.getloadavg()[0]:.1f}")
     if args.only_schedulers:
-        s = bench_schedulers(df, grid)
-        for name, clk in s.items():
-            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+        report_schedulers(df, grid)
         return
 
     if not args.skip_optimize:    # first: its process pool forks before numba and vectorbt start threads
@@ -233,10 +322,7 @@ def main() -> None:
     for name, clk in breakdown(df, grid).items():
         print(f"   {name:<48} {clk.wall:7.2f} s wall {clk.cpu:7.2f} s CPU")
     if not args.skip_schedulers:
-        print("5. the 1,000 combinations (run_grid, no verify/PBO) on the schedulers, 2 workers:")
-        s = bench_schedulers(df, grid)
-        for name, clk in s.items():
-            print(f"   {name:<48} {clk.wall:7.2f} s wall  speed-up vs serial {s['serial'].wall / clk.wall:4.2f}x")
+        report_schedulers(df, grid)
     print(f"\npeak RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
 
 

@@ -21,10 +21,45 @@ def _data_error(x):
     raise DataError(f"bad market {x}")
 
 
+_UNPICKLED = []          # in a worker: one entry per copy of a Bars object that reached it
+
+
+class Bars:
+    """A stand-in for a market's bars that counts the copies unpickled in each process."""
+
+    def __init__(self, values):
+        self.values = list(values)
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        _UNPICKLED.append(1)
+
+
+def _pick(bars, i):
+    import os
+
+    return bars.values[i], os.getpid(), len(_UNPICKLED)
+
+
 @pytest.mark.parametrize("name", ["serial", "processes", "dask"])
 def test_every_scheduler_returns_results_in_input_order(name):
     with Scheduler(name, workers=2, progress=False) as sch:
         assert sch.map(_square, [3, 1, 2]) == [9, 1, 4]
+
+
+@pytest.mark.parametrize("name, inherit", [("serial", False), ("processes", False), ("processes", True),
+                                           ("dask", False)])
+def test_shared_reaches_each_worker_once_not_once_per_unit(name, inherit):
+    bars = Bars(range(100, 112))
+    with Scheduler(name, workers=2, progress=False, inherit=inherit) as sch:
+        out = sch.map(_pick, range(12), shared=bars)
+        again = sch.map(_pick, [0, 1], shared=bars)           # the same object: the workers keep their copy
+    assert [v for v, _, _ in out] == list(range(100, 112)) and [v for v, _, _ in again] == [100, 101]
+    once = 0 if name == "serial" or inherit else 1             # forked workers inherit it: nothing unpickled
+    first = {pid: n for _, pid, n in out}                      # per worker: copies unpickled there so far
+    assert max(first.values()) <= once, first
+    both = {pid: n for _, pid, n in out + again}
+    assert max(both.values()) <= once, both
 
 
 @pytest.mark.parametrize("name", ["serial", "processes"])

@@ -40,6 +40,22 @@ def test_serial_runs_with_the_same_seed_are_identical_and_another_seed_differs(t
     assert not c.trials[list(SPACE)].equals(a.trials[list(SPACE)])
 
 
+def test_trials_run_on_two_worker_processes_reproducibly_and_score_as_the_driver_would(tmp_path, frame):
+    from qml_plugin.patterns import QMLParams
+    from qml_plugin.vbt.fast import FAST_METRICS, EventBook
+
+    two = {"scheduler": "processes", "workers": 2}
+    a = optimize(cfg(tmp_path), ohlcv=frame, progress=False, write=False, compute=two)
+    b = optimize(cfg(tmp_path), ohlcv=frame, progress=False, write=False, compute=two)
+    pd.testing.assert_frame_equal(a.trials, b.trials, check_exact=True)   # one batch per worker round, seeded
+    assert len(a.trials) == 8 and a.chosen == b.chosen
+    train = frame.iloc[:int(round(len(frame) * 0.6))]
+    for _, row in a.trials.head(2).iterrows():                            # a worker's score is the driver's
+        p = QMLParams(**{k: row[k].item() if hasattr(row[k], "item") else row[k] for k in SPACE})
+        own = EventBook(train).simulate(p)[0]
+        assert [row[f"train_{k}"] for k in FAST_METRICS] == pytest.approx(list(own), nan_ok=True, rel=0, abs=0)
+
+
 def test_the_choice_is_made_on_validation_and_the_holdout_scored_after_for_the_top_trials(tmp_path, frame):
     res = optimize(cfg(tmp_path), ohlcv=frame, progress=False, write=False)
     top = res.top

@@ -109,6 +109,71 @@ def test_pbo_of_a_grid_over_random_walks_is_high():
         assert table["dsr"].iloc[0] < 0.95          # and the "best" row is not significant once deflated
 
 
+def _plant_winners(df: pd.DataFrame, p: QMLParams, *, share: float, seed: int, ramp: int = 4) -> pd.DataFrame:
+    """A copy of the random walk ``df`` in which ``share`` of the trades that ``p`` takes are made to win.
+
+    Walking ``p``'s own trades in time order (the fast path's one-position rule): a trade picked (with
+    probability ``share``) gets a fill on the bar after detection and a straight run to just past its
+    target over ``ramp`` bars; the walk after it is the original walk, rescaled to continue from there.
+    A trade not picked is left as it is. Detection is causal, so rewriting bars after a pattern's
+    detection never changes that pattern; later patterns are detected again on the rewritten bars.
+    Only ``p`` (and neighbours that find the same patterns and a nearer target) can exploit this.
+    """
+    from qml_plugin.filter import decide
+
+    rng = np.random.default_rng(seed)
+    cols = ["Open", "High", "Low", "Close"]
+    o, h, l, c = (df[k].to_numpy(float).copy() for k in cols)
+    cursor, n = 0, len(df)
+    while True:
+        cur = df.copy()
+        cur[cols] = np.column_stack([o, h, l, c])
+        book = EventBook(cur)
+        arr, ok, _, _, order, _ = book.levels(p)
+        take, _ = decide(arr["validity_score"], np.nan, mode=None, min_score=p.min_score)
+        bars = arr["detection_bar"][order]
+        nxt = order[(take & ok)[order] & (bars >= cursor) & (bars + ramp + 2 < n)]
+        if len(nxt) == 0:
+            return cur
+        k = nxt[0]
+        t, d, entry, stop, target = (int(arr["detection_bar"][k]), arr["direction"][k], arr["entry"][k],
+                                     arr["stop"][k], arr["target"][k])
+        if not min(stop, target) < c[t] < max(stop, target) or rng.random() >= share:     # p trades it as it is
+            _, eb, xb, *_ = book.simulate(p)
+            own = np.flatnonzero((eb > t) & (eb <= t + p.max_wait))
+            cursor = (int(xb[own[0]]) if xb[own[0]] >= 0 else n) if len(own) else t + p.max_wait
+            continue
+        unit = abs(entry - stop)
+        o[t + 1], c[t + 1] = c[t], entry            # opens at the last close, trades through the entry, no stop
+        h[t + 1] = max(o[t + 1], entry) + (0.05 * unit if d < 0 else 0.0)
+        l[t + 1] = min(o[t + 1], entry) - (0.05 * unit if d > 0 else 0.0)
+        for j, px in enumerate(entry + (target - entry) * 1.02 * np.arange(1, ramp + 1) / ramp, start=t + 2):
+            o[j], c[j] = c[j - 1], px
+            h[j], l[j] = max(o[j], px) + 0.01 * unit, min(o[j], px) - 0.01 * unit
+        x = t + 1 + ramp                               # the exit bar: the target is hit here
+        scale = c[x] / df["Close"].to_numpy()[x]
+        for a, k_ in zip((o, h, l, c), cols):
+            a[x + 1:] = df[k_].to_numpy()[x + 1:] * scale
+        df, cursor = cur.copy(), x
+        df[cols] = np.column_stack([o, h, l, c])
+
+
+def test_pbo_of_a_swept_market_is_low_when_one_combination_exploits_a_planted_effect_and_high_without_it():
+    grid = {"swing_n": [2, 3, 4], "head_min_atr": [0.3, 0.6], "target": ["rr"], "rr": [1.0, 2.0],
+            "max_wait": [5, 20], "stop_buffer_atr": [0.1, 0.5], "min_score": [0.3]}
+    star = QMLParams(swing_n=3, head_min_atr=0.3, target="rr", rr=2.0, max_wait=20, stop_buffer_atr=0.5,
+                     min_score=0.3)
+    for seed in (1, 2):
+        walk = random_walk(8_000, seed=seed)
+        planted = _plant_winners(walk, star, share=0.5, seed=seed)
+        null = sweep(config(grid, verify_top=3), ohlcv=walk, progress=False, write=False)
+        table = sweep(config(grid, verify_top=3), ohlcv=planted, progress=False, write=False)
+        assert null.attrs["pbo"] >= 0.4, (seed, null.attrs["pbo"])            # the same grid on the bare walk
+        assert table.attrs["pbo"] <= 0.1, (seed, table.attrs["pbo"])
+        assert table["swing_n"].iloc[0] == 3 and table["rr"].iloc[0] == 2.0      # the exploiting family wins
+        assert table["dsr"].iloc[0] > 0.99 > null["dsr"].iloc[0]
+
+
 def test_sweep_prints_pbo_and_dsr_and_the_heatmap_title_carries_them(tmp_path, capsys):
     import yaml
 

@@ -53,10 +53,12 @@ next to it (other params: the best value in each cell), with the PBO and the bes
 """
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import itertools
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -68,15 +70,30 @@ from ..errors import ConfigError
 from ..patterns import QMLParams
 from .engine import verify
 from .fast import FAST_METRICS, EventBook
-from .overfit import deflated_sharpe, pbo
+from .overfit import BLOCKS, block_sums, deflated_sharpe, pbo_from_sums
 
-__all__ = ["sweep", "expand_grid", "METRICS", "heatmap_path", "run_grid", "overfit_note", "BLOCK"]
+__all__ = ["sweep", "expand_grid", "METRICS", "heatmap_path", "run_grid", "overfit_note", "BLOCK", "GridReturns",
+           "returns_digest", "trial_count"]
 
 METRICS = ["n_trades", "win_rate", "profit_factor", "total_return", "sharpe", "calmar", "max_drawdown", "dsr"]
 """Metric columns of :func:`sweep`, in order."""
 
 BLOCK = 250
 """Most combinations per work unit (a unit detects once per structure key it holds)."""
+
+
+class GridReturns(NamedTuple):
+    """What PBO and the distinct-trial count need of a grid's daily returns, without the daily returns.
+
+    ``s1`` / ``s2``: per CSCV block, the sum and the sum of squares of each combination's daily returns
+    (blocks x combinations, :func:`~qml_plugin.vbt.overfit.block_sums`); ``days``: days per block;
+    ``digests``: one :func:`returns_digest` per combination. ``pbo_from_sums(s1, s2, days)`` is the PBO.
+    """
+
+    s1: np.ndarray
+    s2: np.ndarray
+    days: np.ndarray
+    digests: list
 
 
 def expand_grid(grid: dict[str, Any]) -> list[QMLParams]:
@@ -114,46 +131,86 @@ def heatmap_path(output: str | Path) -> Path:
 
 
 
-def _unit(unit: tuple) -> tuple[np.ndarray, np.ndarray, str]:
-    """Work unit: one block of combinations on one series -> (metrics, daily returns, ml_status)."""
-    ohlcv, ml, grid, commission, cash, scores = unit
+def _unit(shared: tuple, block: list[QMLParams]) -> tuple:
+    """Work unit: one block of combinations on the shared series -> what the table needs of each.
+
+    ``shared`` = ``(ohlcv, ml, commission, cash, scores)`` reaches each worker once per sweep
+    (:meth:`~qml_plugin.compute.Scheduler.map`'s ``shared``); a block is a list of ``QMLParams``.
+    Returns ``(metrics, s1, s2, days, digests, ml_status)``: the metric rows, the CSCV block sums of
+    each combination's daily returns (:func:`~qml_plugin.vbt.overfit.block_sums`, blocks x
+    combinations), and a digest of each daily-return series (distinct trials): a few dozen numbers per
+    combination travel back, not thousands of daily returns.
+    """
+    ohlcv, ml, commission, cash, scores = shared
     book = EventBook(ohlcv, ml, scores=scores)
-    metrics, returns = book.run(grid, commission=commission, cash=cash)
-    return metrics, returns, book.ml_status
+    book.prepare(block)
+    metrics = np.empty((len(block), len(FAST_METRICS)))
+    s1 = np.empty((BLOCKS, len(block)))
+    s2 = np.empty((BLOCKS, len(block)))
+    days = np.zeros(BLOCKS, np.int64)
+    digests = []
+    for j, p in enumerate(block):
+        out, *_, daily = book.simulate(p, commission=commission, cash=cash)
+        r = daily / np.r_[cash, daily[:-1]] - 1.0
+        metrics[j] = out
+        s1[:, j], s2[:, j], days = block_sums(r)
+        digests.append(returns_digest(r))
+    return metrics, s1, s2, days, digests, book.ml_status
+
+
+def returns_digest(returns: np.ndarray) -> bytes:
+    """A 16-byte digest of one daily-return series: equal series, equal digests (the distinct-trial count)."""
+    return hashlib.blake2b(np.ascontiguousarray(returns, np.float64).tobytes(), digest_size=16).digest()
 
 
 def _blocks(grid: list[QMLParams], parallel: int) -> list[np.ndarray]:
-    """Combination indices per unit, grouped by level key so each unit detects and prices as little as it can."""
+    """Combination indices per unit, grouped by level key so each unit detects and prices as little as it can.
+
+    Serial: blocks of :data:`BLOCK` (the progress bar's steps). In parallel: about four blocks per
+    worker (few, large units; four so that a slow block does not leave a worker idle), at most
+    ``4 * BLOCK`` combinations each (bounded memory per unit on huge grids).
+    """
     order = sorted(range(len(grid)), key=lambda i: repr(EventBook.level_key(grid[i])))
-    size = BLOCK if parallel <= 1 else max(1, min(BLOCK, math.ceil(len(grid) / (4 * parallel))))
+    size = BLOCK if parallel <= 1 else max(1, min(4 * BLOCK, math.ceil(len(grid) / (4 * parallel))))
     return [np.array(order[lo:lo + size]) for lo in range(0, len(order), size)]
 
 
 def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None = None, commission: float = 0.0,
-             cash: float = 100_000.0, compute: dict | None = None, progress: bool = True,
-             ) -> tuple[np.ndarray, np.ndarray, str]:
-    """Fast-path metrics (combinations x ``FAST_METRICS``) and daily returns (days x combinations) of ``grid``.
+             cash: float = 100_000.0, compute: dict | Scheduler | None = None, progress: bool = True,
+             ) -> tuple[np.ndarray, GridReturns, str]:
+    """Fast-path metrics (combinations x ``FAST_METRICS``), :class:`GridReturns` and the ML status of ``grid``.
 
     The library core of :func:`sweep` and ``qml optimize``: blocks of combinations run as work units
     on :class:`~qml_plugin.compute.Scheduler` (``compute``: ``scheduler``, ``workers``, ``address``;
-    default serial); results come back in ``grid``'s order whatever the scheduler.
+    default serial; or a Scheduler already entered, whose workers then serve several grids); the series,
+    the costs and the ML scores go to each worker once per grid, the blocks are about four per worker.
+    Results come back in ``grid``'s order whatever the scheduler.
     """
     ml = ml or MLConfig()
-    compute = {"scheduler": "serial", **(compute or {})}
-    sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
-                    progress=progress)
+    own = not isinstance(compute, Scheduler)
+    if own:
+        compute = {"scheduler": "serial", **(compute or {})}
+        sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
+                        progress=progress, inherit=True)      # the units run numba and numpy, never XGBoost
+    else:
+        sch = compute
     parallel = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     blocks = _blocks(grid, parallel)
     scores = EventBook(ohlcv, ml).scores(grid) if ml.enabled else None    # the model runs on the driver only
-    units = [(ohlcv, ml, [grid[i] for i in b], float(commission), float(cash), scores) for b in blocks]
-    with sch:
-        results = sch.map(_unit, units, label=lambda u: f"combinations from {u[2][0]} ({len(u[2])} in all)",
-                          desc="qml sweep")
+    shared = (ohlcv, ml, float(commission), float(cash), scores)        # sent to each worker once
+    with sch if own else contextlib.nullcontext(sch):
+        results = sch.map(_unit, [[grid[i] for i in b] for b in blocks], shared=shared,
+                          label=lambda u: f"combinations from {u[0]} ({len(u)} in all)", desc="qml sweep")
     metrics = np.empty((len(grid), len(FAST_METRICS)))
-    returns = np.empty((results[0][1].shape[0] if results else 0, len(grid)))
-    for b, (m, r, _) in zip(blocks, results, strict=True):
-        metrics[b], returns[:, b] = m, r
-    return metrics, returns, results[0][2] if results else "off"
+    s1 = np.zeros((BLOCKS, len(grid)))
+    s2 = np.zeros((BLOCKS, len(grid)))
+    digests: list = [b""] * len(grid)
+    for b, (m, a1, a2, _, dg, _) in zip(blocks, results, strict=True):
+        metrics[b], s1[:, b], s2[:, b] = m, a1, a2
+        for i, d in zip(b, dg, strict=True):
+            digests[i] = d
+    days = results[0][3] if results else np.zeros(BLOCKS, np.int64)
+    return metrics, GridReturns(s1, s2, days, digests), results[0][5] if results else "off"
 
 
 def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progress: bool = True,
@@ -173,10 +230,10 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     ml = parse_ml_block(cfg["ml"])
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     compute = compute if compute is not None else cfg.get("compute")
-    metrics, returns, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],
+    metrics, rets, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],
                                            compute=compute, progress=progress)
     fm = pd.DataFrame(metrics, columns=FAST_METRICS)
-    n_trials, sr_var = trial_count(returns, fm["sr"].to_numpy())
+    n_trials, sr_var = trial_count(rets.digests, fm["sr"].to_numpy())
     fm["dsr"] = deflated_sharpe(fm["sr"], n_obs=fm["n_days"], skew=fm["skew"], kurtosis=fm["kurtosis"],
                                 n_trials=n_trials, sr_variance=sr_var)
     table = pd.concat([pd.DataFrame({k: [getattr(p, k) for p in grid] for k in keys}), fm[METRICS]], axis=1)
@@ -185,7 +242,7 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
         table["ml_status"] = ml_status
     order = table[sw["metric"]].sort_values(ascending=False, na_position="last", kind="stable").index.to_numpy()
     table = table.loc[order].reset_index(drop=True)
-    prob, logits = pbo(returns)
+    prob, logits = pbo_from_sums(rets.s1, rets.s2, rets.days)
     table.attrs.update(pbo=prob, pbo_logits=logits, n_trials=n_trials, ml_status=ml_status)
     table.attrs["verified"] = verify_rows(df, [grid[i] for i in order[:max(int(sw.get("verify_top", 10)), 0)]],
                                           ml=ml, commission=sw["commission"], cash=sw["cash"])
@@ -209,15 +266,19 @@ def verify_rows(ohlcv: pd.DataFrame, params: list[QMLParams], *, ml: MLConfig | 
     return verify(ohlcv, params, fast, ml=ml, commission=commission, cash=cash)
 
 
-def trial_count(returns: np.ndarray, sr: np.ndarray) -> tuple[int, float]:
-    """Distinct combinations (by their daily returns) and the variance of their per-day Sharpes (DSR inputs)."""
-    if returns.size == 0:
+def trial_count(digests: list, sr: np.ndarray) -> tuple[int, float]:
+    """Distinct combinations (by the digests of their daily returns) and the variance of their per-day Sharpes.
+
+    The DSR's inputs: ``digests`` holds one :func:`returns_digest` per combination, ``sr`` their
+    per-day Sharpes; combinations with equal daily returns count once.
+    """
+    if len(digests) == 0:
         return len(sr), 0.0
     seen: dict[bytes, int] = {}
-    for j in range(returns.shape[1]):
-        seen.setdefault(np.ascontiguousarray(returns[:, j]).tobytes(), j)
+    for j, d in enumerate(digests):
+        seen.setdefault(d, j)
     first = np.fromiter(seen.values(), dtype=np.int64)
-    s = sr[first]
+    s = np.asarray(sr, float)[first]
     s = s[np.isfinite(s)]
     return int(len(first)), float(np.var(s, ddof=1)) if len(s) > 1 else 0.0
 

@@ -81,10 +81,15 @@ def parse_space(space: dict) -> dict[str, Any]:
     return out
 
 
-def _evaluate(unit: tuple) -> np.ndarray:
-    """Work unit: one parameter set on one period -> the fast path's metric vector."""
-    ohlcv, start, ml, params, commission, cash = unit
-    return EventBook(ohlcv, ml, start=start).simulate(params, commission=commission, cash=cash)[0]
+def _evaluate(shared: tuple, trial: tuple) -> np.ndarray:
+    """Work unit: one parameter set on one period -> the fast path's metric vector.
+
+    ``shared`` = ``(ohlcv, ml, commission, cash)`` reaches each worker once per search; ``trial`` =
+    ``(n_bars, start, params)``: the period is the first ``n_bars`` bars, traded from ``start``.
+    """
+    ohlcv, ml, commission, cash = shared
+    n_bars, start, params = trial
+    return EventBook(ohlcv.iloc[:n_bars], ml, start=start).simulate(params, commission=commission, cash=cash)[0]
 
 
 @dataclass
@@ -108,7 +113,7 @@ def _periods(df: pd.DataFrame, split: list[float]) -> dict:
         raise InsufficientDataError(f"optimize.split = {split} leaves a period under 500 bars on {n:,} bars; "
                                     "give more data or a more even split")
     idx = df.index
-    return {"train": (df.iloc[:a], None), "validation": (df.iloc[:b], idx[a]), "holdout": (df, idx[b]),
+    return {"train": (a, None), "validation": (b, idx[a]), "holdout": (n, idx[b]),
             "bounds": {"train": [str(idx[0]), str(idx[a - 1])], "validation": [str(idx[a]), str(idx[b - 1])],
                        "holdout": [str(idx[b]), str(idx[-1])]}}
 
@@ -151,16 +156,16 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
                                 storage=storage, study_name=f"qml_optimize_{stamp}")
     compute = {"scheduler": "serial", **(cfg.get("compute") or {}), **(compute or {})}
     sch = Scheduler(compute["scheduler"], workers=compute.get("workers"), address=compute.get("address"),
-                    progress=False)
+                    progress=False, inherit=True)             # trials run numba and numpy, never XGBoost
     batch = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     col = FAST_METRICS.index(objective)
     comm, cash = float(opt["commission"]), float(opt["cash"])
-    train_df, _ = periods["train"]
+    shared = (df, ml, comm, cash)                                # the bars go to each worker once
 
     def scored(period: str, params: list[QMLParams]) -> np.ndarray:
-        frame, start = periods[period]
-        return np.array(sch.map(_evaluate, [(frame, start, ml, p, comm, cash) for p in params],
-                                label=lambda u: f"{period} trial {u[3]}"))
+        n_bars, start = periods[period]
+        return np.array(sch.map(_evaluate, [(n_bars, start, p) for p in params], shared=shared,
+                                label=lambda u: f"{period} trial {u[2]}"))
 
     rows = []
     with sch, tqdm(total=n_trials, desc="qml optimize", unit="trial", disable=not progress) as bar:

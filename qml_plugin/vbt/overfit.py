@@ -28,10 +28,13 @@ import numpy as np
 from numba import njit
 from scipy.stats import norm
 
-__all__ = ["expected_max_sharpe", "deflated_sharpe", "pbo", "EULER_GAMMA"]
+__all__ = ["expected_max_sharpe", "deflated_sharpe", "pbo", "pbo_from_sums", "block_sums", "EULER_GAMMA", "BLOCKS"]
 
 EULER_GAMMA = 0.5772156649015329
 """The Euler-Mascheroni constant of the expected-maximum formula."""
+
+BLOCKS = 16
+"""``S``, the number of time blocks of the CSCV (SPEC §9)."""
 
 
 def expected_max_sharpe(n_trials: int, sr_variance: float) -> float:
@@ -127,13 +130,45 @@ def _cscv_nb(s1, s2, cnt, combos):
     return out
 
 
-def pbo(returns: np.ndarray, *, blocks: int = 16) -> tuple[float, np.ndarray]:
+def block_sums(returns, *, blocks: int = BLOCKS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per time block, the sum and the sum of squares of ``returns`` (days, or days x combinations), and the days.
+
+    All that CSCV needs of a combination's daily returns, so a sweep's work unit sends 2 x ``blocks``
+    numbers per combination instead of every day's return. The days are cut into ``blocks`` near-equal
+    consecutive blocks (``numpy.array_split``); NaN returns count as 0.
+
+        >>> s1, s2, days = block_sums(np.array([0.01, -0.01, 0.02, 0.0]), blocks=2)
+        >>> s1.round(6).tolist(), days.tolist()
+        ([0.0, 0.02], [2, 2])
+    """
+    r = np.nan_to_num(np.asarray(returns, float))
+    days = np.array([len(p) for p in np.array_split(np.arange(r.shape[0]), blocks)], dtype=np.int64)
+    if r.shape[0] < blocks:
+        empty = np.zeros((blocks, *r.shape[1:]))
+        return empty, empty.copy(), days
+    starts = np.r_[0, np.cumsum(days)[:-1]]
+    return np.add.reduceat(r, starts, axis=0), np.add.reduceat(r * r, starts, axis=0), days
+
+
+def pbo_from_sums(s1: np.ndarray, s2: np.ndarray, days: np.ndarray) -> tuple[float, np.ndarray]:
+    """:func:`pbo` from :func:`block_sums` (``s1``, ``s2``: blocks x combinations; ``days`` per block)."""
+    s1, s2 = np.asarray(s1, float), np.asarray(s2, float)
+    blocks, n = s1.shape
+    if n < 2 or blocks < 2 or blocks % 2 or int(np.sum(days)) < blocks:
+        return float("nan"), np.empty(0)
+    combos = np.array(list(itertools.combinations(range(blocks), blocks // 2)), dtype=np.int64)
+    logits = _cscv_nb(np.ascontiguousarray(s1.T), np.ascontiguousarray(s2.T), np.asarray(days, float), combos)
+    return float((logits <= 0).mean()), logits
+
+
+def pbo(returns: np.ndarray, *, blocks: int = BLOCKS) -> tuple[float, np.ndarray]:
     """Probability of backtest overfitting of the columns of ``returns`` (days x combinations).
 
     Returns ``(pbo, logits)``: ``logits`` holds, per CSCV split, ``log(w / (1 - w))`` of the
     in-sample-best column's relative out-of-sample rank ``w`` (rank / (N + 1), ties averaged); PBO
     is the share of logits <= 0. NaN with fewer than two columns or fewer days than blocks. Flat
-    columns score a Sharpe of 0; ties of the in-sample best go to the first column.
+    columns score a Sharpe of 0; ties of the in-sample best go to the first column. The same as
+    ``pbo_from_sums(*block_sums(returns))``.
 
         >>> rng = np.random.default_rng(0)
         >>> noise = rng.normal(0, 0.01, (1600, 20))
@@ -142,14 +177,6 @@ def pbo(returns: np.ndarray, *, blocks: int = 16) -> tuple[float, np.ndarray]:
         (True, 0.0)
     """
     r = np.asarray(returns, float)
-    t, n = r.shape
-    if n < 2 or t < blocks or blocks < 2 or blocks % 2:
+    if r.ndim != 2 or r.shape[1] < 2 or r.shape[0] < blocks or blocks < 2 or blocks % 2:
         return float("nan"), np.empty(0)
-    r = np.nan_to_num(r)
-    parts = np.array_split(np.arange(t), blocks)
-    s1 = np.ascontiguousarray(np.stack([r[p].sum(axis=0) for p in parts], axis=1))     # N x blocks
-    s2 = np.ascontiguousarray(np.stack([(r[p] ** 2).sum(axis=0) for p in parts], axis=1))
-    cnt = np.array([len(p) for p in parts], float)
-    combos = np.array(list(itertools.combinations(range(blocks), blocks // 2)), dtype=np.int64)
-    logits = _cscv_nb(s1, s2, cnt, combos)
-    return float((logits <= 0).mean()), logits
+    return pbo_from_sums(*block_sums(r, blocks=blocks))
