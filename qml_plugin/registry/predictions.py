@@ -29,7 +29,7 @@ from ..errors import RegistryError
 from . import _frames as fr
 from .connection import utc_now, write_transaction
 
-__all__ = ["PredictionLog", "DECISIONS", "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS"]
+__all__ = ["PredictionLog", "DECISIONS", "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS", "top_contributions"]
 
 DECISIONS = ("take", "skip", "reduce_size")
 """What a mode did with a scored pattern (``reduce_size``: taken at a smaller size, SPEC §13)."""
@@ -63,6 +63,17 @@ def _top_json(values: np.ndarray, names: list[str]) -> list[str | None]:
         pairs = {names[j]: float(row[j]) for j in cols.tolist() if not np.isnan(row[j])}
         out.append(json.dumps(pairs) if pairs else None)
     return out
+
+
+def top_contributions(contributions: pd.DataFrame) -> list[str | None]:
+    """Each row of :meth:`SignalQualityModel.explain` as the JSON the log keeps: its
+    ``TOP_CONTRIBUTIONS`` largest |contributions| (``bias`` left out), largest first.
+
+    >>> top_contributions(pd.DataFrame({"a": [0.1, -2.0], "b": [-0.3, 0.5], "bias": [9.0, 9.0]}))
+    ['{"b": -0.3, "a": 0.1}', '{"a": -2.0, "b": 0.5}']
+    """
+    block = contributions.drop(columns=["bias", "pattern_id"], errors="ignore")
+    return _top_json(block.to_numpy(dtype=np.float64, na_value=np.nan), list(map(str, block.columns)))
 
 
 def _contribution_column(frame: pd.DataFrame, contributions: pd.DataFrame | None,
@@ -182,6 +193,23 @@ class PredictionLog:
         out["acting"] = out["acting"].astype(bool)
         out["contributions"] = pd.Series([None if r[-1] is None else json.loads(r[-1]) for r in rows],
                                          index=out.index, dtype=object)
+        return out
+
+    def latest_prediction(self, pattern_id: str) -> dict[str, Any] | None:
+        """The newest logged prediction of one pattern, or None: ``model_id``, ``run_id``, ``mode``,
+        ``ml_confidence``, ``expected_r``, ``stop_risk``, ``decision`` and ``contributions`` as a list
+        of ``(feature, contribution)`` pairs, largest |contribution| first (what ``qml label``, in the
+        terminal and on the web page, shows beside a pattern)."""
+        log = self.get_predictions(pattern_id=pattern_id)
+        if len(log) == 0:
+            return None
+        last = log.iloc[-1]
+        out = {k: (None if pd.isna(last[k]) else last[k]) for k in
+               ("model_id", "run_id", "mode", "ml_confidence", "expected_r", "stop_risk", "decision")}
+        for k in ("ml_confidence", "expected_r", "stop_risk"):
+            out[k] = None if out[k] is None else float(out[k])
+        contrib = last["contributions"] if isinstance(last["contributions"], Mapping) else {}
+        out["contributions"] = sorted(((str(k), float(v)) for k, v in contrib.items()), key=lambda kv: -abs(kv[1]))
         return out
 
     def prediction_performance(self, model_name: str | None = None, since: Any = None) -> pd.DataFrame:
