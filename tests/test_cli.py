@@ -143,7 +143,8 @@ def test_qml_errors_are_one_bounded_line_and_interrupts_and_closed_pipes_keep_th
     assert "interrupted" in capsys.readouterr().err
 
 
-def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, eurusd_4h):
+def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_prediction(tmp_path, monkeypatch, eurusd_4h,
+                                                                                  capsys):
     from qml_plugin.config import load_config
     from qml_plugin.features import FeatureExtractor
     from qml_plugin.job import run_market_job
@@ -162,11 +163,29 @@ def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, e
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         reg.add_model_version("signal_quality", status="canary", model_path=str(path),
                               trained_on_end=str(model.trained_on_end_), features_used=model.feature_names)
-    table = run_market_job(cfg, progress=False).table
+    res = run_market_job(cfg, progress=False)
+    table = res.table
     row = table[table["mode"].str.startswith("canary_v1")]
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         assert any(v["status"] == "archived" for v in reg.list_model_versions("walk_forward_EURUSD_4h"))
+        log = reg.get_predictions(run_id=res.run.run_id)
+        versions = {v["model_id"]: v for v in reg.list_model_versions("walk_forward_EURUSD_4h")}
+    # the prediction log (SPEC §5): one acting row per out-of-sample pattern and mode, by the version that scored it
+    oos = res.walk_forward.oos_proba
+    acting = log[log["acting"]]
+    assert acting.groupby("mode").size().to_dict() == {m: int(oos.notna().sum()) for m in ("filter", "replace",
+                                                                                          "score_enhancement")}
+    assert set(acting["model_id"]) <= set(versions) and not acting.duplicated(["pattern_id", "mode"]).any()
+    assert acting["decision"].isin(["take", "skip"]).all() and acting["contributions"].map(len).eq(5).all()
+    filt = acting[acting["mode"] == "filter"].set_index("pattern_id")
+    assert (filt["decision"] == "take").sum() < len(filt)         # filter mode skipped some patterns
+    # the canary scored too, never acting (once, in the configured mode)
+    quiet = log[~log["acting"]]
+    assert set(quiet["model_id"]) == {"signal_quality-v1"} and set(quiet["mode"]) == {"filter"} and len(quiet) > 0
+    assert qml(["learn", "--status", "--db", cfg["ml_data_collection"]["db_path"]]) == 0
+    out = capsys.readouterr().out
+    assert "signal_quality-v1 (canary): " in out and "walk_forward_EURUSD_4h-v1 (archived): " in out
 
 
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):

@@ -34,12 +34,14 @@ from ..config import embargo_timedelta
 from ..data import bar_duration, load_data
 from ..errors import InsufficientDataError
 from ..mixins import record_run
+from ..ml.guard import admissible_model
 from ..ml.lifecycle import shadow_scores
 from ..ml.versions import record_version
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
 from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
+from .predlog import log_backtest_predictions, log_shadow_predictions, mean_abs_contribution
 from .runs import (
     RunDir,
     WarningLog,
@@ -126,19 +128,26 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     _record_versions(db, wf, f"walk_forward_{name}", run.run_id)
     step(f"{len(wf.models)} walk-forward models")
 
-    trades = {"baseline": base._trades}
+    trades, runs = {"baseline": base._trades}, []
     for mode in MODES:
         block = {**ml, "enabled": True, "model_path": str(root), "prediction_mode": mode}
         stats = run_backtest(bt, log=log, where=mode, **params, registry_db=db, register_patterns=collect,
-                             ml_config=yaml.safe_dump(block))
-        record_run(stats, db)
+                             ml_config=yaml.safe_dump(block), run_id=run.run_id)
+        record_run(stats, db)             # registrations and their prediction log, under this run's id
         trades[mode] = stats._trades
+        runs.append(stats)
         step(f"{mode} done")
+    if not collect:                       # nothing registered: the driver logs the predictions in one batch
+        log_backtest_predictions(db, runs, run_id=run.run_id)
 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
+    log_shadow_predictions(db, ml["model_name"], X, labeled, mode=ml["prediction_mode"], run_id=run.run_id,
+                           rule=dict(min_score=strat.min_score, ml_weight=ml["ml_weight"],
+                                     confidence_threshold=ml["confidence_threshold"],
+                                     min_expected_r=float(ml.get("min_expected_r", 0.0))))
     table.to_csv(run.path / "table.csv", index=False)
     step("random filter done")
     start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
@@ -156,8 +165,13 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
              f"Run {run.run_id}: models and table.csv in {run.path}."]
     notes += [f"Warning: {w}" for w in log.seen]
     steps.close()
+    pooled = [m for m, f in zip(wf.models, wf.model_family or ["pooled"] * len(wf.models)) if f == "pooled"]
+    which = admissible_model(labeled["detection_time"], [m.trained_on_end_ for m in pooled],
+                             embargo=embargo_timedelta(ml, bar_duration(df)))
     report = dict(title=f"qml run: {data_name(df)}", table=table, equity=equity, calibration=wf.calibration,
-                  importances=wf.models[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}))
+                  importances=pooled[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}),
+                  contributions=mean_abs_contribution(pooled, X, which),
+                  contributions_of="every out-of-sample pattern the pooled walk-forward models scored")
     return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report)
 
 

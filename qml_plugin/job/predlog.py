@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..filter import decide
+from ..ml.drift import load_registered, to_timestamp
 from ..ml.guard import admissible_model
 from ..ml.versions import record_version
 from ..registry import PatternRegistry
@@ -36,7 +37,7 @@ from ..scoring import PREDICTION_COLUMNS
 from ..tradesim import levels_placeable
 
 __all__ = ["PredictionBatch", "scheme_predictions", "log_predictions", "log_backtest_predictions",
-           "mean_abs_contribution"]
+           "log_shadow_predictions", "mean_abs_contribution"]
 
 
 @dataclass
@@ -58,9 +59,19 @@ class PredictionBatch:
         return (self.abs_sum / self.n).sort_values(ascending=False, kind="stable").rename("mean_abs_contribution")
 
 
-def _explain(model, X: pd.DataFrame) -> tuple[list[str | None], pd.Series]:
+def _explain(model, X) -> tuple[list[str | None], pd.Series]:
+    """Top-5 JSON per row and the sum of |contribution| per feature: one ``explain`` batch. ``X`` is a
+    frame, or an array already in the model's feature order (one conversion per group, not per model)."""
     contrib = model.explain(X)
-    return top_contributions(contrib), contrib.drop(columns="bias").abs().sum()
+    return top_contributions(contrib), pd.Series(np.abs(contrib.to_numpy()[:, :-1]).sum(axis=0),
+                                                 index=contrib.columns[:-1])
+
+
+def _as_array(X: pd.DataFrame, models: list) -> tuple[list[str] | None, np.ndarray | None]:
+    names = models[0].feature_names if models else None
+    if names is None or any(m.feature_names != names for m in models) or not set(names) <= set(X.columns):
+        return None, None
+    return names, X[names].to_numpy(dtype=np.float64, na_value=np.nan)
 
 
 def mean_abs_contribution(models: list, X: pd.DataFrame, which: np.ndarray) -> pd.Series:
@@ -99,6 +110,7 @@ def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: l
             which = admissible_model(task["known_score"], [m.trained_on_end_ for m in res["models"]],
                                      embargo=task["embargo"])
         paths = res.get("paths") or [None] * len(res["models"])
+        _, arr = _as_array(task["X_score"], res["models"])
         for k, (model, path) in enumerate(zip(res["models"], paths, strict=True)):
             hit = np.flatnonzero(which == k)
             if not len(hit):
@@ -110,7 +122,7 @@ def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: l
                 from ..scoring import model_id_of
 
                 mid = model_id_of(model)
-            js, s = _explain(model, task["X_score"].iloc[hit])
+            js, s = _explain(model, arr[hit] if arr is not None else task["X_score"].iloc[hit])
             model_of[rows[hit]] = mid
             top[rows[hit]] = js
             batch.abs_sum = batch.abs_sum.add(s, fill_value=0.0)
@@ -155,3 +167,36 @@ def log_backtest_predictions(db: str | Path, stats: list[pd.Series], *, run_id: 
         return 0
     with PatternRegistry(str(db)) as reg:
         return reg.log_predictions(pd.concat(frames, ignore_index=True), run_id=run_id)
+
+
+def log_shadow_predictions(db: str, model_name: str, X: pd.DataFrame, patterns: pd.DataFrame, *, mode: str,
+                           rule: dict, run_id: str, statuses: tuple[str, ...] = ("canary", "shadow")) -> int:
+    """What each canary / shadow version of ``model_name`` predicted for ``patterns`` (rows of ``X``),
+    logged with ``acting`` False and the decision ``mode`` would have taken on its scores; only the
+    patterns detected after its training data's last exit (the out-of-sample guard). One batch."""
+    with PatternRegistry(db) as reg:
+        rows = [v for v in reg.list_model_versions(model_name) if v["status"] in statuses]
+        if not rows:
+            return 0
+        det = pd.DatetimeIndex(patterns["detection_time"])
+        v = patterns["validity_score"].to_numpy(float)
+        ids = patterns["pattern_id"].astype(str).to_numpy()
+        parts = []
+        for row in rows:
+            model = load_registered(row)
+            end = to_timestamp(row["trained_on_end"]) or model.trained_on_end_
+            hit = np.flatnonzero(admissible_model(det, [end]) == 0)
+            if not len(hit):
+                continue
+            Xh = X.iloc[hit]
+            heads = model.predict_heads(Xh)
+            er = heads.get("expected_r", np.full(len(hit), np.nan))
+            take, _ = decide(v[hit], heads["confidence"], mode=mode, expected_r=er, **rule)
+            parts.append(pd.DataFrame({"pattern_id": ids[hit], "model_id": row["model_id"], "mode": mode,
+                                       "ml_confidence": heads["confidence"], "expected_r": er,
+                                       "stop_risk": heads.get("stop_risk", np.full(len(hit), np.nan)),
+                                       "decision": np.where(take, "take", "skip"), "acting": False,
+                                       "contributions": top_contributions(model.explain(Xh))}))
+        if not parts:
+            return 0
+        return reg.log_predictions(pd.concat(parts, ignore_index=True), run_id=run_id)
