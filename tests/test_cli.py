@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 import sqlite3
 
 import pytest
@@ -65,6 +66,27 @@ def test_label_takes_piped_answers_and_user_labels_win(small_registry, capsys, m
         rows = conn.execute("SELECT user_label, label, label_source FROM ml_pattern_registry "
                             "WHERE user_label IS NOT NULL ORDER BY user_label").fetchall()
     assert rows == [("loss", 0, "user"), ("win", 1, "user")]
+
+
+def test_label_shows_the_logged_prediction_and_its_top_contributions_largest_first(small_registry, capsys,
+                                                                                   monkeypatch):
+    db, _ = small_registry
+    with PatternRegistry(db) as reg:
+        first, second = (p["pattern_id"] for p in reg.get_unlabeled_patterns(limit=2))
+        reg.log_predictions({"pattern_id": first, "model_id": "wf-v1", "mode": "filter", "ml_confidence": 0.3,
+                             "decision": "skip", "contributions": json.dumps({"a": 0.1, "b": -0.7})}, run_id="r1")
+        reg.log_predictions({"pattern_id": first, "model_id": "wf-v2", "mode": "filter", "ml_confidence": 0.62,
+                             "expected_r": 0.25, "decision": "take", "predicted_at": "2030-01-01",
+                             "contributions": json.dumps({"geo_rr": 0.05, "ctx_rsi_14": -0.4, "mom_ret_20": 0.9})},
+                            run_id="r2")
+    monkeypatch.setattr("sys.stdin", io.StringIO("s\ns\n"))
+    assert qml(["label", "--db", db, "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    one, two = out.split(f"] {first}")[1].split(f"] {second}")
+    assert ("prediction by wf-v2 (filter, run r2): ml_confidence 0.620  expected_r 0.250  stop_risk n/a  "
+            "decision take") in one                                      # the newest of the pattern's predictions
+    assert "top contributions (log-odds): mom_ret_20 +0.900  ctx_rsi_14 -0.400  geo_rr +0.050" in one
+    assert "prediction: none logged" in two and "top contributions" not in two
 
 
 def test_migrate_and_absurd_label_limits_are_one_line_errors(tmp_path, capsys):
