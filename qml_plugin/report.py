@@ -27,7 +27,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     if "trades" in out:
         out["trades"] = [f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}" for v in out["trades"]]
     for col, fmt in {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "return_pct": "{:+.2f}", "sharpe": "{:+.2f}",
-                     "calmar": "{:+.2f}", "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}"}.items():
+                     "calmar": "{:+.2f}", "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}",
+                     "auc (used)": "{:.3f}", "auc (pooled only)": "{:.3f}"}.items():
         if col in out:
             out[col] = [v if isinstance(v, str) else ("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
     return out
@@ -174,7 +175,8 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
                  notes: list[str] | None = None, verdict: pd.DataFrame | None = None,
                  verdict_calibration: dict | None = None, charts: dict | None = None,
                  bad_prints: pd.DataFrame | None = None,
-                 contributions: pd.Series | None = None, contributions_of: str = "the scored patterns") -> Path:
+                 contributions: pd.Series | None = None, contributions_of: str = "the scored patterns",
+                 tables: list[tuple[str, str, pd.DataFrame]] | None = None) -> Path:
     """Write the report to ``path`` (folders created) and return the path.
 
     ``verdict`` (:func:`qml_plugin.job.verdict.verdict_table`) adds the verdict section before the comparison,
@@ -186,6 +188,7 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
     was done about each (:func:`bad_prints_html`); none when the data was not checked.
     ``contributions`` (mean |contribution| per feature, :mod:`qml_plugin.job.predlog`) are shown beside
     ``importances`` (gain) by :func:`contributions_html`; ``contributions_of`` says over which patterns.
+    ``tables`` are further ``(title, text, table)`` sections after the comparison (e.g. regime models).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -217,6 +220,8 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
 <table><thead><tr>{head}</tr></thead><tbody>
 {rows}
 </tbody></table>
+{"".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(x)}</p>" + _html_table(format_table(d))
+         for t, x, d in (tables or []))}
 {imgs}
 {contributions_html(contributions, importances, of=contributions_of)}
 {charts_body}

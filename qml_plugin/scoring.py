@@ -20,6 +20,7 @@ else by ``detection_time``.
   period) would score nothing and trade like the baseline while calling itself out of sample: it
   is refused with a :class:`ModelError`, or with ``allow_in_sample: true`` the latest version
   scores every pattern and the status is ``IN-SAMPLE``;
+* regime models (``regime_<name>/`` beside the pooled versions, SPEC §13): see ``REGIME_PREFIX``;
 * one model: if any pattern is inadmissible the backtest is refused with a :class:`ModelError`,
   unless ``allow_in_sample: true``, which scores everything and sets status ``IN-SAMPLE``.
 
@@ -59,6 +60,11 @@ __all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models", "load
            "decision_labels",            "PREDICTION_COLUMNS"]
 
 _DECISIONS = ("take", "skip", "reduce_size")
+REGIME_PREFIX = "regime_"
+"""A folder of versions may hold ``regime_<name>/v0001 ...``: the regime models of
+:func:`qml_plugin.ml.walkforward.train_walk_forward` (``regimes=``). A pattern whose
+``regime_at_detection`` is ``<name>`` is scored by the latest admissible model of its regime, any
+other by the folder's own (pooled) versions: the walk-forward trainer's rule."""
 PREDICTION_COLUMNS = ("pattern_id", "model_id", "mode", "ml_confidence", "expected_r", "stop_risk", "decision",
                       "acting", "contributions")
 """The columns of :meth:`Scorer.prediction_frame` (what ``PatternRegistry.log_predictions`` takes)."""
@@ -73,6 +79,7 @@ class Versions:
     model_ids: list[str]
     is_folder: bool
     quiet: list[tuple[Any, str, str]] = field(default_factory=list)
+    regimes: dict[str, tuple[list, list[str]]] = field(default_factory=dict)   # regime -> (models, model_ids)
 
 
 def model_id_of(model: Any, recorded: str | None = None) -> str:
@@ -122,7 +129,14 @@ def load_versions(model_path: str | Path, registry_db: str | None = None) -> Ver
     if not versions:
         raise ModelError(f"ml.model_path = {str(path)!r} holds no model version that may act "
                          "(none at all, or only failed / canary / shadow ones)")
-    return Versions(*loaded(versions), True, quiet)
+    regimes = {}
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith(REGIME_PREFIX)):
+        folders = sorted(v for v in sub.iterdir() if v.is_dir() and (v / "metadata.json").is_file())
+        rec.update(_recorded_status(folders, registry_db))
+        folders = [v for v in folders if rec.get(v, {}).get("status") not in ("failed", "canary", "shadow")]
+        if folders:
+            regimes[sub.name[len(REGIME_PREFIX):]] = loaded(folders)
+    return Versions(*loaded(versions), True, quiet, regimes)
 
 
 def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple[list, bool]:
@@ -288,10 +302,12 @@ def top_json(model: Any, X: pd.DataFrame) -> list[str | None]:
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
                    features: pd.DataFrame | None, models: list | None = None,
-                   registry_db: str | None = None) -> Scorer:
+                   registry_db: str | None = None, regimes: pd.Series | None = None) -> Scorer:
     """Batch-score ``patterns`` (their ``features`` indexed by pattern_id) under the guard above.
 
     Canary / shadow versions of a folder (with a registry) score too, never acting (``Scorer.quiet``).
+    ``regimes`` (each pattern's ``regime_at_detection``, aligned with ``patterns``; default its column
+    of that name) routes a pattern to its regime's models when the folder has them.
     """
     if models is None:
         loaded = load_versions(ml.model_path, registry_db)
@@ -327,6 +343,18 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
     from .ml.walkforward import score_by_model
 
     X = features.reindex(patterns["pattern_id"].to_numpy())
+    if regimes is None and "regime_at_detection" in patterns.columns:
+        regimes = patterns["regime_at_detection"]
+    if loaded.regimes and regimes is not None and status != "IN-SAMPLE":
+        models, ids = list(models), list(loaded.model_ids)
+        label = np.asarray(pd.Series(regimes).to_numpy(dtype=object))
+        for name, (own, own_ids) in loaded.regimes.items():
+            rows = np.flatnonzero(label == name)
+            hit = admissible_model(det[rows], [m.trained_on_end_ for m in own], embargo=embargo)
+            which[rows[hit >= 0]] = len(models) + hit[hit >= 0]
+            models += own
+            ids += own_ids
+        loaded = Versions(models, ids, versions, loaded.quiet)
     heads = score_by_model(X, which, models)
     index = patterns["pattern_id"].to_numpy()
     quiet = []
@@ -342,12 +370,13 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
 
 
 def score_or_baseline(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
-                      features: pd.DataFrame | None, registry_db: str | None = None) -> tuple[Scorer | None, str]:
+                      features: pd.DataFrame | None, registry_db: str | None = None,
+                      regimes: pd.Series | None = None) -> tuple[Scorer | None, str]:
     """:func:`score_patterns` under ``ml.on_model_error``: ``(scorer, its status)``, or with
     ``baseline`` a warning and ``(None, "baseline: <why>")`` so the engine trades unfiltered.
     Every engine (backtesting.py mixin, vectorbt) goes through here."""
     try:
-        scorer = score_patterns(ml, ohlcv, patterns, features, registry_db=registry_db)
+        scorer = score_patterns(ml, ohlcv, patterns, features, registry_db=registry_db, regimes=regimes)
     except ModelError as e:
         if ml.on_model_error == "fail":
             raise

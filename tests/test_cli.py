@@ -5,6 +5,7 @@ import io
 import json
 import sqlite3
 
+import numpy as np
 import pytest
 
 from qml_plugin.cli.main import main as qml
@@ -179,14 +180,29 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
     model = SignalQualityModel(n_estimators=50).fit(X, lab["label"].astype(int), detection_times=lab["detection_time"],
                                                     exit_times=lab["exit_time"])
     path = model.save(tmp_path / "canary")
-    cfg = load_config({"data": {"source": "EURUSD_1h", "resample": "4h"},
-                       "ml": {"enabled": True, "prediction_mode": "filter"},
-                       "walk_forward": {"min_train_labels": 50, "random_seeds": 20}})
+    text = ("data: {source: EURUSD_1h, resample: 4h}\n"
+            "ml: {enabled: true, prediction_mode: filter, regime_models: true, min_regime_labels: 40}\n"
+            "walk_forward: {min_train_labels: 50, random_seeds: 20}\n")
+    (tmp_path / "run.yaml").write_text(text)
+    cfg = load_config(str(tmp_path / "run.yaml"))
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         reg.add_model_version("signal_quality", status="canary", model_path=str(path),
                               trained_on_end=str(model.trained_on_end_), features_used=model.feature_names)
-    res = run_market_job(cfg, progress=False)
+    seen = []
+    monkeypatch.setattr("qml_plugin.cli.run.run_market_job", lambda *a, **k: seen.append(run_market_job(*a, **k))
+                        or seen[-1])                                 # the real job; the test keeps its result
+    assert qml(["run", "--config", "run.yaml", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (res,) = seen
     table = res.table
+    # ml.regime_models: qml run shows which regimes had their own model, and what they gained out of sample
+    rc = res.regimes
+    assert rc is not None and rc.regimes == res.walk_forward.regime_models and len(rc.regimes) >= 1
+    assert "regime models beside the pooled model (out of sample):" in printed and rc.sentence() in printed
+    for name in rc.regimes:
+        assert rc.table.set_index("regime").loc[name, "own model"] == "yes"
+    assert rc.ci[0] <= rc.diff <= rc.ci[1] and f"difference {rc.diff:+.3f}" in rc.sentence()
+    assert rc.sentence() in (res.run.path / "report.html").read_text()
     row = table[table["mode"].str.startswith("canary_v1")]
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
@@ -200,6 +216,8 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
                                                                                           "score_enhancement")}
     assert set(acting["model_id"]) <= set(versions) and not acting.duplicated(["pattern_id", "mode"]).any()
     assert acting["decision"].isin(["take", "skip"]).all() and acting["contributions"].map(len).eq(5).all()
+    np.testing.assert_allclose(np.sort(acting[acting["mode"] == "filter"]["ml_confidence"].to_numpy()),
+                               np.sort(oos.dropna().to_numpy()))        # the regime-aware scores of the walk-forward
     filt = acting[acting["mode"] == "filter"].set_index("pattern_id")
     assert (filt["decision"] == "take").sum() < len(filt)         # filter mode skipped some patterns
     # the canary scored too, never acting (once, in the configured mode)

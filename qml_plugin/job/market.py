@@ -42,6 +42,7 @@ from ..patterns import label_patterns
 from ..registry import PatternRegistry
 from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
 from .predlog import log_backtest_predictions, log_shadow_predictions, mean_abs_contribution
+from .regimes import compare_regime_models
 from .runs import (
     RunDir,
     WarningLog,
@@ -77,6 +78,7 @@ class JobResult:
     run: RunDir | None = None
     warnings: list[str] = field(default_factory=list)
     report_content: dict = field(default_factory=dict)  # keyword arguments of qml_plugin.report.write_report
+    regimes: object = None  # a .regimes.RegimeComparison when ml.regime_models is on (regime vs pooled models)
 
 
 def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progress: bool = True,
@@ -123,7 +125,9 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
                                 every_months=cfg["walk_forward"]["retrain_every_months"],
                                 min_labels=cfg["walk_forward"]["min_train_labels"],
                                 embargo=embargo_timedelta(ml, bar_duration(df)),
-                                feature_schema=getattr(strat, "feature_schema", None))
+                                feature_schema=getattr(strat, "feature_schema", None),
+                                regimes=strat.pattern_regimes if ml.get("regime_models") else None,
+                                min_regime_labels=ml.get("min_regime_labels", 50))
     period = wf.first_model_time
     _record_versions(db, wf, f"walk_forward_{name}", run.run_id)
     step(f"{len(wf.models)} walk-forward models")
@@ -163,6 +167,11 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
              f"candidates as 'filter'; the table shows the median and the 5-95 % band.",
              "Commission: {:.4%} per side.".format(cfg["backtest"]["commission"]),
              f"Run {run.run_id}: models and table.csv in {run.path}."]
+    regimes = None
+    if ml.get("regime_models"):
+        regimes = compare_regime_models(wf, X, y, labeled["detection_time"], strat.pattern_regimes,
+                                        embargo=embargo_timedelta(ml, bar_duration(df)))
+        notes.append(regimes.sentence())
     notes += [f"Warning: {w}" for w in log.seen]
     steps.close()
     pooled = [m for m, f in zip(wf.models, wf.model_family or ["pooled"] * len(wf.models)) if f == "pooled"]
@@ -172,7 +181,9 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
                   importances=pooled[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}),
                   contributions=mean_abs_contribution(pooled, X, which),
                   contributions_of="every out-of-sample pattern the pooled walk-forward models scored")
-    return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report)
+    if regimes is not None:
+        report["tables"] = [("Regime models beside the pooled model", regimes.sentence(), regimes.table)]
+    return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report, regimes)
 
 
 def _training_labels(db: str, labeled: pd.DataFrame) -> np.ndarray:

@@ -32,7 +32,7 @@ class MLFilterMixin(_SignalMixin):
         if self._ml.enabled:
             self._ml_scorer, self._ml_status = score_or_baseline(
                 self._ml, self.data.df, pats, getattr(self, "pattern_features", None),
-                registry_db=getattr(self, "registry_db", None))
+                registry_db=getattr(self, "registry_db", None), regimes=getattr(self, "pattern_regimes", None))
         if pats is not None:
             s = self._ml_scorer
             nan = np.full(len(pats), np.nan)
