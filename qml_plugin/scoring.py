@@ -209,11 +209,12 @@ class Scorer:
         heads = {"ml_confidence": float(m.predict_proba(x)[0, 1]),
                  "expected_r": float(m.predict_expected_r(x)[0]) if m.has_head("expected_r") else nan,
                  "stop_risk": float(m.predict_stop_risk(x)[0]) if m.has_head("stop_risk") else nan}
-        self._row_events.append({"pattern_id": str(row["pattern_id"]), "k": int(k), "x": x, **heads})
+        if row.get("pattern_id") is not None:
+            self._row_events.append({"pattern_id": str(row["pattern_id"]), "k": int(k), "x": x, **heads})
         return heads
 
     def prediction_frame(self, decisions: pd.Series, *, mode: str, validity_score: pd.Series | None = None,
-                         rule: dict | None = None) -> pd.DataFrame:
+                         rule: dict | None = None, acting: pd.Series | None = None) -> pd.DataFrame:
         """One row per scoring event, ready for ``PatternRegistry.log_predictions(frame, run_id=...)``.
 
         ``decisions`` maps ``pattern_id`` to what ``mode`` did (``take`` / ``reduce_size`` /
@@ -222,6 +223,8 @@ class Scorer:
         score, ``acting`` False, with the decision ``mode`` would have taken on its scores
         (:func:`qml_plugin.filter.decide` with ``validity_score`` and ``rule``: ``min_score``,
         ``ml_weight``, ``confidence_threshold``, ``min_expected_r``). Columns: ``PREDICTION_COLUMNS``.
+        ``acting`` (by ``pattern_id``, default True) marks scored patterns whose decision was not in
+        force (e.g. after the kill switch tripped) as not acting.
         """
         parts = []
         if self.which is not None and len(self.confidence):
@@ -231,7 +234,8 @@ class Scorer:
                 "pattern_id": ids, "model_id": np.asarray(self.model_ids, dtype=object)[self.which[hit]],
                 "ml_confidence": self.confidence.to_numpy()[hit],
                 "expected_r": _values(self.expected_r, hit), "stop_risk": _values(self.stop_risk, hit),
-                "decision": decisions.reindex(ids).to_numpy(dtype=object), "acting": True,
+                "decision": decisions.reindex(ids).to_numpy(dtype=object),
+                "acting": True if acting is None else acting.reindex(ids).fillna(True).to_numpy(dtype=bool),
                 "contributions": self._acting_contributions()[hit]}))
         if self._row_events:
             ev = pd.DataFrame(self._row_events).drop_duplicates("pattern_id", keep="last")

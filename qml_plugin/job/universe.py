@@ -197,6 +197,9 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     markets.to_csv(run.path / "markets.csv", index=False)
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
+    if ml.get("regime_models"):            # trained by the single-market job only (SPEC §13): say so, never silently
+        notes.insert(1, "ml.regime_models is on, but the universe's walk-forward schemes train pooled models only "
+                        "(no regime models yet): every score here is a pooled (or per-market) model's.")
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
     pooled_ece = _pooled_calibration(pool, scores.get("pooled"))
     charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),

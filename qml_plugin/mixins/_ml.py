@@ -70,11 +70,12 @@ class MLFilterMixin(_SignalMixin):
         if s is None:
             return None
         pats, d = getattr(self, "patterns", None), getattr(self, "pattern_decisions", None)
-        dec, v = pd.Series(dtype=object), None
+        dec, v, acting = pd.Series(dtype=object), None, None
         if pats is not None and d is not None:
             ids = pats["pattern_id"].to_numpy()
             dec = pd.Series(decision_labels(d), index=ids)
             v = pd.Series(pats["validity_score"].to_numpy(float), index=ids)
+            acting = pd.Series(d["acting"].to_numpy(dtype=bool), index=ids) if "acting" in d.columns else None
         signals = [x for x in getattr(self, "_signals", []) if x["row"]["pattern_id"] not in dec.index]
         if signals:
             extra = pd.DataFrame({"take": [bool(x.get("take", str(x.get("decision")).startswith("pass")))
@@ -83,7 +84,7 @@ class MLFilterMixin(_SignalMixin):
         rule = dict(min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
                     confidence_threshold=self._ml.confidence_threshold, min_expected_r=self._ml.min_expected_r)
         return s.prediction_frame(dec[~dec.index.duplicated(keep="last")], mode=self._ml.prediction_mode,
-                                  validity_score=v, rule=rule)
+                                  validity_score=v, rule=rule, acting=acting)
 
     @property
     def ml_status(self) -> str:
