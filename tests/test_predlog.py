@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from backtesting import Backtest
@@ -91,3 +92,35 @@ def test_a_canary_in_the_model_folder_scores_and_is_logged_never_acting(eurusd_4
     dec = stats._strategy.pattern_decisions["ml_confidence"].to_numpy()
     np.testing.assert_allclose(np.sort(log[log["model_id"] == acting]["ml_confidence"]), np.sort(dec[~np.isnan(dec)]))
     assert not np.allclose(np.sort(log[log["model_id"] == canary]["ml_confidence"]), np.sort(dec[~np.isnan(dec)]))
+
+
+def test_signals_a_strategy_scores_at_run_time_are_logged_with_their_decision(eurusd_4h, early_models):
+    from backtesting import Strategy
+
+    from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
+
+    _, [(model, path), _] = early_models
+    df = eurusd_4h["2011":"2011"]
+    pats = detect_patterns(df)
+    rows = pd.concat([pats.set_index("pattern_id"), FeatureExtractor().extract(df, pats)], axis=1).reset_index()
+    by_bar = {int(r["detection_bar"]): r for r in rows.to_dict("records")}
+
+    class OwnSignals(PatternRegistryMixin, MLFilterMixin, Strategy):
+        def init(self):
+            pass
+
+        def next(self):
+            row = by_bar.get(len(self.data) - 1)
+            if row is not None and not self.position and not self.orders:
+                (self.buy if row["direction"] == 1 else self.sell)(tag=dict(row))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(df, OwnSignals, cash=1_000_000).run(registry_db=None, ml_config=_ml(path))
+    pred = stats._strategy.predictions
+    signals = {s["row"]["pattern_id"]: s for s in stats._strategy._signals}
+    assert len(pred) == len(signals) > 5 and set(pred["model_id"]) == {model_id_of(model)}
+    want = ["take" if signals[p]["take"] else "skip" for p in pred["pattern_id"]]
+    assert pred["decision"].tolist() == want and {"take", "skip"} == set(want)
+    np.testing.assert_allclose(pred["ml_confidence"], [signals[p]["ml_confidence"] for p in pred["pattern_id"]])
+    assert pred["contributions"].notna().all()
