@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,11 +298,28 @@ def _values(series: pd.Series | None, rows: np.ndarray) -> np.ndarray:
     return np.full(len(rows), np.nan) if series is None else series.to_numpy(float)[rows]
 
 
+_TOP_MEMO: OrderedDict[tuple, list] = OrderedDict()
+_TOP_MEMO_SIZE = 64
+
+
 def top_json(model: Any, X: pd.DataFrame) -> list[str | None]:
-    """The top five contributions of each row's ``ml_confidence`` (``model.explain``, one batch), as JSON."""
+    """The top five contributions of each row's ``ml_confidence`` (``model.explain``, one batch), as JSON.
+
+    Memoized by (the model's ``model_id_of``, the rows' index and the values): the mode backtests of
+    one run explain the same versions on the same patterns, so each pair is explained once.
+    """
     from .registry.predictions import top_contributions
 
-    return top_contributions(model.explain(X))
+    key = (model_id_of(model), tuple(map(str, X.index)), hashlib.sha256(
+        np.ascontiguousarray(X.reindex(columns=model.feature_names).to_numpy(np.float64, na_value=np.nan))).hexdigest())
+    if key in _TOP_MEMO:
+        _TOP_MEMO.move_to_end(key)
+        return _TOP_MEMO[key]
+    out = top_contributions(model.explain(X))
+    _TOP_MEMO[key] = out
+    while len(_TOP_MEMO) > _TOP_MEMO_SIZE:
+        _TOP_MEMO.popitem(last=False)
+    return out
 
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,

@@ -69,6 +69,9 @@ class MLFilterMixin(_SignalMixin):
         s = self._ml_scorer
         if s is None:
             return None
+        done = self.__dict__.get("_predictions_at")     # after the last bar nothing changes: build it once
+        if done is not None and done[0] == len(self.data):
+            return done[1]
         pats, d = getattr(self, "patterns", None), getattr(self, "pattern_decisions", None)
         dec, v, acting = pd.Series(dtype=object), None, None
         if pats is not None and d is not None:
@@ -83,8 +86,11 @@ class MLFilterMixin(_SignalMixin):
             dec = pd.concat([dec, pd.Series(decision_labels(extra), index=[x["row"]["pattern_id"] for x in signals])])
         rule = dict(min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
                     confidence_threshold=self._ml.confidence_threshold, min_expected_r=self._ml.min_expected_r)
-        return s.prediction_frame(dec[~dec.index.duplicated(keep="last")], mode=self._ml.prediction_mode,
-                                  validity_score=v, rule=rule, acting=acting)
+        frame = s.prediction_frame(dec[~dec.index.duplicated(keep="last")], mode=self._ml.prediction_mode,
+                                   validity_score=v, rule=rule, acting=acting)
+        if len(self.data) == getattr(self, "_n_bars", -1):
+            self._predictions_at = (len(self.data), frame)
+        return frame
 
     @property
     def ml_status(self) -> str:
