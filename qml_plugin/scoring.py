@@ -58,7 +58,7 @@ from .errors import ModelError
 from .filter import admissible_model, decide
 
 __all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models", "load_versions", "model_id_of",
-           "decision_labels",            "PREDICTION_COLUMNS"]
+           "decision_labels", "explain_rows",            "PREDICTION_COLUMNS"]
 
 _DECISIONS = ("take", "skip", "reduce_size")
 REGIME_PREFIX = "regime_"
@@ -298,28 +298,32 @@ def _values(series: pd.Series | None, rows: np.ndarray) -> np.ndarray:
     return np.full(len(rows), np.nan) if series is None else series.to_numpy(float)[rows]
 
 
-_TOP_MEMO: OrderedDict[tuple, list] = OrderedDict()
-_TOP_MEMO_SIZE = 64
+_EXPLAIN_MEMO: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_EXPLAIN_MEMO_SIZE = 16
+
+
+def explain_rows(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """``model.explain(X)`` memoized by (the model's ``model_id_of``, the values of ``X``): the mode
+    backtests of one run, and the report's mean |contribution|, explain the same versions on the same
+    patterns, so each pair is explained once. The result is indexed like ``X``."""
+    values = np.ascontiguousarray(X.reindex(columns=model.feature_names).to_numpy(np.float64, na_value=np.nan))
+    key = (model_id_of(model), values.shape, hashlib.sha256(values).hexdigest())
+    if key in _EXPLAIN_MEMO:
+        _EXPLAIN_MEMO.move_to_end(key)
+        out = _EXPLAIN_MEMO[key]
+    else:
+        out = model.explain(values)
+        _EXPLAIN_MEMO[key] = out
+        while len(_EXPLAIN_MEMO) > _EXPLAIN_MEMO_SIZE:
+            _EXPLAIN_MEMO.popitem(last=False)
+    return out.set_axis(X.index, axis=0)
 
 
 def top_json(model: Any, X: pd.DataFrame) -> list[str | None]:
-    """The top five contributions of each row's ``ml_confidence`` (``model.explain``, one batch), as JSON.
-
-    Memoized by (the model's ``model_id_of``, the rows' index and the values): the mode backtests of
-    one run explain the same versions on the same patterns, so each pair is explained once.
-    """
+    """The top five contributions of each row's ``ml_confidence`` (:func:`explain_rows`), as JSON."""
     from .registry.predictions import top_contributions
 
-    key = (model_id_of(model), tuple(map(str, X.index)), hashlib.sha256(
-        np.ascontiguousarray(X.reindex(columns=model.feature_names).to_numpy(np.float64, na_value=np.nan))).hexdigest())
-    if key in _TOP_MEMO:
-        _TOP_MEMO.move_to_end(key)
-        return _TOP_MEMO[key]
-    out = top_contributions(model.explain(X))
-    _TOP_MEMO[key] = out
-    while len(_TOP_MEMO) > _TOP_MEMO_SIZE:
-        _TOP_MEMO.popitem(last=False)
-    return out
+    return top_contributions(explain_rows(model, X))
 
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,

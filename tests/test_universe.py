@@ -230,6 +230,9 @@ def test_every_out_of_sample_score_is_logged_once_per_mode_and_learn_status_prin
     pooled = perf[perf["model_name"] == "universe_pooled_all"]
     assert (pooled["auc"].dropna() > 0.6).mean() > 0.5                  # the planted effect, version by version
     assert any("Prediction log:" in n for n in res.report_content["notes"])
+    # the report's mean |contribution| (beside gain) finds the planted effect: volume at the detection bar
+    contrib, gain = res.report_content["contributions"], res.report_content["importances"]
+    assert contrib.index[0].startswith("volu_") and len(contrib) == len(gain) and (contrib >= 0).all()
     assert qml(["learn", "--status", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "other models' prediction log" in out and "universe_pooled_all-v1 (archived): " in out

@@ -33,7 +33,7 @@ from ..ml.guard import admissible_model
 from ..ml.versions import record_version
 from ..registry import PatternRegistry
 from ..registry.predictions import top_contributions
-from ..scoring import PREDICTION_COLUMNS
+from ..scoring import PREDICTION_COLUMNS, explain_rows
 from ..tradesim import levels_placeable
 
 __all__ = ["PredictionBatch", "scheme_predictions", "log_predictions", "log_backtest_predictions",
@@ -62,7 +62,7 @@ class PredictionBatch:
 def _explain(model, X) -> tuple[list[str | None], pd.Series]:
     """Top-5 JSON per row and the sum of |contribution| per feature: one ``explain`` batch. ``X`` is a
     frame, or an array already in the model's feature order (one conversion per group, not per model)."""
-    contrib = model.explain(X)
+    contrib = model.explain(X) if isinstance(X, np.ndarray) else explain_rows(model, X)
     return top_contributions(contrib), pd.Series(np.abs(contrib.to_numpy()[:, :-1]).sum(axis=0),
                                                  index=contrib.columns[:-1])
 
