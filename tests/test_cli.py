@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import sqlite3
 
 import numpy as np
@@ -226,7 +227,7 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
     assert set(quiet["model_id"]) == {"signal_quality-v1"} and set(quiet["mode"]) == {"filter"} and len(quiet) > 0
     assert qml(["learn", "--status", "--db", cfg["ml_data_collection"]["db_path"]]) == 0
     out = capsys.readouterr().out
-    assert "signal_quality-v1 (canary): " in out and "walk_forward_EURUSD_4h-v1 (archived): " in out
+    assert "signal_quality-v1 (canary): " in out and re.search(r"walk_forward_EURUSD_4h-v\d+ \(archived\): \d+ pr", out)
 
 
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):

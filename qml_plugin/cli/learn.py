@@ -139,7 +139,8 @@ def status_text(reg: PatternRegistry, settings: LearnSettings) -> str:
     performance = reg.prediction_performance()
     lines += performance_lines(performance[performance["model_name"] == name] if len(performance) else performance)
     others = performance[performance["model_name"] != name] if len(performance) else performance
-    if len(others):
+    if len(others):                        # most predictions first (a universe run's pooled versions)
+        others = others.sort_values("predictions", ascending=False, kind="stable")
         lines += performance_lines(others, title="other models' prediction log (e.g. the walk-forward versions of "
                                                  "`qml run`)", limit=_OTHERS_SHOWN)
     return "\n".join(lines)
