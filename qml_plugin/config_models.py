@@ -45,6 +45,7 @@ DEFAULT_STRATEGY = "qml_plugin.strategies.QMLStrategy"
 MIXIN_SETTINGS = {
     "registry_db": "ml_data_collection.db_path", "register_patterns": "ml_data_collection.enabled",
     "ml_config": "the ml: section", "symbol": "data.source", "timeframe": "data.source (or data.resample)",
+    "run_id": "the run itself (qml run gives each run its own id)",
 }
 """Strategy settings of the mixins that a config sets through its own sections, never ``strategy.params``."""
 

@@ -18,7 +18,7 @@ import pandas as pd
 
 from .figures import calibration_curve, equity_with_band, gallery, r_distribution, sections_html
 
-__all__ = ["write_report", "format_table", "verdict_html", "bad_prints_html"]
+__all__ = ["write_report", "format_table", "verdict_html", "bad_prints_html", "contributions_html"]
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -27,7 +27,8 @@ def format_table(table: pd.DataFrame) -> pd.DataFrame:
     if "trades" in out:
         out["trades"] = [f"{v:.0f}" if float(v).is_integer() else f"{v:.1f}" for v in out["trades"]]
     for col, fmt in {"win_rate": "{:.1f}", "profit_factor": "{:.2f}", "return_pct": "{:+.2f}", "sharpe": "{:+.2f}",
-                     "calmar": "{:+.2f}", "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}"}.items():
+                     "calmar": "{:+.2f}", "max_drawdown": "{:.2f}", "oos_auc": "{:.3f}",
+                     "auc (used)": "{:.3f}", "auc (pooled only)": "{:.3f}"}.items():
         if col in out:
             out[col] = [v if isinstance(v, str) else ("" if pd.isna(v) else fmt.format(v)) for v in out[col]]
     return out
@@ -134,6 +135,24 @@ def _plots(equity: dict[str, pd.Series], calibration: list[dict] | None, importa
     return out
 
 
+def contributions_html(contributions: pd.Series | None, importances: pd.Series | None = None, *,
+                       of: str = "the scored patterns", top: int = 20) -> str:
+    """Mean |contribution| per feature (TreeSHAP, log-odds of ``ml_confidence``, over the out-of-sample
+    scored patterns) beside XGBoost's gain importance, as a table of the ``top`` features by contribution."""
+    if contributions is None or not len(contributions):
+        return ""
+    c = contributions.sort_values(ascending=False, kind="stable").head(top)
+    gain = importances.reindex(c.index) if importances is not None else pd.Series(float("nan"), index=c.index)
+    share = gain / importances.sum() if importances is not None and importances.sum() > 0 else gain
+    table = pd.DataFrame({"feature": c.index, "mean |contribution|": [f"{v:.4f}" for v in c.to_numpy()],
+                          "gain": ["" if pd.isna(g) else f"{g:.2f}" for g in gain.to_numpy()],
+                          "gain share": ["" if pd.isna(g) else f"{g:.1%}" for g in share.to_numpy()]})
+    return (f"<h2>Feature contributions</h2><p>Mean |contribution| of each feature to the log-odds of "
+            f"<code>ml_confidence</code> (XGBoost's TreeSHAP, <code>SignalQualityModel.explain</code>), over "
+            f"{html.escape(of)}, each pattern explained by the model version that scored it; beside it the gain "
+            f"importance of the last model. Top {len(c)} by contribution.</p>" + _html_table(table))
+
+
 def _draw_charts(data: dict) -> dict:
     """``{section title: bokeh model}`` from :func:`qml_plugin.job.charts.chart_data`'s keys."""
     out = {}
@@ -155,7 +174,9 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
                  calibration: list[dict] | None = None, importances: pd.Series | None = None,
                  notes: list[str] | None = None, verdict: pd.DataFrame | None = None,
                  verdict_calibration: dict | None = None, charts: dict | None = None,
-                 bad_prints: pd.DataFrame | None = None) -> Path:
+                 bad_prints: pd.DataFrame | None = None,
+                 contributions: pd.Series | None = None, contributions_of: str = "the scored patterns",
+                 tables: list[tuple[str, str, pd.DataFrame]] | None = None) -> Path:
     """Write the report to ``path`` (folders created) and return the path.
 
     ``verdict`` (:func:`qml_plugin.job.verdict.verdict_table`) adds the verdict section before the comparison,
@@ -165,6 +186,9 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
     patterns) are drawn with bokeh after the tables, with its INLINE JavaScript (the page stays self-contained).
     ``bad_prints`` (:func:`qml_plugin.badprints.bad_print_log`) adds a table of the data's bad prints and what
     was done about each (:func:`bad_prints_html`); none when the data was not checked.
+    ``contributions`` (mean |contribution| per feature, :mod:`qml_plugin.job.predlog`) are shown beside
+    ``importances`` (gain) by :func:`contributions_html`; ``contributions_of`` says over which patterns.
+    ``tables`` are further ``(title, text, table)`` sections after the comparison (e.g. regime models).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,7 +220,10 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
 <table><thead><tr>{head}</tr></thead><tbody>
 {rows}
 </tbody></table>
+{"".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(x)}</p>" + _html_table(format_table(d))
+         for t, x, d in (tables or []))}
 {imgs}
+{contributions_html(contributions, importances, of=contributions_of)}
 {charts_body}
 <p style="color:#777;font-size:small">Generated by qml-plugin. Figures embedded; no external resources.</p>
 </body></html>"""

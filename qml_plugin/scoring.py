@@ -20,19 +20,34 @@ else by ``detection_time``.
   period) would score nothing and trade like the baseline while calling itself out of sample: it
   is refused with a :class:`ModelError`, or with ``allow_in_sample: true`` the latest version
   scores every pattern and the status is ``IN-SAMPLE``;
+* regime models (``regime_<name>/`` beside the pooled versions, SPEC §13): see ``REGIME_PREFIX``;
 * one model: if any pattern is inadmissible the backtest is refused with a :class:`ModelError`,
   unless ``allow_in_sample: true``, which scores everything and sets status ``IN-SAMPLE``.
 
 With a registry (the strategy's ``registry_db``), the statuses in ``ml_model_versions`` decide
 which versions of a folder may act: the ``production`` one alone if there is one; never a
-``failed``, ``canary`` or ``shadow`` one (those are scored and logged by ``qml learn`` / the report,
-never acting).
+``failed``, ``canary`` or ``shadow`` one. ``canary`` and ``shadow`` versions of the folder still
+**score** every pattern they may score under the same guard (one batch each): their scores never
+reach a decision, but they go into the prediction log with ``acting = false`` and the decision the
+mode *would* have taken with them (SPEC §5, §13). ``failed`` versions are neither scored nor logged.
+
+**Which version scored what** (for the prediction log, ``ml_predictions``): each model version has
+a ``model_id``: the one ``ml_model_versions`` records for its folder (``record_version`` matches it by
+``model_path``) when a registry is given, else the stable ``"sha256:<first 16 hex digits>"`` of its
+saved confidence head (``metadata.json``'s ``model_sha256``; for a model never saved, of its booster's
+JSON), so the same version logged from two runs is one ``model_id``. :meth:`Scorer.prediction_frame`
+gives one row per scoring event, ready for ``PatternRegistry.log_predictions``, with each prediction's
+top five feature contributions (``SignalQualityModel.explain``, computed on first use in one batch per
+model over the rows it scored, never per bar).
 """
 from __future__ import annotations
 
+import hashlib
 import warnings
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -40,17 +55,52 @@ import pandas as pd
 from .config import MLConfig, embargo_timedelta
 from .data import bar_duration
 from .errors import ModelError
-from .filter import admissible_model
+from .filter import admissible_model, decide
 
-__all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models"]
+__all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models", "load_versions", "model_id_of",
+           "decision_labels", "explain_rows",            "PREDICTION_COLUMNS"]
+
+_DECISIONS = ("take", "skip", "reduce_size")
+REGIME_PREFIX = "regime_"
+"""A folder of versions may hold ``regime_<name>/v0001 ...``: the regime models of
+:func:`qml_plugin.ml.walkforward.train_walk_forward` (``regimes=``). A pattern whose
+``regime_at_detection`` is ``<name>`` is scored by the latest admissible model of its regime, any
+other by the folder's own (pooled) versions: the walk-forward trainer's rule."""
+PREDICTION_COLUMNS = ("pattern_id", "model_id", "mode", "ml_confidence", "expected_r", "stop_risk", "decision",
+                      "acting", "contributions")
+"""The columns of :meth:`Scorer.prediction_frame` (what ``PatternRegistry.log_predictions`` takes)."""
 
 
-def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple[list, bool]:
-    """``(models, is_versions_folder)`` for a version folder, a model.json, or a folder of versions.
+@dataclass
+class Versions:
+    """What a ``model_path`` holds: the models that may act (with their ``model_id``) and the
+    canary / shadow versions that score without acting (``(model, model_id, status)``)."""
+
+    models: list
+    model_ids: list[str]
+    is_folder: bool
+    quiet: list[tuple[Any, str, str]] = field(default_factory=list)
+    regimes: dict[str, tuple[list, list[str]]] = field(default_factory=dict)   # regime -> (models, model_ids)
+
+
+def model_id_of(model: Any, recorded: str | None = None) -> str:
+    """The ``model_id`` a prediction of ``model`` is logged under: ``recorded`` (the registry's) when
+    given, else ``"sha256:"`` + 16 hex digits of its saved confidence head (see the module docstring)."""
+    if recorded:
+        return recorded
+    sha = (getattr(model, "metadata_", None) or {}).get("model_sha256")
+    if not sha:
+        sha = hashlib.sha256(bytes(model.booster_.save_raw("json"))).hexdigest()
+    return f"sha256:{sha[:16]}"
+
+
+def load_versions(model_path: str | Path, registry_db: str | None = None) -> Versions:
+    """The :class:`Versions` of a version folder, a model.json, or a folder of versions.
 
     With a registry, a folder's versions are filtered by their recorded status: if one of them is
     ``production``, it alone acts (a fixed model); otherwise ``failed``, ``canary`` and ``shadow``
-    versions are left out (they never act) and the rest form a walk-forward set.
+    versions are left out (they never act) and the rest form a walk-forward set. ``canary`` and
+    ``shadow`` ones are returned in ``quiet``.
     """
     from .ml.model import SignalQualityModel
 
@@ -59,21 +109,45 @@ def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple
         raise ModelError(f"ml.model_path = {str(path)!r} does not exist; train one first with `qml train` "
                          "(or `qml learn --retrain --force`)")
     if path.is_file() or (path / "metadata.json").is_file():
-        return [SignalQualityModel.load(path if path.is_dir() else path.parent)], False
+        folder = path if path.is_dir() else path.parent
+        rec = _recorded_status([folder], registry_db).get(folder, {})
+        model = SignalQualityModel.load(folder)
+        return Versions([model], [model_id_of(model, rec.get("model_id"))], False)
     versions = sorted(p for p in path.iterdir() if p.is_dir() and (p / "metadata.json").is_file())
-    status = _recorded_status(versions, registry_db)
-    production = [v for v in versions if status.get(v) == "production"]
+    rec = _recorded_status(versions, registry_db)
+
+    def loaded(folders: list[Path]) -> tuple[list, list[str]]:
+        models = [SignalQualityModel.load(v) for v in folders]
+        return models, [model_id_of(m, rec.get(v, {}).get("model_id")) for m, v in zip(models, folders, strict=True)]
+
+    quiet_dirs = [v for v in versions if rec.get(v, {}).get("status") in ("canary", "shadow")]
+    qm, qid = loaded(quiet_dirs)
+    quiet = [(m, i, rec[v]["status"]) for m, i, v in zip(qm, qid, quiet_dirs, strict=True)]
+    production = [v for v in versions if rec.get(v, {}).get("status") == "production"]
     if production:
-        return [SignalQualityModel.load(production[-1])], False
-    versions = [v for v in versions if status.get(v) not in ("failed", "canary", "shadow")]
+        return Versions(*loaded(production[-1:]), False, quiet)
+    versions = [v for v in versions if rec.get(v, {}).get("status") not in ("failed", "canary", "shadow")]
     if not versions:
         raise ModelError(f"ml.model_path = {str(path)!r} holds no model version that may act "
                          "(none at all, or only failed / canary / shadow ones)")
-    return [SignalQualityModel.load(v) for v in versions], True
+    regimes = {}
+    for sub in sorted(p for p in path.iterdir() if p.is_dir() and p.name.startswith(REGIME_PREFIX)):
+        folders = sorted(v for v in sub.iterdir() if v.is_dir() and (v / "metadata.json").is_file())
+        rec.update(_recorded_status(folders, registry_db))
+        folders = [v for v in folders if rec.get(v, {}).get("status") not in ("failed", "canary", "shadow")]
+        if folders:
+            regimes[sub.name[len(REGIME_PREFIX):]] = loaded(folders)
+    return Versions(*loaded(versions), True, quiet, regimes)
 
 
-def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path, str]:
-    """Status of each version folder as ``ml_model_versions`` records it (an existing registry only)."""
+def load_models(model_path: str | Path, registry_db: str | None = None) -> tuple[list, bool]:
+    """``(models, is_versions_folder)``: the acting models of :func:`load_versions`."""
+    v = load_versions(model_path, registry_db)
+    return v.models, v.is_folder
+
+
+def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path, dict]:
+    """``{folder: {"status", "model_id"}}`` as ``ml_model_versions`` records them (an existing registry only)."""
     from .registry import PatternRegistry, registry_exists
 
     if not versions or registry_db is None or not registry_exists(registry_db):
@@ -87,7 +161,7 @@ def _recorded_status(versions: list[Path], registry_db: str | None) -> dict[Path
         if row.get("model_path"):
             hit = wanted.get(Path(row["model_path"]).resolve())
             if hit is not None:
-                out[hit] = row["status"]
+                out[hit] = {"status": row["status"], "model_id": row["model_id"]}
     return out
 
 
@@ -97,7 +171,9 @@ class Scorer:
 
     ``confidence`` is ``ml_confidence``; ``expected_r`` and ``stop_risk`` the other two heads (all
     NaN where the models lack the head); all three indexed by ``pattern_id``. ``scored_share`` is
-    the share of patterns some model was allowed to score.
+    the share of patterns some model was allowed to score. ``model_ids`` names each model of
+    ``models`` as the prediction log does; ``which`` gives, per pattern, the index of the model that
+    scored it (-1: none); ``quiet`` holds the canary / shadow versions' own scores (never acting).
     """
 
     confidence: pd.Series
@@ -107,6 +183,12 @@ class Scorer:
     expected_r: pd.Series | None = None
     stop_risk: pd.Series | None = None
     scored_share: float = 0.0
+    model_ids: list[str] = field(default_factory=list)
+    which: np.ndarray | None = None
+    features: pd.DataFrame | None = None          # the scored rows, in the order of ``confidence``
+    quiet: list[dict] = field(default_factory=list)
+    _row_events: list[dict] = field(default_factory=list, repr=False)
+    _top: dict = field(default_factory=dict, repr=False)
 
     def score_row(self, row: dict) -> float:
         """``ml_confidence`` of one signal row given at run time (generic strategies): see :meth:`score_row_heads`."""
@@ -114,7 +196,8 @@ class Scorer:
 
     def score_row_heads(self, row: dict) -> dict[str, float]:
         """The three heads for one signal row given at run time: the latest admissible model, under
-        the same guard and embargo as the batch in :func:`score_patterns`."""
+        the same guard and embargo as the batch in :func:`score_patterns`. The event is remembered
+        for :meth:`prediction_frame`."""
         t = pd.Timestamp(row.get("known_at_utc", row["detection_time"]))
         k = admissible_model([t], [m.trained_on_end_ for m in self.models], embargo=self.embargo)[0]
         nan = float("nan")
@@ -124,22 +207,142 @@ class Scorer:
             k = len(self.models) - 1
         m = self.models[k]
         x = pd.DataFrame([{f: row.get(f, np.nan) for f in m.feature_names}])
-        return {"ml_confidence": float(m.predict_proba(x)[0, 1]),
-                "expected_r": float(m.predict_expected_r(x)[0]) if m.has_head("expected_r") else nan,
-                "stop_risk": float(m.predict_stop_risk(x)[0]) if m.has_head("stop_risk") else nan}
+        heads = {"ml_confidence": float(m.predict_proba(x)[0, 1]),
+                 "expected_r": float(m.predict_expected_r(x)[0]) if m.has_head("expected_r") else nan,
+                 "stop_risk": float(m.predict_stop_risk(x)[0]) if m.has_head("stop_risk") else nan}
+        if row.get("pattern_id") is not None:
+            self._row_events.append({"pattern_id": str(row["pattern_id"]), "k": int(k), "x": x, **heads})
+        return heads
+
+    def prediction_frame(self, decisions: pd.Series, *, mode: str, validity_score: pd.Series | None = None,
+                         rule: dict | None = None, acting: pd.Series | None = None) -> pd.DataFrame:
+        """One row per scoring event, ready for ``PatternRegistry.log_predictions(frame, run_id=...)``.
+
+        ``decisions`` maps ``pattern_id`` to what ``mode`` did (``take`` / ``reduce_size`` /
+        ``skip``). The acting rows are the patterns a model scored (and run-time signals scored
+        by :meth:`score_row_heads`); each canary / shadow version adds a row per pattern it may
+        score, ``acting`` False, with the decision ``mode`` would have taken on its scores
+        (:func:`qml_plugin.filter.decide` with ``validity_score`` and ``rule``: ``min_score``,
+        ``ml_weight``, ``confidence_threshold``, ``min_expected_r``). Columns: ``PREDICTION_COLUMNS``.
+        ``acting`` (by ``pattern_id``, default True) marks scored patterns whose decision was not in
+        force (e.g. after the kill switch tripped) as not acting.
+        """
+        parts = []
+        if self.which is not None and len(self.confidence):
+            hit = np.flatnonzero(self.which >= 0)
+            ids = self.confidence.index.to_numpy()[hit]
+            parts.append(pd.DataFrame({
+                "pattern_id": ids, "model_id": np.asarray(self.model_ids, dtype=object)[self.which[hit]],
+                "ml_confidence": self.confidence.to_numpy()[hit],
+                "expected_r": _values(self.expected_r, hit), "stop_risk": _values(self.stop_risk, hit),
+                "decision": decisions.reindex(ids).to_numpy(dtype=object),
+                "acting": True if acting is None else acting.reindex(ids).fillna(True).to_numpy(dtype=bool),
+                "contributions": self._acting_contributions()[hit]}))
+        if self._row_events:
+            ev = pd.DataFrame(self._row_events).drop_duplicates("pattern_id", keep="last")
+            ev["model_id"] = [self.model_ids[k] for k in ev["k"]]
+            ev["decision"] = decisions.reindex(ev["pattern_id"]).to_numpy(dtype=object)
+            ev["acting"] = True
+            ev["contributions"] = [top_json(self.models[k], x)[0] for k, x in zip(ev["k"], ev["x"], strict=True)]
+            parts.append(ev.drop(columns=["k", "x"]))
+        for q in self.quiet:
+            parts.append(self._quiet_frame(q, mode=mode, validity_score=validity_score, rule=rule or {}))
+        if not parts:
+            return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+        out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
+        out["mode"] = mode
+        out["decision"] = [d if isinstance(d, str) else None for d in out["decision"]]
+        return out[list(PREDICTION_COLUMNS)]
+
+    def _acting_contributions(self) -> np.ndarray:
+        if "acting" not in self._top:
+            out = np.full(len(self.confidence), None, dtype=object)
+            for k, model in enumerate(self.models):
+                rows = np.flatnonzero(self.which == k)
+                if len(rows):
+                    out[rows] = top_json(model, self.features.iloc[rows])
+            self._top["acting"] = out
+        return self._top["acting"]
+
+    def _quiet_frame(self, q: dict, *, mode: str, validity_score, rule: dict) -> pd.DataFrame:
+        hit = np.flatnonzero(q["scored"])
+        ids = self.confidence.index.to_numpy()[hit]
+        conf, exp_r = q["confidence"][hit], q["expected_r"][hit]
+        v = (validity_score.reindex(ids).to_numpy(float) if validity_score is not None
+             else np.full(len(hit), np.nan))
+        er = exp_r if mode == "expected_value" else None
+        take = decide(v, conf, mode=mode, expected_r=er, **rule)[0] if len(hit) else np.zeros(0, bool)
+        key = ("quiet", q["model_id"])
+        if key not in self._top:
+            self._top[key] = top_json(q["model"], self.features.iloc[hit]) if len(hit) else []
+        return pd.DataFrame({"pattern_id": ids, "model_id": q["model_id"], "ml_confidence": conf,
+                             "expected_r": exp_r, "stop_risk": q["stop_risk"][hit],
+                             "decision": np.where(take, "take", "skip"), "acting": False,
+                             "contributions": self._top[key]})
+
+
+def decision_labels(frame: pd.DataFrame) -> np.ndarray:
+    """``take`` / ``reduce_size`` / ``skip`` per row of a decisions frame (``pattern_decisions``).
+
+    A column that already holds exactly those words (``ml_decision``, else ``decision``) is used as
+    it is (sizing bands say ``reduce_size`` there); otherwise the boolean ``take`` gives ``take`` /
+    ``skip``.
+    """
+    for col in ("ml_decision", "decision"):
+        if col in frame.columns and len(frame) and frame[col].isin(_DECISIONS).all():
+            return frame[col].to_numpy(dtype=object)
+    return np.where(frame["take"].to_numpy(dtype=bool), "take", "skip").astype(object)
+
+
+def _values(series: pd.Series | None, rows: np.ndarray) -> np.ndarray:
+    return np.full(len(rows), np.nan) if series is None else series.to_numpy(float)[rows]
+
+
+_EXPLAIN_MEMO: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
+_EXPLAIN_MEMO_SIZE = 16
+
+
+def explain_rows(model: Any, X: pd.DataFrame) -> pd.DataFrame:
+    """``model.explain(X)`` memoized by (the model's ``model_id_of``, the values of ``X``): the mode
+    backtests of one run, and the report's mean |contribution|, explain the same versions on the same
+    patterns, so each pair is explained once. The result is indexed like ``X``."""
+    values = np.ascontiguousarray(X.reindex(columns=model.feature_names).to_numpy(np.float64, na_value=np.nan))
+    key = (model_id_of(model), values.shape, hashlib.sha256(values).hexdigest())
+    if key in _EXPLAIN_MEMO:
+        _EXPLAIN_MEMO.move_to_end(key)
+        out = _EXPLAIN_MEMO[key]
+    else:
+        out = model.explain(values)
+        _EXPLAIN_MEMO[key] = out
+        while len(_EXPLAIN_MEMO) > _EXPLAIN_MEMO_SIZE:
+            _EXPLAIN_MEMO.popitem(last=False)
+    return out.set_axis(X.index, axis=0)
+
+
+def top_json(model: Any, X: pd.DataFrame) -> list[str | None]:
+    """The top five contributions of each row's ``ml_confidence`` (:func:`explain_rows`), as JSON."""
+    from .registry.predictions import top_contributions
+
+    return top_contributions(explain_rows(model, X))
 
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
                    features: pd.DataFrame | None, models: list | None = None,
-                   registry_db: str | None = None) -> Scorer:
-    """Batch-score ``patterns`` (their ``features`` indexed by pattern_id) under the guard above."""
+                   registry_db: str | None = None, regimes: pd.Series | None = None) -> Scorer:
+    """Batch-score ``patterns`` (their ``features`` indexed by pattern_id) under the guard above.
+
+    Canary / shadow versions of a folder (with a registry) score too, never acting (``Scorer.quiet``).
+    ``regimes`` (each pattern's ``regime_at_detection``, aligned with ``patterns``; default its column
+    of that name) routes a pattern to its regime's models when the folder has them.
+    """
     if models is None:
-        models, versions = load_models(ml.model_path, registry_db)
+        loaded = load_versions(ml.model_path, registry_db)
     else:
-        versions = len(models) > 1
+        loaded = Versions(list(models), [model_id_of(m) for m in models], len(models) > 1)
+    models, versions = loaded.models, loaded.is_folder
     embargo = embargo_timedelta(ml, bar_duration(ohlcv) if len(ohlcv) > 1 else None)
     if patterns is None or len(patterns) == 0:
-        return Scorer(pd.Series(dtype=float), "out-of-sample", models, embargo)
+        return Scorer(pd.Series(dtype=float), "out-of-sample", models, embargo, model_ids=loaded.model_ids)
     clock = "known_at_utc" if "known_at_utc" in patterns.columns else "detection_time"
     det = pd.DatetimeIndex(patterns[clock])
     ends = [m.trained_on_end_ for m in models]
@@ -165,21 +368,41 @@ def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | N
         raise ModelError("the ML filter needs pattern features, but the strategy computed none")
     from .ml.walkforward import score_by_model
 
-    heads = score_by_model(features.reindex(patterns["pattern_id"].to_numpy()), which, models)
+    X = features.reindex(patterns["pattern_id"].to_numpy())
+    if regimes is None and "regime_at_detection" in patterns.columns:
+        regimes = patterns["regime_at_detection"]
+    if loaded.regimes and regimes is not None and status != "IN-SAMPLE":
+        models, ids = list(models), list(loaded.model_ids)
+        label = np.asarray(pd.Series(regimes).to_numpy(dtype=object))
+        for name, (own, own_ids) in loaded.regimes.items():
+            rows = np.flatnonzero(label == name)
+            hit = admissible_model(det[rows], [m.trained_on_end_ for m in own], embargo=embargo)
+            which[rows[hit >= 0]] = len(models) + hit[hit >= 0]
+            models += own
+            ids += own_ids
+        loaded = Versions(models, ids, versions, loaded.quiet)
+    heads = score_by_model(X, which, models)
     index = patterns["pattern_id"].to_numpy()
+    quiet = []
+    for model, mid, qstatus in loaded.quiet:
+        ok = admissible_model(det, [model.trained_on_end_], embargo=embargo) == 0
+        h = score_by_model(X, np.where(ok, 0, -1), [model])
+        quiet.append({"model": model, "model_id": mid, "status": qstatus, "scored": ok, "confidence": h["confidence"],
+                      "expected_r": h["expected_r"], "stop_risk": h["stop_risk"]})
     return Scorer(pd.Series(heads["confidence"], index=index), status, models, embargo,
                   expected_r=pd.Series(heads["expected_r"], index=index),
-                  stop_risk=pd.Series(heads["stop_risk"], index=index), scored_share=float((which >= 0).mean()))
-
+                  stop_risk=pd.Series(heads["stop_risk"], index=index), scored_share=float((which >= 0).mean()),
+                  model_ids=loaded.model_ids, which=which, features=X, quiet=quiet)
 
 
 def score_or_baseline(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,
-                      features: pd.DataFrame | None, registry_db: str | None = None) -> tuple[Scorer | None, str]:
+                      features: pd.DataFrame | None, registry_db: str | None = None,
+                      regimes: pd.Series | None = None) -> tuple[Scorer | None, str]:
     """:func:`score_patterns` under ``ml.on_model_error``: ``(scorer, its status)``, or with
     ``baseline`` a warning and ``(None, "baseline: <why>")`` so the engine trades unfiltered.
     Every engine (backtesting.py mixin, vectorbt) goes through here."""
     try:
-        scorer = score_patterns(ml, ohlcv, patterns, features, registry_db=registry_db)
+        scorer = score_patterns(ml, ohlcv, patterns, features, registry_db=registry_db, regimes=regimes)
     except ModelError as e:
         if ml.on_model_error == "fail":
             raise

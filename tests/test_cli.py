@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import io
+import json
+import re
 import sqlite3
 
+import numpy as np
 import pytest
 
 from qml_plugin.cli.main import main as qml
@@ -65,6 +68,27 @@ def test_label_takes_piped_answers_and_user_labels_win(small_registry, capsys, m
         rows = conn.execute("SELECT user_label, label, label_source FROM ml_pattern_registry "
                             "WHERE user_label IS NOT NULL ORDER BY user_label").fetchall()
     assert rows == [("loss", 0, "user"), ("win", 1, "user")]
+
+
+def test_label_shows_the_logged_prediction_and_its_top_contributions_largest_first(small_registry, capsys,
+                                                                                   monkeypatch):
+    db, _ = small_registry
+    with PatternRegistry(db) as reg:
+        first, second = (p["pattern_id"] for p in reg.get_unlabeled_patterns(limit=2))
+        reg.log_predictions({"pattern_id": first, "model_id": "wf-v1", "mode": "filter", "ml_confidence": 0.3,
+                             "decision": "skip", "contributions": json.dumps({"a": 0.1, "b": -0.7})}, run_id="r1")
+        reg.log_predictions({"pattern_id": first, "model_id": "wf-v2", "mode": "filter", "ml_confidence": 0.62,
+                             "expected_r": 0.25, "decision": "take", "predicted_at": "2030-01-01",
+                             "contributions": json.dumps({"geo_rr": 0.05, "ctx_rsi_14": -0.4, "mom_ret_20": 0.9})},
+                            run_id="r2")
+    monkeypatch.setattr("sys.stdin", io.StringIO("s\ns\n"))
+    assert qml(["label", "--db", db, "--limit", "2"]) == 0
+    out = capsys.readouterr().out
+    one, two = out.split(f"] {first}")[1].split(f"] {second}")
+    assert ("prediction by wf-v2 (filter, run r2): ml_confidence 0.620  expected_r 0.250  stop_risk n/a  "
+            "decision take") in one                                      # the newest of the pattern's predictions
+    assert "top contributions (log-odds): mom_ret_20 +0.900  ctx_rsi_14 -0.400  geo_rr +0.050" in one
+    assert "prediction: none logged" in two and "top contributions" not in two
 
 
 def test_migrate_and_absurd_label_limits_are_one_line_errors(tmp_path, capsys):
@@ -143,7 +167,8 @@ def test_qml_errors_are_one_bounded_line_and_interrupts_and_closed_pipes_keep_th
     assert "interrupted" in capsys.readouterr().err
 
 
-def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, eurusd_4h):
+def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_prediction(tmp_path, monkeypatch, eurusd_4h,
+                                                                                  capsys):
     from qml_plugin.config import load_config
     from qml_plugin.features import FeatureExtractor
     from qml_plugin.job import run_market_job
@@ -156,17 +181,53 @@ def test_main_job_reports_what_a_canary_would_have_done(tmp_path, monkeypatch, e
     model = SignalQualityModel(n_estimators=50).fit(X, lab["label"].astype(int), detection_times=lab["detection_time"],
                                                     exit_times=lab["exit_time"])
     path = model.save(tmp_path / "canary")
-    cfg = load_config({"data": {"source": "EURUSD_1h", "resample": "4h"},
-                       "ml": {"enabled": True, "prediction_mode": "filter"},
-                       "walk_forward": {"min_train_labels": 50, "random_seeds": 20}})
+    text = ("data: {source: EURUSD_1h, resample: 4h}\n"
+            "ml: {enabled: true, prediction_mode: filter, regime_models: true, min_regime_labels: 40}\n"
+            "walk_forward: {min_train_labels: 50, random_seeds: 20}\n")
+    (tmp_path / "run.yaml").write_text(text)
+    cfg = load_config(str(tmp_path / "run.yaml"))
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         reg.add_model_version("signal_quality", status="canary", model_path=str(path),
                               trained_on_end=str(model.trained_on_end_), features_used=model.feature_names)
-    table = run_market_job(cfg, progress=False).table
+    seen = []
+    monkeypatch.setattr("qml_plugin.cli.run.run_market_job", lambda *a, **k: seen.append(run_market_job(*a, **k))
+                        or seen[-1])                                 # the real job; the test keeps its result
+    assert qml(["run", "--config", "run.yaml", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    (res,) = seen
+    table = res.table
+    # ml.regime_models: qml run shows which regimes had their own model, and what they gained out of sample
+    rc = res.regimes
+    assert rc is not None and rc.regimes == res.walk_forward.regime_models and len(rc.regimes) >= 1
+    assert "regime models beside the pooled model (out of sample):" in printed and rc.sentence() in printed
+    for name in rc.regimes:
+        assert rc.table.set_index("regime").loc[name, "own model"] == "yes"
+    assert rc.ci[0] <= rc.diff <= rc.ci[1] and f"difference {rc.diff:+.3f}" in rc.sentence()
+    report = (res.run.path / "report.html").read_text()
+    assert rc.sentence() in report and "<h2>Feature contributions</h2>" in report and "gain share" in report
     row = table[table["mode"].str.startswith("canary_v1")]
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0
     with PatternRegistry(cfg["ml_data_collection"]["db_path"]) as reg:
         assert any(v["status"] == "archived" for v in reg.list_model_versions("walk_forward_EURUSD_4h"))
+        log = reg.get_predictions(run_id=res.run.run_id)
+        versions = {v["model_id"]: v for v in reg.list_model_versions("walk_forward_EURUSD_4h")}
+    # the prediction log (SPEC §5): one acting row per out-of-sample pattern and mode, by the version that scored it
+    oos = res.walk_forward.oos_proba
+    acting = log[log["acting"]]
+    assert acting.groupby("mode").size().to_dict() == {m: int(oos.notna().sum()) for m in ("filter", "replace",
+                                                                                          "score_enhancement")}
+    assert set(acting["model_id"]) <= set(versions) and not acting.duplicated(["pattern_id", "mode"]).any()
+    assert acting["decision"].isin(["take", "skip"]).all() and acting["contributions"].map(len).eq(5).all()
+    np.testing.assert_allclose(np.sort(acting[acting["mode"] == "filter"]["ml_confidence"].to_numpy()),
+                               np.sort(oos.dropna().to_numpy()))        # the regime-aware scores of the walk-forward
+    filt = acting[acting["mode"] == "filter"].set_index("pattern_id")
+    assert (filt["decision"] == "take").sum() < len(filt)         # filter mode skipped some patterns
+    # the canary scored too, never acting (once, in the configured mode)
+    quiet = log[~log["acting"]]
+    assert set(quiet["model_id"]) == {"signal_quality-v1"} and set(quiet["mode"]) == {"filter"} and len(quiet) > 0
+    assert qml(["learn", "--status", "--db", cfg["ml_data_collection"]["db_path"]]) == 0
+    out = capsys.readouterr().out
+    assert "signal_quality-v1 (canary): " in out and re.search(r"walk_forward_EURUSD_4h-v\d+ \(archived\): \d+ pr", out)
 
 
 def test_shipped_configs_are_found_by_name_from_any_folder(tmp_path, monkeypatch, capsys):

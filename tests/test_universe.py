@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -201,3 +202,38 @@ def test_trade_rows_score_daily_equity_and_the_seeds_let_holm_pass(planted_run):
     assert res.table.attrs["seeds"] == res.table.attrs["trade_seeds"] == holm_seeds(24) == 4799
     best = res.table[res.table["primary"]].iloc[0]
     assert best["p_random"] == pytest.approx(1 / 4800)       # the planted effect beats every random filter
+
+
+def test_every_out_of_sample_score_is_logged_once_per_mode_and_learn_status_prints_it(planted_run, capsys):
+    from qml_plugin.cli.main import main as qml
+    from qml_plugin.registry import PatternRegistry
+
+    res, _ = planted_run
+    db = res.run.path.parent.parent / "experiments.db"          # results/experiments.db beside results/runs/
+    with PatternRegistry(db) as reg:
+        log = reg.get_predictions(run_id=res.run.run_id)
+        perf = reg.prediction_performance()
+    modes = ("filter", "score_enhancement", "replace", "expected_value")
+    for name, sc in res.schemes.items():
+        rows = log[log["model_id"].str.startswith(f"universe_{name}_")]
+        scored = res.pool["pattern_id"][~np.isnan(sc.proba)]
+        assert rows.groupby("mode").size().to_dict() == dict.fromkeys(modes, len(scored)), name
+        one = rows[rows["mode"] == "filter"].set_index("pattern_id").loc[scored]
+        np.testing.assert_allclose(one["ml_confidence"].to_numpy(), sc.proba[~np.isnan(sc.proba)])
+        assert one["contributions"].map(len).eq(5).all() and one["acting"].all()
+    # the decisions are the modes' own: filter takes a technical, placeable pattern only at the threshold
+    f = log[(log["mode"] == "filter") & log["model_id"].str.startswith("universe_pooled_")].set_index("pattern_id")
+    pool = res.pool.set_index("pattern_id").loc[f.index]
+    assert (f["decision"] == "take").sum() > 0 and not (f["decision"][f["ml_confidence"] < 0.5] == "take").any()
+    assert not (f["decision"][pool["validity_score"] < 0.5] == "take").any()
+    # figures per version, with resolved outcomes joined from the registry
+    assert set(perf["model_id"]) == set(log["model_id"]) and (perf["resolved"] > 0).all()
+    pooled = perf[perf["model_name"] == "universe_pooled_all"]
+    assert (pooled["auc"].dropna() > 0.6).mean() > 0.5                  # the planted effect, version by version
+    assert any("Prediction log:" in n for n in res.report_content["notes"])
+    # the report's mean |contribution| (beside gain) finds the planted effect: volume at the detection bar
+    contrib, gain = res.report_content["contributions"], res.report_content["importances"]
+    assert contrib.index[0].startswith("volu_") and len(contrib) == len(gain) and (contrib >= 0).all()
+    assert qml(["learn", "--status", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "other models' prediction log" in out and re.search(r"universe_pooled_all-v\d+ \(archived\): \d+ pred", out)

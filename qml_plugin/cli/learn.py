@@ -136,7 +136,13 @@ def status_text(reg: PatternRegistry, settings: LearnSettings) -> str:
     if history:
         e = history[-1]
         lines.append(f"  last decision: {e['decision']} at {e['evaluated_at']} (candidate v{e['candidate_version']})")
-    lines += performance_lines(reg.prediction_performance(name))
+    performance = reg.prediction_performance()
+    lines += performance_lines(performance[performance["model_name"] == name] if len(performance) else performance)
+    others = performance[performance["model_name"] != name] if len(performance) else performance
+    if len(others):                        # most predictions first (a universe run's pooled versions)
+        others = others.sort_values("predictions", ascending=False, kind="stable")
+        lines += performance_lines(others, title="other models' prediction log (e.g. the walk-forward versions of "
+                                                 "`qml run`)", limit=_OTHERS_SHOWN)
     return "\n".join(lines)
 
 
@@ -144,16 +150,26 @@ def _f(value: Any, spec: str = ".3f") -> str:
     return "n/a" if value is None or (isinstance(value, float) and value != value) else format(value, spec)
 
 
-def performance_lines(table: pd.DataFrame) -> list[str]:
-    """The prediction log per model version (``PatternRegistry.prediction_performance``) as text."""
+_OTHERS_SHOWN = 12
+"""How many versions of other model names ``--status`` lists (the rest are counted)."""
+
+
+def performance_lines(table: pd.DataFrame, *, title: str = "prediction log", limit: int | None = None) -> list[str]:
+    """The prediction log per model version (``PatternRegistry.prediction_performance``) as text;
+    ``limit`` rows at most (the rest counted, with their predictions)."""
     if not len(table):
-        return ["  prediction log: no predictions logged yet"]
-    out = ["  prediction log (per version; win rate and mean R over resolved events, taken vs skipped):"]
-    for r in table.itertuples(index=False):
+        return [f"  {title}: no predictions logged yet"]
+    out = [f"  {title} (per version; win rate and mean R over resolved events, taken vs skipped):"]
+    shown = table if limit is None else table.head(limit)
+    for r in shown.itertuples(index=False):
         out.append(f"    {r.model_id} ({r.status or 'unrecorded'}): {r.predictions} predictions of {r.patterns} "
                    f"patterns, {r.resolved} resolved; AUC {_f(r.auc)}, Brier {_f(r.brier)}; taken {r.taken}: win "
                    f"rate {_f(r.win_rate_taken, '.1%')}, mean R {_f(r.mean_r_taken, '+.3f')}; skipped {r.skipped}: "
                    f"win rate {_f(r.win_rate_skipped, '.1%')}, mean R {_f(r.mean_r_skipped, '+.3f')}")
+    if len(table) > len(shown):
+        rest = table.iloc[len(shown):]
+        out.append(f"    ... and {len(rest)} more versions ({int(rest['predictions'].sum())} predictions of "
+                   f"{rest['model_name'].nunique()} model names)")
     return out
 
 

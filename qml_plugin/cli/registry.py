@@ -109,6 +109,20 @@ def _answer() -> str | None:
         print(f"  {line.strip()[:20]!r}? answer w, l, i, s or q: ", end="", flush=True)
 
 
+def prediction_lines(pred: dict | None) -> list[str]:
+    """The pattern's newest logged prediction (:meth:`PatternRegistry.latest_prediction`, the lookup the web
+    page uses): model version, the three heads, the decision, and its top contributions, largest first."""
+    if pred is None:
+        return ["  prediction: none logged (a `qml run` or an ML backtest with a registry logs one)"]
+    heads = "  ".join(f"{k} {'n/a' if pred[k] is None else _fmt(pred[k])}"
+                      for k in ("ml_confidence", "expected_r", "stop_risk"))
+    out = [f"  prediction by {pred['model_id']} ({pred['mode']}, run {pred['run_id'] or '-'}): {heads}  "
+           f"decision {pred['decision'] or '-'}"]
+    if pred["contributions"]:
+        out.append("  top contributions (log-odds): " + "  ".join(f"{k} {v:+.3f}" for k, v in pred["contributions"]))
+    return out
+
+
 def _label(args: argparse.Namespace) -> int:
     if args.web:
         from ..web import serve
@@ -126,6 +140,7 @@ def _label(args: argparse.Namespace) -> int:
                   f"{p['pattern_type']}  detected {p['detection_time']}")
             print(f"  entry {_fmt(p.get('entry'))}  stop {_fmt(p.get('stop'))}  target {_fmt(p.get('target'))}  "
                   f"validity {_fmt(p.get('validity_score'))}  ml_confidence {_fmt(p.get('ml_confidence'))}")
+            print(*prediction_lines(reg.latest_prediction(p["pattern_id"])), sep="\n")
             feats = reg.get_features(p["pattern_id"])
             shown = {k: feats[k] for k in _SHOWN_FEATURES if k in feats}
             if shown:

@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
         _write_reports(res)
         print()
         print(format_table(res.table).to_string(index=False))
+        if res.regimes is not None:       # ml.regime_models: which regimes had their own model, and what it gained
+            print("\nregime models beside the pooled model (out of sample):")
+            print(format_table(res.regimes.table).to_string(index=False))
+            print(res.regimes.sentence())
         print(f"\nout-of-sample period from {res.period_start}; run folder: {res.run.path}; report: {res.report}")
     for w in res.warnings:
         print(f"warning: {w}")

@@ -34,12 +34,15 @@ from ..config import embargo_timedelta
 from ..data import bar_duration, load_data
 from ..errors import InsufficientDataError
 from ..mixins import record_run
+from ..ml.guard import admissible_model
 from ..ml.lifecycle import shadow_scores
 from ..ml.versions import record_version
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
 from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
+from .predlog import log_backtest_predictions, log_shadow_predictions, mean_abs_contribution
+from .regimes import compare_regime_models
 from .runs import (
     RunDir,
     WarningLog,
@@ -75,6 +78,7 @@ class JobResult:
     run: RunDir | None = None
     warnings: list[str] = field(default_factory=list)
     report_content: dict = field(default_factory=dict)  # keyword arguments of qml_plugin.report.write_report
+    regimes: object = None  # a .regimes.RegimeComparison when ml.regime_models is on (regime vs pooled models)
 
 
 def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progress: bool = True,
@@ -121,24 +125,33 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
                                 every_months=cfg["walk_forward"]["retrain_every_months"],
                                 min_labels=cfg["walk_forward"]["min_train_labels"],
                                 embargo=embargo_timedelta(ml, bar_duration(df)),
-                                feature_schema=getattr(strat, "feature_schema", None))
+                                feature_schema=getattr(strat, "feature_schema", None),
+                                regimes=strat.pattern_regimes if ml.get("regime_models") else None,
+                                min_regime_labels=ml.get("min_regime_labels", 50))
     period = wf.first_model_time
     _record_versions(db, wf, f"walk_forward_{name}", run.run_id)
     step(f"{len(wf.models)} walk-forward models")
 
-    trades = {"baseline": base._trades}
+    trades, runs = {"baseline": base._trades}, []
     for mode in MODES:
         block = {**ml, "enabled": True, "model_path": str(root), "prediction_mode": mode}
         stats = run_backtest(bt, log=log, where=mode, **params, registry_db=db, register_patterns=collect,
-                             ml_config=yaml.safe_dump(block))
-        record_run(stats, db)
+                             ml_config=yaml.safe_dump(block), run_id=run.run_id)
+        record_run(stats, db)             # registrations and their prediction log, under this run's id
         trades[mode] = stats._trades
+        runs.append(stats)
         step(f"{mode} done")
+    if not collect:                       # nothing registered: the driver logs the predictions in one batch
+        log_backtest_predictions(db, runs, run_id=run.run_id)
 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
                               cfg["walk_forward"]["random_seeds"])
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
+    log_shadow_predictions(db, ml["model_name"], X, labeled, mode=ml["prediction_mode"], run_id=run.run_id,
+                           rule=dict(min_score=strat.min_score, ml_weight=ml["ml_weight"],
+                                     confidence_threshold=ml["confidence_threshold"],
+                                     min_expected_r=float(ml.get("min_expected_r", 0.0))))
     table.to_csv(run.path / "table.csv", index=False)
     step("random filter done")
     start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
@@ -154,11 +167,23 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
              f"candidates as 'filter'; the table shows the median and the 5-95 % band.",
              "Commission: {:.4%} per side.".format(cfg["backtest"]["commission"]),
              f"Run {run.run_id}: models and table.csv in {run.path}."]
+    regimes = None
+    if ml.get("regime_models"):
+        regimes = compare_regime_models(wf, X, y, labeled["detection_time"], strat.pattern_regimes,
+                                        embargo=embargo_timedelta(ml, bar_duration(df)))
+        notes.append(regimes.sentence())
     notes += [f"Warning: {w}" for w in log.seen]
     steps.close()
+    pooled = [m for m, f in zip(wf.models, wf.model_family or ["pooled"] * len(wf.models)) if f == "pooled"]
+    which = admissible_model(labeled["detection_time"], [m.trained_on_end_ for m in pooled],
+                             embargo=embargo_timedelta(ml, bar_duration(df)))
     report = dict(title=f"qml run: {data_name(df)}", table=table, equity=equity, calibration=wf.calibration,
-                  importances=wf.models[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}))
-    return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report)
+                  importances=pooled[-1].feature_importances(), notes=notes, bad_prints=bad_print_log({name: df}),
+                  contributions=mean_abs_contribution(pooled, X, which),
+                  contributions_of="every out-of-sample pattern the pooled walk-forward models scored")
+    if regimes is not None:
+        report["tables"] = [("Regime models beside the pooled model", regimes.sentence(), regimes.table)]
+    return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report, regimes)
 
 
 def _training_labels(db: str, labeled: pd.DataFrame) -> np.ndarray:

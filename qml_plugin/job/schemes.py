@@ -101,7 +101,8 @@ def fit_group(task: dict) -> dict | None:
             proba[hit] = mdl.predict_proba(Xs.iloc[hit])[:, 1]
             if hasattr(mdl, "predict_expected_r") and "expected_r" in getattr(mdl, "heads_", ()):
                 expected[hit] = mdl.predict_expected_r(Xs.iloc[hit])
-    return {"models": wf.models, "proba": proba, "expected_r": expected, "seconds": time.perf_counter() - t0}
+    return {"models": wf.models, "proba": proba, "expected_r": expected, "seconds": time.perf_counter() - t0,
+            "which": which}
 
 
 def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_months: int = 12,
@@ -147,9 +148,9 @@ def collect_scheme(scheme: str, pool: pd.DataFrame, y, groups: list, results: li
         out.markets_trained.append(name)
         proba[rows] = res["proba"]
         expected[rows] = res["expected_r"]
-        if root is not None:
-            for mdl in res["models"]:
-                mdl.save_version(Path(root) / scheme / name, metrics={"scheme": scheme, "group": name})
+        if root is not None:               # the paths let the driver record the versions it logs predictions of
+            res["paths"] = [mdl.save_version(Path(root) / scheme / name, metrics={"scheme": scheme, "group": name})
+                            for mdl in res["models"]]
     if not np.isnan(expected).all():
         out.expected_r = expected
     scored = ~np.isnan(proba)

@@ -37,9 +37,11 @@ from ..data import bar_close_utc, bar_duration
 from ..errors import InsufficientDataError
 from ..filter import decide
 from ..ml.calibration import calibration_report
+from ..registry import PatternRegistry
 from ..tradesim import levels_placeable, select_trades
 from ..universe import load_universe
 from .charts import chart_data
+from .predlog import log_predictions, scheme_predictions
 from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
 from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes
 from .unit import MarketResult, MarketSpec, market_unit
@@ -159,14 +161,23 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     finally:
         reg.close()
     scores, k = {}, 0
-    for name in names:
-        n = len(groups[name])
-        scores[name] = collect_scheme(name, pool, y, groups[name], fitted[k:k + n], root=run.path / "models")
-        k += n
-    timings["fit_s"] = sum(s.fit_seconds for s in scores.values())
     rule = dict(min_score=float(getattr(cls, "min_score", 0.5)) if "min_score" not in params
                 else float(params["min_score"]), ml_weight=ml["ml_weight"],
                 confidence_threshold=ml["confidence_threshold"], min_expected_r=float(ml.get("min_expected_r", 0.0)))
+    logged = {}
+    with PatternRegistry(db) as preg:      # the driver records the versions and logs what they predicted
+        for name in names:
+            n = len(groups[name])
+            scores[name] = collect_scheme(name, pool, y, groups[name], fitted[k:k + n], root=run.path / "models")
+            sc = scores[name]
+            logged[name] = scheme_predictions(name, pool, groups[name], fitted[k:k + n], proba=sc.proba,
+                                              expected_r=sc.expected_r, rule=rule, modes=MODES, reg=preg,
+                                              run_id=run.run_id)
+            k += n
+    t0 = time.perf_counter()
+    timings["predictions"] = log_predictions(db, list(logged.values()), run_id=run.run_id)
+    timings["predlog_s"] = time.perf_counter() - t0 + sum(b.seconds for b in logged.values())
+    timings["fit_s"] = sum(s.fit_seconds for s in scores.values())
     max_wait = int(params.get("max_wait", getattr(cls, "max_wait", 20)))
     t0 = time.perf_counter()
     vp, vt = _verdict_inputs(pool, results, scores, rule, max_wait, {s.dataset: s.spread for s in specs})
@@ -186,11 +197,18 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     markets.to_csv(run.path / "markets.csv", index=False)
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
+    if ml.get("regime_models"):            # trained by the single-market job only (SPEC §13): say so, never silently
+        notes.insert(1, "ml.regime_models is on, but the universe's walk-forward schemes train pooled models only "
+                        "(no regime models yet): every score here is a pooled (or per-market) model's.")
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
     pooled_ece = _pooled_calibration(pool, scores.get("pooled"))
     charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),
                         seeds=wf_cfg["random_seeds"], calibration=pooled_ece)
+    shown = "pooled" if "pooled" in logged else names[0]
+    last = next((r["models"][-1] for r in reversed(logged[shown].results) if r is not None), None)
     report = dict(title=f"qml run: universe of {len(frames)} datasets", table=format_verdict(table, markets=False),
+                  contributions=logged[shown].mean_abs, contributions_of=f"{shown} scheme",
+                  importances=None if last is None else last.feature_importances(),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
                   charts=charts, verdict=table, verdict_calibration=pooled_ece,
                   bad_prints=bad_print_log(frames))
@@ -330,7 +348,10 @@ def _notes(markets, scores, embargo, timings, run, primary, sentence) -> list[st
                                                           markets["spread"])),
            f"{fits} model fits: the model stage took {timings['models_s']:.1f} s wall ({share:.0%} of the run's "
            f"{timings['total_s']:.1f} s; fit times summed over workers {timings['fit_s']:.1f} s).",
-           f"Run {run.run_id}: models, verdict.csv and markets.csv in {run.path}."]
+           f"Run {run.run_id}: models, verdict.csv and markets.csv in {run.path}.",
+           f"Prediction log: {timings.get('predictions', 0):,} scoring events (pattern x mode x model version, "
+           f"with top-5 contributions) in ml_predictions under run {run.run_id}, written in "
+           f"{timings.get('predlog_s', 0.0):.1f} s."]
     for name, s in scores.items():
         auc = s.metrics.get("auc", np.nan)
         out.append(f"Scheme {name}: {s.fits} models, out-of-sample AUC {auc:.3f}, {s.share_scored:.0%} of patterns "

@@ -7,7 +7,7 @@ import pandas as pd
 from ..config import MLConfig, parse_ml_block
 from ..errors import ConfigError
 from ..filter import decide, size_fraction
-from ..scoring import score_or_baseline
+from ..scoring import decision_labels, score_or_baseline
 from . import _plot
 from ._signals import _SignalMixin
 
@@ -32,7 +32,7 @@ class MLFilterMixin(_SignalMixin):
         if self._ml.enabled:
             self._ml_scorer, self._ml_status = score_or_baseline(
                 self._ml, self.data.df, pats, getattr(self, "pattern_features", None),
-                registry_db=getattr(self, "registry_db", None))
+                registry_db=getattr(self, "registry_db", None), regimes=getattr(self, "pattern_regimes", None))
         if pats is not None:
             s = self._ml_scorer
             nan = np.full(len(pats), np.nan)
@@ -59,6 +59,38 @@ class MLFilterMixin(_SignalMixin):
     @property
     def _mode(self) -> str | None:
         return self._ml.prediction_mode if self._ml_scorer is not None else None
+
+    @property
+    def predictions(self) -> pd.DataFrame | None:
+        """This backtest's scoring events, ready for ``PatternRegistry.log_predictions(frame, run_id=...)``
+        (:meth:`qml_plugin.scoring.Scorer.prediction_frame`: each scored pattern with its model version,
+        decision and top contributions; canary / shadow versions with ``acting`` False). None with ML off.
+        The registry mixin writes them with its registrations, or leaves them here in collect mode."""
+        s = self._ml_scorer
+        if s is None:
+            return None
+        done = self.__dict__.get("_predictions_at")     # after the last bar nothing changes: build it once
+        if done is not None and done[0] == len(self.data):
+            return done[1]
+        pats, d = getattr(self, "patterns", None), getattr(self, "pattern_decisions", None)
+        dec, v, acting = pd.Series(dtype=object), None, None
+        if pats is not None and d is not None:
+            ids = pats["pattern_id"].to_numpy()
+            dec = pd.Series(decision_labels(d), index=ids)
+            v = pd.Series(pats["validity_score"].to_numpy(float), index=ids)
+            acting = pd.Series(d["acting"].to_numpy(dtype=bool), index=ids) if "acting" in d.columns else None
+        signals = [x for x in getattr(self, "_signals", []) if x["row"]["pattern_id"] not in dec.index]
+        if signals:
+            extra = pd.DataFrame({"take": [bool(x.get("take", str(x.get("decision")).startswith("pass")))
+                                           for x in signals]})
+            dec = pd.concat([dec, pd.Series(decision_labels(extra), index=[x["row"]["pattern_id"] for x in signals])])
+        rule = dict(min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
+                    confidence_threshold=self._ml.confidence_threshold, min_expected_r=self._ml.min_expected_r)
+        frame = s.prediction_frame(dec[~dec.index.duplicated(keep="last")], mode=self._ml.prediction_mode,
+                                   validity_score=v, rule=rule, acting=acting)
+        if len(self.data) == getattr(self, "_n_bars", -1):
+            self._predictions_at = (len(self.data), frame)
+        return frame
 
     @property
     def ml_status(self) -> str:

@@ -7,9 +7,14 @@ Two ways to run, chosen by the ``registry_db`` setting:
   from :func:`record_run`.
 * ``registry_db=None`` (**collect mode**, SPEC §12): nothing is written anywhere. The registrations
   stay on the strategy, ``stats._strategy.registrations`` (a :class:`Registrations`: frames ready for
-  ``PatternRegistry.register_patterns`` / ``record_outcomes``), for a driver to write later with
-  :func:`write_registrations` or :func:`record_run`. That is how a work unit on another process or
-  machine stays a pure function: it returns frames, the driver holds the registry.
+  ``PatternRegistry.register_patterns`` / ``record_outcomes`` / ``log_predictions``), for a driver to
+  write later with :func:`write_registrations` or :func:`record_run`. That is how a work unit on
+  another process or machine stays a pure function: it returns frames, the driver holds the registry.
+
+With the ML mixin on, the **prediction log** travels with the registrations: every scoring event
+of the run (``stats._strategy.predictions``: pattern, model version, mode, the three heads, the
+decision, ``acting``, top contributions; SPEC §5) is written by the same end-of-run write, under the
+run's ``run_id``, or collected with them.
 """
 from __future__ import annotations
 
@@ -44,6 +49,7 @@ class Registrations:
     batches: list[tuple[pd.DataFrame, pd.DataFrame, str | None]] = field(default_factory=list)
     outcomes: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=_OUTCOME_COLUMNS))
     run_id: str | None = None
+    predictions: pd.DataFrame | None = None   # the scoring events, for PatternRegistry.log_predictions
 
     @property
     def patterns(self) -> pd.DataFrame:
@@ -56,7 +62,7 @@ def write_registrations(registrations: Registrations, registry_db, *, run_id: st
     """Write collected :class:`Registrations` to the registry; return the number of patterns written.
 
     ``run_id`` replaces the run id the strategy chose (e.g. the driver's own). Idempotent: the
-    registry upserts patterns and ranks outcomes, so writing twice changes nothing.
+    registry upserts patterns and prediction events and ranks outcomes, so writing twice changes nothing.
     """
     from ..registry import PatternRegistry
 
@@ -67,6 +73,8 @@ def write_registrations(registrations: Registrations, registry_db, *, run_id: st
             n += len(reg.register_patterns(pats, feats, run_id=rid, feature_schema=schema))
         if len(registrations.outcomes):
             reg.record_outcomes(registrations.outcomes, label_source="trade")
+        if registrations.predictions is not None and len(registrations.predictions):
+            reg.log_predictions(registrations.predictions, run_id=rid)
     return n
 
 
@@ -75,6 +83,9 @@ class PatternRegistryMixin(_SignalMixin):
 
     register_patterns = True
     registry_db = "results/experiments.db"
+    run_id = None
+    """The run id the registrations and prediction events are written under (``qml run`` passes its
+    own); None = ``<StrategyClass>-<UTC time>``."""
     price_unit = 1.0
     """The ``fractional_unit`` of a ``FractionalBacktest`` running the strategy (its prices are scaled
     by it, and backtesting.py tells the strategy nothing): ``FractionalBacktest(df, S,
@@ -83,7 +94,7 @@ class PatternRegistryMixin(_SignalMixin):
 
     def _prepare(self) -> None:
         super()._prepare()
-        self._run_id = f"{type(self).__name__}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}"
+        self._run_id = self.run_id or f"{type(self).__name__}-{pd.Timestamp.now(tz='UTC'):%Y%m%dT%H%M%S%f}"
         self._written = False
 
     @cached_property
@@ -122,7 +133,7 @@ class PatternRegistryMixin(_SignalMixin):
             pats["ml_decision"] = [s["decision"] for s in signals]
             feats = pd.DataFrame([self._signal_features(s["row"]) for s in signals])
             batches.append((self._unscaled(pats), feats, None))
-        return Registrations(batches, self._trade_outcomes(), self._run_id)
+        return Registrations(batches, self._trade_outcomes(), self._run_id, getattr(self, "predictions", None))
 
     def _on_last_bar(self) -> None:
         super()._on_last_bar()

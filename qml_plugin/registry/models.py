@@ -31,6 +31,8 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+import pandas as pd
+
 from ..errors import RegistryError
 from ._frames import dumps, iso_times
 from .connection import is_unique_violation, utc_now, write_transaction
@@ -61,6 +63,11 @@ def _check(value: str, allowed: Sequence[str], what: str) -> str:
 
 
 def _time(value: Any, what: str) -> str | None:
+    if isinstance(value, str):                # one stamp: parse it directly (to_datetime's format guess is slow)
+        try:
+            value = pd.Timestamp(value)
+        except ValueError:
+            pass                              # iso_times names the bad value
     return None if value is None else iso_times([value], what)[0]
 
 

@@ -29,7 +29,7 @@ from ..errors import RegistryError
 from . import _frames as fr
 from .connection import utc_now, write_transaction
 
-__all__ = ["PredictionLog", "DECISIONS", "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS"]
+__all__ = ["PredictionLog", "DECISIONS", "TOP_CONTRIBUTIONS", "PERFORMANCE_COLUMNS", "top_contributions"]
 
 DECISIONS = ("take", "skip", "reduce_size")
 """What a mode did with a scored pattern (``reduce_size``: taken at a smaller size, SPEC §13)."""
@@ -65,6 +65,20 @@ def _top_json(values: np.ndarray, names: list[str]) -> list[str | None]:
     return out
 
 
+def top_contributions(contributions: pd.DataFrame) -> list[str | None]:
+    """Each row of :meth:`SignalQualityModel.explain` as the JSON the log keeps: its
+    ``TOP_CONTRIBUTIONS`` largest |contributions| (``bias`` left out), largest first.
+
+    >>> top_contributions(pd.DataFrame({"a": [0.1, -2.0], "b": [-0.3, 0.5], "bias": [9.0, 9.0]}))
+    ['{"b": -0.3, "a": 0.1}', '{"a": -2.0, "b": 0.5}']
+    """
+    block = contributions.drop(columns="pattern_id") if "pattern_id" in contributions.columns else contributions
+    names = [str(c) for c in block.columns]
+    keep = [j for j, c in enumerate(names) if c != "bias"]
+    values = block.to_numpy(dtype=np.float64, na_value=np.nan)[:, keep]   # one copy, no per-column frame work
+    return _top_json(values, [names[j] for j in keep])
+
+
 def _contribution_column(frame: pd.DataFrame, contributions: pd.DataFrame | None,
                          ids: list[str]) -> list[str | None]:
     if contributions is not None:
@@ -87,22 +101,38 @@ def _contribution_column(frame: pd.DataFrame, contributions: pd.DataFrame | None
     if "contributions" not in frame.columns:
         return [None] * len(frame)
     out: list[str | None] = []
+    seen: dict[str, str | None] = {}           # a run logs each pattern's JSON once per mode: parse it once
     for v in frame["contributions"].tolist():
         if v is None or (isinstance(v, float) and np.isnan(v)):
             out.append(None)
         elif isinstance(v, str):
-            try:
-                parsed = json.loads(v)
-            except ValueError as exc:
-                raise RegistryError(f"contributions {v[:200]!r} is not JSON: {exc}") from exc
-            out.append(_top_json(np.array([list(parsed.values())], float), list(parsed))[0]
-                       if isinstance(parsed, dict) else json.dumps(parsed))
+            if v not in seen:
+                seen[v] = _json_contributions(v)
+            out.append(seen[v])
         elif isinstance(v, Mapping):
             out.append(_top_json(np.array([list(v.values())], float), list(map(str, v)))[0] if v else None)
         else:
             raise RegistryError(f"a contributions value must be a dict of feature -> contribution, got "
                                 f"{type(v).__name__}")
     return out
+
+
+def _json_contributions(v: str) -> str | None:
+    """A JSON object of contributions, kept as given when it already is a top-``TOP_CONTRIBUTIONS``
+    object of numbers (what :func:`top_contributions` writes), else cut down to one."""
+    try:
+        parsed = json.loads(v)
+    except ValueError as exc:
+        raise RegistryError(f"contributions {v[:200]!r} is not JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        return json.dumps(parsed)
+    values = list(parsed.values())
+    if not all(isinstance(x, int | float) and not isinstance(x, bool) for x in values):
+        raise RegistryError(f"contributions {v[:200]!r} must map feature names to numbers")
+    mags = [abs(x) for x in values]
+    if 0 < len(values) <= TOP_CONTRIBUTIONS and mags == sorted(mags, reverse=True) and all(x == x for x in values):
+        return v
+    return _top_json(np.array([values], float), list(parsed))[0]
 
 
 class PredictionLog:
@@ -182,6 +212,23 @@ class PredictionLog:
         out["acting"] = out["acting"].astype(bool)
         out["contributions"] = pd.Series([None if r[-1] is None else json.loads(r[-1]) for r in rows],
                                          index=out.index, dtype=object)
+        return out
+
+    def latest_prediction(self, pattern_id: str) -> dict[str, Any] | None:
+        """The newest logged prediction of one pattern, or None: ``model_id``, ``run_id``, ``mode``,
+        ``ml_confidence``, ``expected_r``, ``stop_risk``, ``decision`` and ``contributions`` as a list
+        of ``(feature, contribution)`` pairs, largest |contribution| first (what ``qml label``, in the
+        terminal and on the web page, shows beside a pattern)."""
+        log = self.get_predictions(pattern_id=pattern_id)
+        if len(log) == 0:
+            return None
+        last = log.iloc[-1]
+        out = {k: (None if pd.isna(last[k]) else last[k]) for k in
+               ("model_id", "run_id", "mode", "ml_confidence", "expected_r", "stop_risk", "decision")}
+        for k in ("ml_confidence", "expected_r", "stop_risk"):
+            out[k] = None if out[k] is None else float(out[k])
+        contrib = last["contributions"] if isinstance(last["contributions"], Mapping) else {}
+        out["contributions"] = sorted(((str(k), float(v)) for k, v in contrib.items()), key=lambda kv: -abs(kv[1]))
         return out
 
     def prediction_performance(self, model_name: str | None = None, since: Any = None) -> pd.DataFrame:

@@ -129,16 +129,13 @@ def _small_title(row: Mapping[str, Any]) -> str:
 
 
 def _latest_prediction(reg: PatternRegistry, pattern_id: str) -> dict[str, Any] | None:
-    """The newest logged prediction of a pattern (``ml_predictions``): scores and top contributions."""
-    log = reg.get_predictions(pattern_id=pattern_id)
-    if len(log) == 0:
+    """The newest logged prediction of a pattern (:meth:`PatternRegistry.latest_prediction`, the lookup the
+    terminal labeller uses too), made JSON-safe: scores and top contributions as ``[feature, value]`` pairs."""
+    pred = reg.latest_prediction(pattern_id)
+    if pred is None:
         return None
-    last = log.iloc[-1]
-    contrib = last["contributions"] if isinstance(last["contributions"], Mapping) else {}
-    top = sorted(contrib.items(), key=lambda kv: -abs(float(kv[1])))
-    out = _jsonable({k: last[k] for k in ("ml_confidence", "expected_r", "stop_risk", "decision", "model_id")
-                     if k in log.columns})
-    out["contributions"] = [[str(k), float(v)] for k, v in top]
+    out = _jsonable({k: pred[k] for k in ("ml_confidence", "expected_r", "stop_risk", "decision", "model_id")})
+    out["contributions"] = [[k, v] for k, v in pred["contributions"]]
     return out
 
 
