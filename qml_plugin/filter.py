@@ -135,8 +135,8 @@ def refuse_unsupported(ml, *, engine: str, why: str) -> None:
     keys = [f"ml.{k}" for k in ("size_bands", "kill_switch") if get(k) is not None]
     if keys:
         raise ConfigError(f"{' and '.join(keys)} {'is' if len(keys) == 1 else 'are'} set, but {engine} cannot honour "
-                          f"{'it' if len(keys) == 1 else 'them'} ({why}); allowed: null there. They apply in "
-                          "backtesting.py (the mixins, qml run on one market)")
+                          f"{'it' if len(keys) == 1 else 'them'} ({why}); allowed: null there (they apply in "
+                          "backtesting.py: the mixins, and qml run on one market)")
 
 
 def random_filter_mask(candidates: np.ndarray, pass_rate: float, seed: int) -> np.ndarray:

@@ -147,7 +147,7 @@ def unswitched(trained_model, later):
 def test_halt_trips_at_the_third_consecutive_loss_and_places_no_order_after(trained_model, later, unswitched):
     _, path = trained_model
     base, k = unswitched
-    with pytest.warns(UserWarning, match=r"ml.kill_switch tripped at bar \d+ .*3 consecutive losing trades"):
+    with pytest.warns(UserWarning, match=r"ml.kill_switch tripped at .* \(bar \d+\): 3 consecutive losing trades"):
         block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
                                 "confidence_threshold": 0.42,
                                 "kill_switch": {"consecutive_losses": 3, "action": "halt"}})
@@ -205,6 +205,28 @@ def test_kill_switch_never_trips_when_the_path_stays_inside_both_limits(trained_
                 kill_switch={"consecutive_losses": longest + 1, "max_drawdown_pct": worst + 0.01})
     assert stats._strategy.ml_kill_switch is None
     pd.testing.assert_frame_equal(stats._trades, base._trades)
+
+
+def test_trades_closed_before_the_first_scored_pattern_do_not_count(trained_model, eurusd_4h, tmp_path):
+    """A folder of versions whose only model was trained up to 2012 scores nothing before 2013: the
+    2011-2012 trades are the technical rule's, and their losing run must not trip the switch."""
+    import shutil
+
+    _, path = trained_model
+    shutil.copytree(path, tmp_path / "versions" / "v0001")
+    df = eurusd_4h["2011-01-01":]
+    plain = run(df, tmp_path / "versions", confidence_threshold=0.42)
+    s = plain._strategy
+    armed = int(s.patterns["detection_bar"][s.pattern_decisions["ml_confidence"].notna()].min())
+    t = plain._trades
+    losses = pd.Series((t["PnL"] < 0).to_numpy())
+    run_all = losses.groupby((~losses).cumsum()).cumsum()
+    counted = losses & (t["ExitBar"] >= armed).to_numpy()
+    run_counted = counted.groupby((~counted).cumsum()).cumsum()
+    assert (run_all[t["ExitBar"] < armed] >= 3).any()             # the technical trades lose 3 in a row
+    k = int(np.argmax(run_counted.to_numpy() >= 3))
+    stats = run(df, tmp_path / "versions", confidence_threshold=0.42, kill_switch={"consecutive_losses": 3})
+    assert stats._strategy.ml_kill_switch["bar"] == int(t["ExitBar"].iloc[k]) > armed
 
 
 def test_the_kill_switch_is_not_armed_without_a_model_acting(eurusd_4h):

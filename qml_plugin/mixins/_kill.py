@@ -13,6 +13,11 @@ was known at ``t``:
   drawdown ``100 * (P_k - E_k) / P_k`` percent. The switch trips at the first closed trade whose
   drawdown **exceeds** ``max_drawdown_pct``.
 
+**Armed from the first scored pattern.** Before the first bar on which a model scored a pattern
+(a walk-forward run's first model), every mode is the technical rule and there is no ML to
+switch off: the trades closed from that bar on count. Those closed before it enter the closed-trade
+equity (and its peak), not the run of losses.
+
 Trades are taken in the order backtesting.py closed them (``self.closed_trades``). The check runs
 at the start of every ``next()``, before the strategy's own code, so a trade closed during bar
 ``t`` trips the switch at bar ``t`` and the orders placed at ``t`` already follow the new rule.
@@ -37,11 +42,13 @@ import warnings
 class KillSwitchState:
     """The running count of losses and the closed-trade equity of one backtest (see the module doc)."""
 
-    def __init__(self, spec, cash: float) -> None:
+    def __init__(self, spec, cash: float, *, armed_from: int | None = 0) -> None:
+        self.armed_from = armed_from  # the first bar a model scored a pattern on (None: not yet known)
+        self.started = False
         self.consecutive_losses = spec.consecutive_losses
         self.max_drawdown_pct = spec.max_drawdown_pct
         self.action = spec.action
-        self.seen = 0               # closed trades already looked at
+        self.seen = 0               # closed trades already looked at (``closed_trades[:seen]``)
         self.streak = 0
         self.equity = float(cash)
         self.peak = float(cash)
@@ -70,16 +77,24 @@ class KillSwitchState:
 
 def check(strategy, state: KillSwitchState) -> dict | None:
     """Feed the trades closed since the last bar; on a trip return the full record (bar and time added)."""
+    bar = len(strategy.data) - 1
+    if state.armed_from is None or bar < state.armed_from:
+        return None
     closed = strategy.closed_trades
+    if not state.started:        # arming: trades closed before it count in the equity, not in the run of losses
+        state.started = True
+        before = [t for t in closed if t.exit_bar < state.armed_from]
+        state.equity += sum(t.pl for t in before)
+        state.peak = max(state.peak, state.equity)
+        state.seen = len(before)              # closed_trades is in closing order, so these come first
     if len(closed) == state.seen:
         return None
     for trade in closed[state.seen:]:
         trip = state.feed(trade.pl)
         if trip is not None:
-            bar = len(strategy.data) - 1
             now = strategy._bar_times[bar]
             state.trip = {"bar": bar, "time": now, **trip}
-            warnings.warn(f"ml.kill_switch tripped at bar {bar} ({now}): {trip['reason']}; action "
+            warnings.warn(f"ml.kill_switch tripped at {now} (bar {bar}): {trip['reason']}; action "
                           f"{state.action}: " + ("the technical rule trades from now on" if state.action == "baseline"
                                                  else "no new orders from now on"), stacklevel=4)
             return state.trip

@@ -79,13 +79,30 @@ class MLFilterMixin(_SignalMixin):
         self.ml_kill_switch = None
         spec = self._ml.kill_switch
         # armed only while the model acts; read by the bar hook through the instance dict
-        self._qml_kill = _kill.KillSwitchState(spec, self.equity) if spec and self._mode is not None else None
+        self._qml_kill = None
+        if spec and self._mode is not None:
+            first = None                           # the first bar a model scored a pattern on
+            if pats is not None:
+                scored = ~np.isnan(self.pattern_decisions["ml_confidence"].to_numpy())
+                first = int(pats["detection_bar"].to_numpy()[scored].min()) if scored.any() else None
+            self._qml_kill = _kill.KillSwitchState(spec, self.equity, armed_from=first)
 
     def _bands(self, conf, n: int) -> np.ndarray:
         """``band_size`` of each confidence (NaN: no bands, or ML not acting)."""
         if self._ml.size_bands is None or self._mode is None:
             return np.full(n, np.nan)
         return size_band(conf, self._ml.size_bands)
+
+    def trade_band_sizes(self) -> np.ndarray:
+        """The sizing band's fraction of each closed trade's asked size (1.0 where no band applied).
+
+        Aligned with ``self.closed_trades``, hence with ``stats._trades``: what a scorer of the
+        trades needs to give each its equity share (``FULL_SIZE * fraction``).
+        """
+        band = {s["row"]["pattern_id"]: s.get("band_size") for s in self._signals if s["take"]}
+        out = np.array([band.get(pid, np.nan) if pid is not None else np.nan for pid in self.trade_pattern_ids()],
+                       dtype=float)
+        return np.where(np.isnan(out), 1.0, out)
 
     def _kill_switch_check(self) -> None:
         """Called by the bar hook before ``next()`` while the switch is armed (see ``_kill``)."""
@@ -183,6 +200,9 @@ class MLFilterMixin(_SignalMixin):
             band = self._bands([conf], 1)
             take = take & ~(band <= 0)
             ml_decision = band_decisions(take, np.nan_to_num(band, nan=1.0))[0]
+            kill = self._qml_kill
+            if kill is not None and kill.armed_from is None and not np.isnan(conf):
+                kill.armed_from = len(self.data) - 1      # a row given at run time: armed from its bar
             out = {"take": bool(take[0]), "ml_confidence": conf, "score": float(score[0]),
                    "expected_r": heads["expected_r"], "stop_risk": heads["stop_risk"], "band_size": float(band[0]),
                    "ml_decision": ml_decision, "acting": True,
