@@ -8,6 +8,7 @@ keys, what the bands or the switch must do, and checks the run with them.
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -236,3 +237,104 @@ def test_the_kill_switch_is_not_armed_without_a_model_acting(eurusd_4h):
         stats = Backtest(eurusd_4h["2013-06-01":], QMLStrategy, cash=CASH).run(register_patterns=False,
                                                                                ml_config=block)
     assert stats._strategy.ml_kill_switch is None and len(stats._trades) > 5
+
+
+# ---- the single-market job and its report -------------------------------------------------------------------
+def test_the_market_job_scores_banded_trades_at_their_size_and_reports_each_kill_switch(tmp_path, monkeypatch):
+    from qml_plugin.config import load_config
+    from qml_plugin.job import run_market_job
+    from qml_plugin.report import write_report
+    from qml_plugin.tradesim import FULL_SIZE, trade_metrics
+
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config({"data": {"source": "EURUSD_1h", "resample": "4h", "start": "2007-01-01", "end": "2014-12-31"},
+                       "ml": {"enabled": True, "prediction_mode": "filter", "size_bands": [{"min": 0.0, "size": 0.5}],
+                              "kill_switch": {"consecutive_losses": 2, "action": "halt"}},
+                       "walk_forward": {"min_train_labels": 50, "random_seeds": 20}})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = run_market_job(cfg, progress=False)
+    kill = res.report_content["kill_switch"]
+    assert set(kill) == {"filter", "score_enhancement", "replace"}
+    assert all(k is not None and k["action"] == "halt" and k["time"] >= res.period_start for k in kill.values())
+    assert any(w.startswith(f"ml.kill_switch tripped at {kill['filter']['time']} (bar {kill['filter']['bar']})")
+               for w in res.warnings)
+    filt = res.trades["filter"]
+    filt = filt[filt["EntryTime"] >= res.period_start]
+    assert len(filt) >= 2 and (filt["ExitBar"] <= kill["filter"]["bar"]).all()      # halt: nothing after the trip
+    df = load_ohlcv_4h_2007_2014()
+    row = res.table.set_index("mode").loc["filter"]
+    half = trade_metrics(filt, df, start=res.period_start, end=df.index[-1], size=0.5 * FULL_SIZE)
+    full = trade_metrics(filt, df, start=res.period_start, end=df.index[-1])
+    assert row["return_pct"] == pytest.approx(half["return_pct"]) != pytest.approx(full["return_pct"])
+    text = write_report(tmp_path / "r.html", **res.report_content).read_text()
+    assert "<h2>Kill switch</h2>" in text and f"<td>{kill['replace']['bar']}</td>" in text
+    assert "2 consecutive losing trades (limit 2); action halt" in text
+
+
+def load_ohlcv_4h_2007_2014():
+    from qml_plugin.config import load_config
+    from qml_plugin.data import load_data
+
+    return load_data(load_config({"data": {"source": "EURUSD_1h", "resample": "4h", "start": "2007-01-01",
+                                           "end": "2014-12-31"}})["data"])
+
+
+def test_the_report_says_never_tripped_and_is_unchanged_without_the_key(tmp_path):
+    from qml_plugin.report import kill_switch_html, write_report
+
+    table = pd.DataFrame({"mode": ["baseline"], "trades": [3.0]})
+    trip = {"bar": 7, "time": pd.Timestamp("2020-01-02"), "action": "baseline",
+            "reason": "3 consecutive losing trades (limit 3)"}
+    html = kill_switch_html({"filter": None, "replace": trip})
+    assert "<td>filter</td><td>never tripped</td>" in html
+    assert "<td>replace</td><td>tripped</td><td>7</td><td>2020-01-02 00:00:00</td>" in html
+    plain = write_report(tmp_path / "a.html", title="t", table=table, equity={}).read_text()
+    assert "Kill switch" not in plain
+    assert write_report(tmp_path / "b.html", title="t", table=table, equity={}, kill_switch=None).read_text() == plain
+
+
+def test_trade_metrics_takes_one_size_per_trade():
+    from qml_plugin.tradesim import trade_metrics
+
+    idx = pd.date_range("2024-01-01", periods=96, freq="h")
+    bars = pd.DataFrame({"Close": np.r_[np.full(24, 100.0), np.full(24, 110.0), np.full(24, 110.0),
+                                        np.full(24, 99.0)]}, index=idx)
+    t = pd.DataFrame({"EntryBar": [2, 50], "ExitBar": [30, 80], "EntryPrice": [100.0, 110.0],
+                      "ExitPrice": [110.0, 99.0], "Size": [1.0, 1.0]})
+    m = trade_metrics(t, bars, size=np.array([1.0, 0.5]))
+    assert m["return_pct"] == pytest.approx(100 * (1.10 * (1 - 0.5 * 0.10) - 1))      # +10 %, then half of -10 %
+    assert trade_metrics(t, bars, size=1.0)["return_pct"] == pytest.approx(100 * (1.10 * 0.90 - 1))
+
+
+# ---- vectorbt and the universe refuse the keys --------------------------------------------------------------
+@pytest.mark.parametrize("ml,named", [
+    ({"size_bands": [{"min": 0.5, "size": 1.0}]}, r"^ml.size_bands is set, but the vectorbt engine"),
+    ({"kill_switch": {"consecutive_losses": 3}}, r"^ml.kill_switch is set, but the vectorbt engine"),
+    ({"size_bands": [{"min": 0.5, "size": 1.0}], "kill_switch": {"max_drawdown_pct": 10}},
+     r"^ml.size_bands and ml.kill_switch are set, but the vectorbt engine \(qml sweep, qml optimize, qml_plugin.vbt\) "
+     r"cannot honour them \(.*\); allowed: null there"),
+])
+def test_vectorbt_refuses_sizing_bands_and_the_kill_switch_naming_them(ml, named, eurusd_4h):
+    from qml_plugin import ConfigError
+    from qml_plugin.vbt import backtest, sweep
+    from qml_plugin.vbt.optimize import optimize
+
+    for run_it, name in ((sweep, "sweep.yaml"), (optimize, "optimize.yaml")):
+        cfg = yaml.safe_load((Path(__file__).resolve().parent.parent / "configs" / name).read_text())
+        cfg["ml"] = {**(cfg.get("ml") or {}), "enabled": True, **ml}
+        with pytest.raises(ConfigError, match=named):
+            run_it(cfg, progress=False, write=False)
+    with pytest.raises(ConfigError, match=named):
+        backtest(eurusd_4h.iloc[:300], ml=ml)
+
+
+def test_the_universe_run_refuses_them_too():
+    from qml_plugin import ConfigError
+    from qml_plugin.config import load_config
+    from qml_plugin.job import run_universe_job
+
+    cfg = load_config({"ml": {"enabled": True, "kill_switch": {"consecutive_losses": 3}}})
+    with pytest.raises(ConfigError, match=r"ml.kill_switch is set, but the universe run cannot honour it \(its mode "
+                                          r"rows come from the one-position simulator"):
+        run_universe_job(cfg, universe={}, progress=False)

@@ -56,6 +56,7 @@ class KillSwitchState:
 
     def feed(self, pl: float) -> dict | None:
         """Take the next closed trade's net PnL; return the trip (without bar and time) if it trips here."""
+        pl = float(pl)
         self.seen += 1
         self.streak = self.streak + 1 if pl < 0 else 0
         self.equity += pl
@@ -71,7 +72,7 @@ class KillSwitchState:
         if not reasons:
             return None
         return {"reason": " and ".join(reasons), "action": self.action, "trigger": "+".join(trigger),
-                "closed_trades": self.seen, "consecutive_losses": self.streak, "drawdown_pct": dd,
+                "closed_trades": self.seen, "consecutive_losses": self.streak, "drawdown_pct": float(dd),
                 "closed_trade_equity": self.equity}
 
 
@@ -84,7 +85,7 @@ def check(strategy, state: KillSwitchState) -> dict | None:
     if not state.started:        # arming: trades closed before it count in the equity, not in the run of losses
         state.started = True
         before = [t for t in closed if t.exit_bar < state.armed_from]
-        state.equity += sum(t.pl for t in before)
+        state.equity += float(sum(t.pl for t in before))
         state.peak = max(state.peak, state.equity)
         state.seen = len(before)              # closed_trades is in closing order, so these come first
     if len(closed) == state.seen:
