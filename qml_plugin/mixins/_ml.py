@@ -104,9 +104,9 @@ class MLFilterMixin(_SignalMixin):
                        dtype=float)
         return np.where(np.isnan(out), 1.0, out)
 
-    def _kill_switch_check(self) -> None:
-        """Called by the bar hook before ``next()`` while the switch is armed (see ``_kill``)."""
-        trip = _kill.check(self, self._qml_kill)
+    def _kill_switch_check(self, bar: int) -> None:
+        """Called by the bar hook before ``next()`` at ``bar`` while the switch is armed (see ``_kill``)."""
+        trip = _kill.check(self, self._qml_kill, bar)
         if trip is None:
             return
         self.ml_kill_switch = trip
@@ -201,7 +201,7 @@ class MLFilterMixin(_SignalMixin):
             take = take & ~(band <= 0)
             ml_decision = band_decisions(take, np.nan_to_num(band, nan=1.0))[0]
             kill = self._qml_kill
-            if kill is not None and kill.armed_from is None and not np.isnan(conf):
+            if kill is not None and kill.armed_from == _kill.NOT_ARMED and not np.isnan(conf):
                 kill.armed_from = len(self.data) - 1      # a row given at run time: armed from its bar
             out = {"take": bool(take[0]), "ml_confidence": conf, "score": float(score[0]),
                    "expected_r": heads["expected_r"], "stop_risk": heads["stop_risk"], "band_size": float(band[0]),

@@ -239,14 +239,16 @@ def _hooked_next(user_next):
             return user_next(self)
         if self._pending:
             self._match_new_trades()
-        if state.get("_qml_kill") is not None:    # the kill switch, armed: trades closed so far only
-            self._kill_switch_check()
+        n = len(self.data)                    # bars so far: the current bar is n - 1
+        kill = state.get("_qml_kill")
+        if kill is not None and n > kill.armed_from:   # the kill switch, armed: trades closed so far only
+            self._kill_switch_check(n - 1)
         state["_qml_in_next"] = True
         try:
             user_next(self)
         finally:
             state["_qml_in_next"] = False
-        if len(self.data) == self._n_bars:
+        if n == self._n_bars:
             self._on_last_bar()
 
     next._qml_wrapped = True
