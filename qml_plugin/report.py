@@ -18,7 +18,8 @@ import pandas as pd
 
 from .figures import calibration_curve, equity_with_band, gallery, r_distribution, sections_html
 
-__all__ = ["write_report", "format_table", "verdict_html", "bad_prints_html", "contributions_html"]
+__all__ = ["write_report", "format_table", "verdict_html", "bad_prints_html", "contributions_html",
+           "kill_switch_html"]
 
 
 def format_table(table: pd.DataFrame) -> pd.DataFrame:
@@ -88,6 +89,24 @@ def bad_prints_html(log: pd.DataFrame) -> str:
                           "value": [f"{v:.6g}" for v in log["value"]], "what was wrong": log["problem"],
                           "action": log["action"], "done": log["done"]})
     return head + _html_table(shown)
+
+
+def kill_switch_html(kill_switch: dict) -> str:
+    """The report's kill-switch section: for each backtest (a mode), the trip's bar, time, reason and action,
+    or "never tripped" (``kill_switch`` maps a backtest's name to ``stats._strategy.ml_kill_switch``)."""
+    rows = []
+    for name, trip in kill_switch.items():
+        if trip is None:
+            rows.append((name, "never tripped", "", "", ""))
+        else:
+            rows.append((name, "tripped", f"{trip['bar']}", f"{trip['time']}", f"{trip['reason']}; action "
+                         f"{trip['action']} ({'technical rule' if trip['action'] == 'baseline' else 'no new orders'}"
+                         " from then on)"))
+    shown = pd.DataFrame(rows, columns=["backtest", "kill switch", "bar", "time", "reason"])
+    return ("<h2>Kill switch</h2><p><code>ml.kill_switch</code> watches each backtest's closed trades only "
+            "(closed-trade equity: cash plus realized PnL, never open PnL). Once tripped, that backtest's ML "
+            "filter is off.</p>"
+            + _html_table(shown))
 
 
 def _figure_png(fig) -> str:
@@ -176,7 +195,7 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
                  verdict_calibration: dict | None = None, charts: dict | None = None,
                  bad_prints: pd.DataFrame | None = None,
                  contributions: pd.Series | None = None, contributions_of: str = "the scored patterns",
-                 tables: list[tuple[str, str, pd.DataFrame]] | None = None) -> Path:
+                 tables: list[tuple[str, str, pd.DataFrame]] | None = None, kill_switch: dict | None = None) -> Path:
     """Write the report to ``path`` (folders created) and return the path.
 
     ``verdict`` (:func:`qml_plugin.job.verdict.verdict_table`) adds the verdict section before the comparison,
@@ -189,6 +208,8 @@ def write_report(path: str | Path, *, title: str, table: pd.DataFrame, equity: d
     ``contributions`` (mean |contribution| per feature, :mod:`qml_plugin.job.predlog`) are shown beside
     ``importances`` (gain) by :func:`contributions_html`; ``contributions_of`` says over which patterns.
     ``tables`` are further ``(title, text, table)`` sections after the comparison (e.g. regime models).
+    ``kill_switch`` (``{backtest name: stats._strategy.ml_kill_switch}``, given when ``ml.kill_switch`` is set)
+    adds :func:`kill_switch_html` after the comparison.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -219,7 +240,7 @@ img {{ max-width: 100%; }} li {{ margin: 0.2em 0; }}
 <h2>Comparison</h2>
 <table><thead><tr>{head}</tr></thead><tbody>
 {rows}
-</tbody></table>
+</tbody></table>{"" if kill_switch is None else chr(10) + kill_switch_html(kill_switch)}
 {"".join(f"<h2>{html.escape(t)}</h2><p>{html.escape(x)}</p>" + _html_table(format_table(d))
          for t, x, d in (tables or []))}
 {imgs}

@@ -341,28 +341,30 @@ def _trade_arrays(trades: pd.DataFrame, market: Market) -> tuple[np.ndarray, ...
     return eb.astype(np.int64), np.where(np.isnan(xb), -1, xb).astype(np.int64), ep, xp, d
 
 
-def _scored(trades: pd.DataFrame, market: Market, start, end, commission: float, size: float):
+def _scored(trades: pd.DataFrame, market: Market, start, end, commission: float, size):
     first, last = market.bar_range(start, end)
     if last < first:
         raise ValueError(f"no bars between start={start} and end={end}")
     eb, xb, ep, xp, d = _trade_arrays(trades, market)
+    sz = np.broadcast_to(np.asarray(size, dtype=float), eb.shape)   # one number, or one per trade
     keep = (eb >= first) & (eb <= last)
-    eb, xb, ep, xp, d = eb[keep], xb[keep], ep[keep], xp[keep], d[keep]
+    eb, xb, ep, xp, d, sz = eb[keep], xb[keep], ep[keep], xp[keep], d[keep], np.ascontiguousarray(sz[keep])
     beyond = xb > last                            # exits after the period: still open at its end
     xb, xp = np.where(beyond, -1, xb), np.where(beyond, np.nan, xp)
     sample = market.sample_bars(first, last)
-    eq = account_nb(market.close, sample, eb, xb, ep, xp, d, np.full(len(eb), float(size)), float(commission), 1.0)
+    eq = account_nb(market.close, sample, eb, xb, ep, xp, d, sz, float(commission), 1.0)
     return sample, eq, ep, xp, d
 
 
 def trade_metrics(trades: pd.DataFrame, ohlcv: pd.DataFrame | Market, *, start=None, end=None,
-                  commission: float = 0.0, size: float = FULL_SIZE) -> dict:
+                  commission: float = 0.0, size: float | np.ndarray = FULL_SIZE) -> dict:
     """The comparison-table row of a trade list, scored on daily mark-to-market equity (module docstring).
 
     ``trades``: backtesting.py's ``stats._trades`` or labeled patterns (one position at a time, bars
     of ``ohlcv``); ``start`` / ``end`` limit the scored period (trades entered before ``start`` are
     left out, one still open at ``end`` is valued there); ``commission`` is a fraction of each
-    order's value; ``size`` the fraction of equity each trade takes.
+    order's value; ``size`` the fraction of equity each trade takes (one number, or one per row of
+    ``trades``, e.g. sizing bands).
 
         >>> idx = pd.date_range("2024-01-01", periods=48, freq="h")
         >>> bars = pd.DataFrame({"Close": np.r_[np.full(24, 100.0), np.full(24, 110.0)]}, index=idx)
@@ -381,7 +383,7 @@ def trade_metrics(trades: pd.DataFrame, ohlcv: pd.DataFrame | Market, *, start=N
 
 
 def daily_equity(trades: pd.DataFrame, ohlcv: pd.DataFrame | Market, *, start=None, end=None,
-                 commission: float = 0.0, size: float = FULL_SIZE) -> pd.Series:
+                 commission: float = 0.0, size: float | np.ndarray = FULL_SIZE) -> pd.Series:
     """The daily mark-to-market equity (1.0 at the start) that :func:`trade_metrics` scores, by day-end time."""
     market = Market.of(ohlcv)
     sample, eq, *_ = _scored(trades, market, start, end, commission, size)

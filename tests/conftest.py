@@ -93,6 +93,24 @@ def postgres_url_or_skip() -> str:
     return url
 
 
+@pytest.fixture(scope="session")
+def trained_model(tmp_path_factory, eurusd_4h):
+    """A model trained on 2007-2012 patterns of EURUSD 4h (trained_on_end in late 2012): ``(model, path)``."""
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.ml.model import SignalQualityModel
+    from qml_plugin.patterns import detect_patterns, label_patterns
+
+    df = eurusd_4h[:"2012-12-31"]
+    pats = detect_patterns(df)
+    lab = label_patterns(df, pats).dropna(subset=["label"])
+    X = FeatureExtractor().extract(df, lab)
+    model = SignalQualityModel(n_estimators=60, n_jobs=1).fit(
+        X, lab["label"].astype(int), detection_times=lab["detection_time"], exit_times=lab["exit_time"])
+    path = tmp_path_factory.mktemp("model") / "m"
+    model.save(path)
+    return model, path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_db(request, tmp_path):
     """A fresh, empty registry location on each backend: an SQLite file, or a new PostgreSQL database."""

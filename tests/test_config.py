@@ -144,6 +144,17 @@ def test_ml_config_defaults_are_the_schema_defaults():
     ("ml: {kill_switch: {consecutive_losses: 3, action: stop}}",
      r"ml.kill_switch.action = 'stop' is not allowed; allowed: baseline, halt"),
     ("ml: {kill_switch: true}", r"ml.kill_switch must be a mapping of keys, got bool"),
+    ("ml: {size_bands: 0.5}", r"ml.size_bands = 0.5 is not allowed; allowed: a non-empty list of \{min, size\} bands"),
+    ("ml: {size_bands: [0.6]}", r"ml.size_bands\[0\] must be a mapping of keys, got float"),
+    ("ml: {size_bands: [{min: 0.6, size: 1, max: 2}]}",
+     r"unknown key 'ml.size_bands\[0\].max'; allowed keys in ml.size_bands\[0\]: min, size"),
+    ("ml: {kill_switch: {consecutive_losses: 2.5}}",
+     r"ml.kill_switch.consecutive_losses = 2.5 is not allowed; allowed: an integer >= 1 or null"),
+    ("ml: {kill_switch: {max_drawdown_pct: 0}}",
+     r"ml.kill_switch.max_drawdown_pct = 0 is not allowed; allowed: a number in \(0, 100\] or null"),
+    ("ml: {kill_switch: {max_drawdown_pct: .nan}}", r"ml.kill_switch.max_drawdown_pct = nan is not allowed"),
+    ("ml: {kill_switch: {losses: 3}}", r"unknown key 'ml.kill_switch.losses'; allowed keys in ml.kill_switch: "
+                                       r"consecutive_losses, max_drawdown_pct, action"),
     # walk_forward, compute
     ("walk_forward: {scheme: pooledd}",
      r"walk_forward.scheme = 'pooledd' is not allowed; allowed: one of pooled, per_market, leave_market_out"),

@@ -94,20 +94,6 @@ def test_ml_disabled_gives_stats_identical_to_the_plain_strategy(eurusd_4h):
     pd.testing.assert_frame_equal(plain._trades, off._trades)
 
 
-@pytest.fixture(scope="module")
-def trained_model(tmp_path_factory, eurusd_4h):
-    """A model trained on 2007-2012 patterns of EURUSD 4h (trained_on_end in late 2012)."""
-    df = eurusd_4h[:"2012-12-31"]
-    pats = detect_patterns(df)
-    lab = label_patterns(df, pats).dropna(subset=["label"])
-    X = FeatureExtractor().extract(df, lab)
-    model = SignalQualityModel(n_estimators=60, n_jobs=1).fit(
-        X, lab["label"].astype(int), detection_times=lab["detection_time"], exit_times=lab["exit_time"])
-    path = tmp_path_factory.mktemp("model") / "m"
-    model.save(path)
-    return model, path
-
-
 def ml_block(path, mode="filter", **kw):
     items = {"enabled": True, "model_path": str(path), "prediction_mode": mode, **kw}
     return "\n".join(f"{k}: {str(v).lower() if isinstance(v, bool) else v}" for k, v in items.items())

@@ -40,7 +40,7 @@ from ..ml.versions import record_version
 from ..ml.walkforward import train_walk_forward
 from ..patterns import label_patterns
 from ..registry import PatternRegistry
-from ..tradesim import TABLE_COLUMNS, daily_equity, trade_metrics
+from ..tradesim import FULL_SIZE, TABLE_COLUMNS, daily_equity, trade_metrics
 from .predlog import log_backtest_predictions, log_shadow_predictions, mean_abs_contribution
 from .regimes import compare_regime_models
 from .runs import (
@@ -133,6 +133,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     step(f"{len(wf.models)} walk-forward models")
 
     trades, runs = {"baseline": base._trades}, []
+    sizes, kill = {}, {}                  # sizing bands' equity share per trade; each mode's kill switch
     for mode in MODES:
         block = {**ml, "enabled": True, "model_path": str(root), "prediction_mode": mode}
         stats = run_backtest(bt, log=log, where=mode, **params, registry_db=db, register_patterns=collect,
@@ -140,12 +141,16 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
         record_run(stats, db)             # registrations and their prediction log, under this run's id
         trades[mode] = stats._trades
         runs.append(stats)
+        if ml.get("size_bands") is not None:
+            sizes[mode] = FULL_SIZE * stats._strategy.trade_band_sizes()
+        if ml.get("kill_switch") is not None:
+            kill[mode] = stats._strategy.ml_kill_switch
         step(f"{mode} done")
     if not collect:                       # nothing registered: the driver logs the predictions in one batch
         log_backtest_predictions(db, runs, run_id=run.run_id)
 
     table, rand = _comparison(df, labeled, wf.oos_proba.to_numpy(), trades, period, strat, ml,
-                              cfg["walk_forward"]["random_seeds"])
+                              cfg["walk_forward"]["random_seeds"], sizes)
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
     log_shadow_predictions(db, ml["model_name"], X, labeled, mode=ml["prediction_mode"], run_id=run.run_id,
@@ -155,7 +160,7 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
     table.to_csv(run.path / "table.csv", index=False)
     step("random filter done")
     start = pd.Series([1.0], index=[period]) if period is not None else pd.Series(dtype=float)
-    equity = {name: pd.concat([start, daily_equity(t, df, start=period)])
+    equity = {name: pd.concat([start, daily_equity(t, df, start=period, size=_sizes(sizes, name, t))])
               for name, t in ((n, _in_period(t, period)) for n, t in trades.items())}
     equity["random (median seed)"] = pd.concat([start, rand])
     notes = [f"Data: {data_name(df)}, {df.index[0]} .. {df.index[-1]} ({len(df):,} bars), {len(pats):,} patterns, "
@@ -183,6 +188,8 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
                   contributions_of="every out-of-sample pattern the pooled walk-forward models scored")
     if regimes is not None:
         report["tables"] = [("Regime models beside the pooled model", regimes.sentence(), regimes.table)]
+    if kill:
+        report["kill_switch"] = kill          # ml.kill_switch set: the report says, per mode, whether it tripped
     return JobResult(table, trades, wf, report_path, period, run, list(log.seen), report, regimes)
 
 
@@ -225,11 +232,19 @@ def _in_period(trades: pd.DataFrame, start) -> pd.DataFrame:
     return trades if start is None else trades[trades["EntryTime"] >= start]
 
 
-def _comparison(df, labeled, proba, trades, period, strat, ml, seeds):
+def _sizes(sizes: dict, name: str, in_period: pd.DataFrame):
+    """Each in-period trade's equity share: the sizing bands' (``sizes[name]``, one per trade), else full size."""
+    if name not in sizes:
+        return FULL_SIZE
+    return sizes[name][in_period.index.to_numpy()]      # stats._trades has a RangeIndex: row k is trade k
+
+
+def _comparison(df, labeled, proba, trades, period, strat, ml, seeds, sizes=None):
     rows = []
     for name, t in trades.items():
         t = _in_period(t, period)
-        rows.append({"mode": name, **trade_metrics(t, df, start=period, end=df.index[-1])})
+        rows.append({"mode": name, **trade_metrics(t, df, start=period, end=df.index[-1],
+                                                    size=_sizes(sizes or {}, name, t))})
     res, rate, curve = random_filter_band(labeled, proba, ohlcv=df, min_score=strat.min_score,
                                           confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
                                           start=period, end=df.index[-1], seeds=seeds)

@@ -35,7 +35,7 @@ from ..compute import Scheduler
 from ..config import dataset_costs, parse_duration
 from ..data import bar_close_utc, bar_duration
 from ..errors import InsufficientDataError
-from ..filter import decide
+from ..filter import decide, refuse_unsupported
 from ..ml.calibration import calibration_report
 from ..registry import PatternRegistry
 from ..tradesim import levels_placeable, select_trades
@@ -119,6 +119,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     cls = strategy or default_strategy()
     params = strategy_params(cls, cfg["strategy"]["params"])
     wf_cfg, ml, compute = cfg["walk_forward"], cfg["ml"], cfg.get("compute") or {}
+    refuse_unsupported(ml, engine="the universe run", why="its mode rows come from the one-position simulator, "
+                       "not from one backtest per mode")
     names = parse_schemes(schemes or wf_cfg.get("scheme") or ["pooled", "per_market"])
     db, collect = cfg["ml_data_collection"]["db_path"], cfg["ml_data_collection"]["enabled"]
     log, timings = WarningLog(), {}

@@ -83,7 +83,10 @@ class _SignalMixin(Strategy):
     # ---- hooks, overridden by the mixins ---------------------------------------------------------
     def _ml_decide(self, row: dict, direction: int) -> dict:
         return {"take": True, "ml_confidence": np.nan, "score": row.get("validity_score", np.nan),
-                "decision": "pass"}
+                "decision": "pass", "ml_decision": "take", "acting": False}
+
+    def _decisions_changed(self) -> None:
+        """Called when the decisions in force change mid-run (the kill switch tripped): drop any cache of them."""
 
     def _on_last_bar(self) -> None:
         if self._levels is not None:
@@ -121,6 +124,9 @@ class _SignalMixin(Strategy):
             return None
         if verdict.get("size") is not None:
             size = verdict["size"]
+        band = verdict.get("band_size")
+        if band is not None and band == band and band != 1.0:   # sizing bands (NaN: none)
+            size = scaled_size(size, band)
         place = super().buy if direction == 1 else super().sell
         order = place(size=size, limit=limit, stop=stop, sl=sl, tp=tp,
                       tag=row["pattern_id"] if own_tag is None else own_tag)
@@ -191,6 +197,20 @@ class _SignalMixin(Strategy):
         return [self._trade_pid.get(id(t)) or self._entry_pid.get(_entry_key(t)) for t in self.closed_trades]
 
 
+def scaled_size(size: float, fraction: float) -> float:
+    """An order ``size`` (backtesting.py's meaning) scaled by a sizing band's ``fraction`` in (0, 1].
+
+    A fraction of equity (``0 < size < 1``, the default ~1.0 included) is multiplied; a whole number
+    of units (``size >= 1``) is multiplied and rounded down, to at least 1 unit.
+
+        >>> scaled_size(0.8, 0.5), scaled_size(10, 0.5), scaled_size(3, 0.5), scaled_size(1, 0.25)
+        (0.4, 5, 1, 1)
+    """
+    if 0 < abs(size) < 1:
+        return size * fraction
+    return int(max(1, np.floor(abs(size) * fraction)))
+
+
 def _entry_key(trade) -> tuple:
     return trade.entry_bar, trade.entry_price, trade.size > 0, id(trade.tag)
 
@@ -219,12 +239,16 @@ def _hooked_next(user_next):
             return user_next(self)
         if self._pending:
             self._match_new_trades()
+        n = len(self.data)                    # bars so far: the current bar is n - 1
+        kill = state.get("_qml_kill")
+        if kill is not None and n > kill.armed_from:   # the kill switch, armed: trades closed so far only
+            self._kill_switch_check(n - 1)
         state["_qml_in_next"] = True
         try:
             user_next(self)
         finally:
             state["_qml_in_next"] = False
-        if len(self.data) == self._n_bars:
+        if n == self._n_bars:
             self._on_last_bar()
 
     next._qml_wrapped = True

@@ -17,7 +17,9 @@ Rules (the same ones :func:`qml_plugin.patterns.label_patterns` and the vectorbt
   open trade and no pending order; among several, the higher score wins, then the earlier ``p1_bar``;
 * a limit order at ``entry`` with ``sl=stop`` and ``tp=target``, cancelled after ``max_wait`` bars;
   a trade still open ``max_hold`` bars after its fill is closed at the next bar's Open;
-* patterns whose levels backtesting.py cannot place (target not beyond entry) are never traded.
+* patterns whose levels backtesting.py cannot place (target not beyond entry) are never traded;
+* ``ml.size_bands`` size each order by its ``ml_confidence``; after ``ml.kill_switch`` trips, the
+  patterns detected from then on follow the technical rule (``baseline``) or none (``halt``).
 
 After the run every detected pattern is in the registry with its features, ``ml_confidence``, the
 decision and its triple-barrier outcome; traded ones also carry the trade's outcome.
@@ -90,6 +92,10 @@ class QMLStrategy(PatternRegistryMixin, MLFilterMixin, Strategy):
         for k in order[take[order]]:
             by_bar.setdefault(int(p["detection_bar"].iat[k]), []).append(int(k))
         return by_bar
+
+    def _decisions_changed(self) -> None:
+        super()._decisions_changed()
+        self.__dict__.pop("_by_bar", None)   # the kill switch tripped: rebuilt from the decisions now in force
 
     def next(self):
         i = len(self.data) - 1

@@ -30,6 +30,11 @@ What lives where:
 - :mod:`.overfit` -- the deflated Sharpe ratio and the probability of backtest overfitting;
 - :mod:`.optimize` -- ``qml optimize``: Optuna TPE over ``QMLParams``, train / validation / holdout.
 
+``ml.size_bands`` and ``ml.kill_switch`` (SPEC §13) are **refused** here, not honoured: the event
+kernel trades one size per combination and cannot stop mid-run, so a config setting either is a
+:class:`~qml_plugin.errors.ConfigError` naming it (``qml sweep``, ``qml optimize``, :func:`backtest`).
+They apply in backtesting.py (the mixins; ``qml run`` on one market).
+
 What this package leaves to others: detection and labels to :mod:`qml_plugin.patterns`, the three
 ML modes to :mod:`qml_plugin.filter`, model loading and the out-of-sample guard to
 :mod:`qml_plugin.scoring`, and cash, units, fees, equity and statistics to vectorbt.

@@ -25,6 +25,10 @@ Sizes: ``0.9999`` of equity per trade (``QMLStrategy``'s default ``size``), or t
 ``ml.size_by_score``. vectorbt holds fractional units where backtesting.py rounds down to whole
 units, so per-trade prices and returns agree but equity and PnL differ slightly.
 
+``ml.size_bands`` and ``ml.kill_switch`` (SPEC §13) are **refused**, not honoured, by the whole
+vectorbt side (:func:`backtest`, ``qml sweep``, ``qml optimize``): a config setting either is a
+``ConfigError`` naming it (:data:`NOT_HONOURED`). They apply in backtesting.py (the mixins, ``qml run``).
+
 A trade still open at the end of the data stays open in vectorbt (``Status == Open``, valued at
 the last close); backtesting.py (``finalize_trades=False``) leaves it out of ``stats._trades``.
 :func:`trades_table` therefore omits open trades unless ``include_open=True``.
@@ -42,10 +46,11 @@ import vectorbt as vbt
 
 from ..config import MLConfig, parse_ml_block
 from ..data import bar_duration, validate_ohlcv
-from ..filter import decide, size_fraction
+from ..filter import decide, refuse_unsupported, size_fraction
 from ..patterns import QMLParams, detect_patterns, label_patterns
 from ..patterns.qml import detect_arrays
 from ..tradesim import FULL_SIZE, Market, equity_stats_nb, levels_placeable, select_trades, trade_stats_nb
+from .fast import NOT_HONOURED
 
 __all__ = ["backtest", "trades_table", "portfolio_metrics", "verify", "EngineMismatchError", "FULL_SIZE"]
 
@@ -90,6 +95,7 @@ class PatternBook:
     def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
+        refuse_unsupported(self.ml, **NOT_HONOURED)
         self.ml_status = "off"
         self._hlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
         self._patterns: dict[tuple, pd.DataFrame] = {}

@@ -31,11 +31,16 @@ from numba import njit
 
 from .. import tradesim as ts
 from ..config import MLConfig
-from ..filter import decide, size_fraction
+from ..filter import decide, refuse_unsupported, size_fraction
 from ..patterns import QMLParams
 from ..patterns.labels import outcome_one
 from ..patterns.qml import detect_structure, pattern_levels
 from ..tradesim import FULL_SIZE, Market, levels_placeable, selection_order
+
+NOT_HONOURED = dict(engine="the vectorbt engine (qml sweep, qml optimize, qml_plugin.vbt)",
+                    why="its kernels trade one size per combination and cannot stop mid-run on the trades closed "
+                        "so far")
+"""How the vectorbt side refuses ``ml.size_bands`` / ``ml.kill_switch``: ``refuse_unsupported(ml, **NOT_HONOURED)``."""
 
 __all__ = ["EventBook", "FAST_METRICS", "simulate_nb"]
 
@@ -101,6 +106,7 @@ class EventBook:
                  scores: tuple[dict, str] | None = None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
+        refuse_unsupported(self.ml, **NOT_HONOURED)
         self._ohlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("Open", "High", "Low", "Close"))
         self.market = Market.of(ohlcv)
         self.first_bar = self.market.bar_range(start)[0] if start is not None else 0

@@ -67,9 +67,10 @@ from ..compute import Scheduler
 from ..config import MLConfig, load_sweep_config, parse_ml_block
 from ..data import load_data
 from ..errors import ConfigError
+from ..filter import refuse_unsupported
 from ..patterns import QMLParams
 from .engine import verify
-from .fast import FAST_METRICS, EventBook
+from .fast import FAST_METRICS, NOT_HONOURED, EventBook
 from .overfit import BLOCKS, block_sums, deflated_sharpe, pbo_from_sums
 
 __all__ = ["sweep", "expand_grid", "METRICS", "heatmap_path", "run_grid", "overfit_note", "BLOCK", "GridReturns",
@@ -228,6 +229,7 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     keys = list(sw["grid"])
     heat = _heatmap_params(sw["heatmap"], keys)
     ml = parse_ml_block(cfg["ml"])
+    refuse_unsupported(ml, **NOT_HONOURED)          # before any data is loaded
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     compute = compute if compute is not None else cfg.get("compute")
     metrics, rets, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],

@@ -52,10 +52,11 @@ from ..compute import Scheduler
 from ..config import OPTIMIZE_OBJECTIVES, load_config, load_optimize_config, parse_ml_block, space_dimensions
 from ..data import load_data
 from ..errors import ConfigError, InsufficientDataError
+from ..filter import refuse_unsupported
 from ..patterns import QMLParams
 from ..registry import sqlalchemy_url
 from ..registry.connection import display_url
-from .fast import FAST_METRICS, EventBook
+from .fast import FAST_METRICS, NOT_HONOURED, EventBook
 from .overfit import deflated_sharpe
 
 __all__ = ["optimize", "parse_space", "OptimizeResult"]
@@ -136,6 +137,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     dists = parse_space(opt["space"])
     fixed = dict(opt.get("fixed") or {})
     ml = parse_ml_block(cfg["ml"])
+    refuse_unsupported(ml, **NOT_HONOURED)          # before any data is loaded
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     periods = _periods(df, opt["split"])
     stamp = stamp or pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")

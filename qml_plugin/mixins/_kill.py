@@ -1,0 +1,108 @@
+"""The kill switch (``ml.kill_switch``, SPEC §13): the ML filter turns itself off inside a backtest.
+
+Seed 004: "auto-disable ML after 3 consecutive losses, or a drawdown over 10 %". The switch watches
+the trades the backtest has **closed so far** and nothing else, so at bar ``t`` it uses only what
+was known at ``t``:
+
+* **consecutive losses**: a closed trade with ``pl < 0`` (net of commissions, backtesting.py's
+  ``Trade.pl``) adds one to the run of losses; any other closed trade (``pl >= 0``) resets it. The
+  switch trips at the closed trade that makes the run ``consecutive_losses`` long.
+* **closed-trade drawdown**: the closed-trade equity after ``k`` closed trades is
+  ``E_k = cash + sum(pl of the first k closed trades)``: the starting cash plus realized PnL,
+  never the PnL of a trade still open. Its peak is ``P_k = max(cash, E_1, ..., E_k)`` and its
+  drawdown ``100 * (P_k - E_k) / P_k`` percent. The switch trips at the first closed trade whose
+  drawdown **exceeds** ``max_drawdown_pct``.
+
+**Armed from the first scored pattern.** Before the first bar on which a model scored a pattern
+(a walk-forward run's first model), every mode is the technical rule and there is no ML to
+switch off: the trades closed from that bar on count. Those closed before it enter the closed-trade
+equity (and its peak), not the run of losses.
+
+Trades are taken in the order backtesting.py closed them (``self.closed_trades``). The check runs
+at the start of every ``next()``, before the strategy's own code, so a trade closed during bar
+``t`` trips the switch at bar ``t`` and the orders placed at ``t`` already follow the new rule.
+Per bar it compares ``len(self.closed_trades)`` with the count already seen, and each closed trade
+is looked at once: no re-scan of past trades in Python. (``closed_trades`` is backtesting.py's tuple
+copy of its list, a C-level copy that grows with the trades closed so far: about 1 us at 100
+closed trades, 13 us at 2,800; backtesting.py exposes no cheaper count, and its private
+``_broker`` is not read. ``benchmarks/bench_kill_switch.py`` measures both.)
+
+Once tripped (``action``):
+
+* ``baseline``: the technical rule trades from then on (ML off; no sizing bands);
+* ``halt``: no new orders (orders already placed, and the stops and targets of open trades, stay).
+
+The trip is kept on the strategy, ``stats._strategy.ml_kill_switch`` (None while it has not
+tripped): ``{"bar", "time", "reason", "action", "trigger", "closed_trades", "consecutive_losses",
+"drawdown_pct", "closed_trade_equity"}``, and a warning says so. The switch is armed only while
+the ML filter acts (a model scored the patterns); with ML off there is nothing to switch off.
+"""
+from __future__ import annotations
+
+import warnings
+
+NOT_ARMED = 2**62
+"""``armed_from`` while no model has scored a pattern yet (a bar index no backtest reaches)."""
+
+
+class KillSwitchState:
+    """The running count of losses and the closed-trade equity of one backtest (see the module doc)."""
+
+    def __init__(self, spec, cash: float, *, armed_from: int | None = 0) -> None:
+        # the first bar a model scored a pattern on; not yet known: beyond any bar
+        self.armed_from = armed_from if armed_from is not None else NOT_ARMED
+        self.started = False
+        self.consecutive_losses = spec.consecutive_losses
+        self.max_drawdown_pct = spec.max_drawdown_pct
+        self.action = spec.action
+        self.seen = 0               # closed trades already looked at (``closed_trades[:seen]``)
+        self.streak = 0
+        self.equity = float(cash)
+        self.peak = float(cash)
+        self.trip: dict | None = None
+
+    def feed(self, pl: float) -> dict | None:
+        """Take the next closed trade's net PnL; return the trip (without bar and time) if it trips here."""
+        pl = float(pl)
+        self.seen += 1
+        self.streak = self.streak + 1 if pl < 0 else 0
+        self.equity += pl
+        self.peak = max(self.peak, self.equity)
+        dd = 100.0 * (self.peak - self.equity) / self.peak if self.peak > 0 else 0.0
+        reasons, trigger = [], []
+        if self.consecutive_losses is not None and self.streak >= self.consecutive_losses:
+            reasons.append(f"{self.streak} consecutive losing trades (limit {self.consecutive_losses})")
+            trigger.append("consecutive_losses")
+        if self.max_drawdown_pct is not None and dd > self.max_drawdown_pct:
+            reasons.append(f"closed-trade drawdown {dd:.2f}% > {self.max_drawdown_pct:g}%")
+            trigger.append("max_drawdown_pct")
+        if not reasons:
+            return None
+        return {"reason": " and ".join(reasons), "action": self.action, "trigger": "+".join(trigger),
+                "closed_trades": self.seen, "consecutive_losses": self.streak, "drawdown_pct": float(dd),
+                "closed_trade_equity": self.equity}
+
+
+def check(strategy, state: KillSwitchState, bar: int) -> dict | None:
+    """At ``bar``, feed the trades closed since the last call; on a trip return the full record (bar and time added)."""
+    if bar < state.armed_from:
+        return None
+    closed = strategy.closed_trades
+    if not state.started:        # arming: trades closed before it count in the equity, not in the run of losses
+        state.started = True
+        before = [t for t in closed if t.exit_bar < state.armed_from]
+        state.equity += float(sum(t.pl for t in before))
+        state.peak = max(state.peak, state.equity)
+        state.seen = len(before)              # closed_trades is in closing order, so these come first
+    if len(closed) == state.seen:
+        return None
+    for trade in closed[state.seen:]:
+        trip = state.feed(trade.pl)
+        if trip is not None:
+            now = strategy._bar_times[bar]
+            state.trip = {"bar": bar, "time": now, **trip}
+            warnings.warn(f"ml.kill_switch tripped at {now} (bar {bar}): {trip['reason']}; action "
+                          f"{state.action}: " + ("the technical rule trades from now on" if state.action == "baseline"
+                                                 else "no new orders from now on"), stacklevel=4)
+            return state.trip
+    return None
