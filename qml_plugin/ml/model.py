@@ -294,8 +294,12 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict_expected_r(self, X: Any) -> np.ndarray:
-        """``expected_r`` of each pattern: the expected (winsorized) R-multiple of its trade."""
-        return self.decision_function(X, head="expected_r")
+        """``expected_r`` of each pattern: the expected (winsorized) R-multiple of its trade.
+
+        Kept inside ``r_clip_``: a mean of targets clipped to that range lies in it, while a sum of
+        boosted leaves can overshoot it a little."""
+        r = self.decision_function(X, head="expected_r")
+        return r if self.r_clip_ is None else np.clip(r, *self.r_clip_)
 
     def predict_stop_risk(self, X: Any) -> np.ndarray:
         """``stop_risk`` of each pattern: P(the stop is hit first), calibrated like ``ml_confidence``."""
