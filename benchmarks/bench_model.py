@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/bench_model.py universe [--cache /tmp/qml-pool] [--configs a,b,...]
 
 ``universe``: the shipped universe's pool (every dataset's patterns, features, label, R net of costs,
-stop first, UTC clocks: the market units of ``qml run``, built once and cached as parquet), then
+stop first, UTC clocks: the market units of ``qml run``, built once and cached as CSV), then
 the ``pooled`` and ``per_market`` walk-forward schemes of ``configs/universe.yaml`` under several model
 configurations, one after the other in this process (so their ratios compare): fits, fit seconds,
 out-of-sample AUC, ECE (10 equal-count bins) with its bootstrap SD and a perfectly calibrated
@@ -12,8 +12,9 @@ model's 95th percentile, the ECE before calibration, and what ``expected_r`` pic
 the patterns with ``expected_r > 0`` against all).
 
 Fits SignalQualityModel on a planted set shaped like a universe training window (rows x 188
-features, 40 % wins, a few informative features) in four configurations, round-robin, median of
-``--repeat``: label only / three heads, uncalibrated / Platt (3 purged folds). Then the ECE (10
+features, 40 % wins, a few informative features) in seven configurations, round-robin, median of
+``--repeat``: label only / three heads, uncalibrated / Platt (3 purged folds or a 40 % hold-out),
+today's trees and the session-3 ones. Then the ECE (10
 equal-count bins) of the out-of-sample P(win) on a later block, uncalibrated vs Platt vs isotonic.
 Compare ratios within one run: the machine may be shared.
 """
@@ -43,21 +44,17 @@ def planted(n: int, seed: int = 0):
     return X, targets, t, t + pd.Timedelta("3D")
 
 
+OLD_TREES = {"n_estimators": 300, "learning_rate": 0.05, "max_bin": 256}
+"""The session-3 defaults of SignalQualityModel (now 150 trees at 0.1 with 64 bins)."""
+NEW_TREES = {"n_estimators": 150, "learning_rate": 0.1, "max_bin": 64}
 CONFIGS = {
-    "main": ("label", {"calibration_cv": 3}),                    # main before this branch: label-only models
-    "heads_cv3": ("targets", {"calibration_cv": 3}),             # three heads, calibration on 3 purged folds
-    "heads_holdout": ("targets", {}),                            # three heads, the default 20 % purged hold-out
-    "heads_holdout_150": ("targets", {"n_estimators": 150, "learning_rate": 0.1}),
-    "heads_holdout_bin64": ("targets", {"params": {"max_bin": 64}}),
-    "heads_holdout_150_bin64": ("targets", {"n_estimators": 150, "learning_rate": 0.1, "params": {"max_bin": 64}}),
-    "label_cv3_150_bin64": ("label", {"calibration_cv": 3, "n_estimators": 150, "learning_rate": 0.1,
-                                      "params": {"max_bin": 64}}),
-    "heads_cv3_150_bin64": ("targets", {"calibration_cv": 3, "n_estimators": 150, "learning_rate": 0.1,
-                                        "params": {"max_bin": 64}}),
-    "heads_cv2_150_bin64": ("targets", {"calibration_cv": 2, "n_estimators": 150, "learning_rate": 0.1,
-                                        "params": {"max_bin": 64}}),
-    "heads_holdout40_150_bin64": ("targets", {"calibration_cv": 0.4, "n_estimators": 150, "learning_rate": 0.1,
-                                              "params": {"max_bin": 64}}),
+    "main": ("label", {"calibration_cv": 3, **OLD_TREES}),         # main before this branch: label-only models
+    "heads_cv3": ("targets", {"calibration_cv": 3, **OLD_TREES}),   # three heads, the same trees
+    "heads_holdout": ("targets", {"calibration_cv": 0.2, **OLD_TREES}),
+    "heads_holdout_150_bin64": ("targets", {"calibration_cv": 0.2, **NEW_TREES}),
+    "heads_holdout40_150_bin64": ("targets", {"calibration_cv": 0.4, **NEW_TREES}),
+    "label_cv3_150_bin64": ("label", {"calibration_cv": 3, **NEW_TREES}),
+    "heads_cv3_150_bin64": ("targets", {"calibration_cv": 3, **NEW_TREES}),      # this branch's defaults
 }
 
 
@@ -131,7 +128,7 @@ def main() -> None:
         ap = argparse.ArgumentParser()
         ap.add_argument("mode")
         ap.add_argument("--cache", default="/tmp/qml-universe-pool")
-        ap.add_argument("--configs", default="main,heads_cv3,heads_holdout,heads_holdout_150")
+        ap.add_argument("--configs", default="main,heads_cv3_150_bin64")
         args = ap.parse_args()
         warnings.simplefilter("ignore")
         bench_universe(args.cache, args.configs.split(","))
@@ -143,18 +140,23 @@ def main() -> None:
     warnings.simplefilter("ignore")
     X, targets, t, e = planted(args.rows + 1000)
     tr = slice(0, args.rows)
-    cases = {"label only, uncalibrated": (None, targets["label"]), "label only, sigmoid": ("sigmoid", targets["label"]),
-             "three heads, uncalibrated": (None, targets), "three heads, sigmoid": ("sigmoid", targets)}
+    old = {"n_estimators": 300, "learning_rate": 0.05, "max_bin": 256}        # the session-3 trees
+    cases = {"label only, uncalibrated": (None, targets["label"], {}),
+             "label only, sigmoid": ("sigmoid", targets["label"], {}),
+             "three heads, uncalibrated": (None, targets, {}), "three heads, sigmoid": ("sigmoid", targets, {}),
+             "three heads, sigmoid, hold-out 0.4": ("sigmoid", targets, {"calibration_cv": 0.4}),
+             "label only, sigmoid, 300x0.05/256": ("sigmoid", targets["label"], old),
+             "three heads, sigmoid, 300x0.05/256": ("sigmoid", targets, old)}
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(args.repeat):
-        for name, (cal, y) in cases.items():
+        for name, (cal, y, kw) in cases.items():
             t0 = time.perf_counter()
-            SignalQualityModel(calibration=cal).fit(X[tr], y[tr], detection_times=t[tr], exit_times=e[tr])
+            SignalQualityModel(calibration=cal, **kw).fit(X[tr], y[tr], detection_times=t[tr], exit_times=e[tr])
             times[name].append(time.perf_counter() - t0)
     base = statistics.median(times["label only, uncalibrated"])
-    print(f"fit on {args.rows} rows x 188 features, median of {args.repeat}:")
+    print(f"fit on {args.rows} rows x 188 features, median of {args.repeat} (defaults: 150 trees at 0.1, 64 bins):")
     for name, v in times.items():
-        print(f"  {name:28s} {statistics.median(v):7.2f} s  ({statistics.median(v) / base:4.1f}x)")
+        print(f"  {name:36s} {statistics.median(v):7.2f} s  ({statistics.median(v) / base:4.1f}x)")
     test = slice(args.rows, None)
     y_test = targets["label"][test]
     for cal in (None, "sigmoid", "isotonic"):
