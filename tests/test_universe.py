@@ -83,7 +83,7 @@ def test_expected_value_rows_follow_the_expected_r_head_and_differ_from_the_base
 def test_the_pooled_ece_is_reported_beside_a_perfect_models_noise_and_the_uncalibrated_ece(planted_run):
     res, _ = planted_run
     e = res.schemes["pooled"].ece_report
-    assert res.report_content["verdict_calibration"] is e
+    assert res.report_content["verdict_calibration"] == e
     assert e["n"] == res.schemes["pooled"].metrics["n"] >= 1500
     assert 0 < e["ece_sd"] < e["ece_calibrated_p95"] < 0.06
     assert e["ece"] < e["ece_uncalibrated"]
