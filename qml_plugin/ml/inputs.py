@@ -4,7 +4,8 @@ Features: a DataFrame (or a 2-d array, whose columns are then named ``x0, x1, ..
 columns, NaN allowed (XGBoost sends it down each split's learned default branch). Targets: a 0/1
 label array (the confidence head only) or a targets frame with ``label`` and any of ``r_multiple``
 (the expected-R head) and ``stop_first`` (the stop-risk head); NaN marks an unknown target for
-that head only. Checking and converting is all this module does; it knows nothing of XGBoost.
+that head only. Checking and converting is all this module does (and :func:`check_features`, the feature contract
+of a fitted model); it knows nothing of XGBoost.
 """
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .metrics import _binary_labels
+from .persist import missing_features_error
 
-__all__ = ["HEADS", "TARGET_COLUMNS", "MIN_REGRESSION_ROWS", "head_targets", "feature_frame", "numeric_matrix"]
+__all__ = ["HEADS", "TARGET_COLUMNS", "MIN_REGRESSION_ROWS", "head_targets", "feature_frame", "numeric_matrix",
+           "check_features"]
 
 HEADS = ("confidence", "expected_r", "stop_risk")
 """The model's heads: ``ml_confidence`` (P(win)), ``expected_r`` (R-multiple), ``stop_risk`` (P(stop first))."""
@@ -78,3 +81,22 @@ def numeric_matrix(frame: pd.DataFrame) -> np.ndarray:
         raise ValueError(f"features must be numeric (NaN allowed); non-numeric columns: {bad}. Put detection and "
                          "exit times in the index or pass times=/exit_times=")
     return frame.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def check_features(model: Any, available_feature_names: Any, schema_hash: str | None = None) -> list[str]:
+    """Check that ``available_feature_names`` covers what ``model`` needs; return the model's features.
+
+    Missing features are a :class:`ModelError` listing them; extra features are ignored (the model
+    picks its own columns, in its own order). A ``schema_hash`` that differs from the one the model
+    was trained with only warns: same names may still mean the same thing.
+    """
+    needed = list(model.feature_names)
+    have = set(available_feature_names)
+    missing = [f for f in needed if f not in have]
+    if missing:
+        raise missing_features_error(missing, "the feature extractor's output")
+    trained = getattr(model, "feature_schema_", None)
+    if schema_hash is not None and trained is not None and schema_hash != trained:
+        warnings.warn(f"feature schema hash {schema_hash!r} differs from the model's {trained!r}: the features "
+                      "were computed by another extractor version; scores may be off", UserWarning, stacklevel=2)
+    return needed

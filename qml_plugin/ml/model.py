@@ -61,7 +61,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..errors import InsufficientDataError, ModelError
 from . import persist
 from .calibrator import CALIBRATION_METHODS, MIN_CALIBRATION_SAMPLES, apply_calibration, fit_calibrator
-from .inputs import HEADS, TARGET_COLUMNS, feature_frame, head_targets, numeric_matrix
+from .inputs import HEADS, TARGET_COLUMNS, check_features, feature_frame, head_targets, numeric_matrix
 from .persist import METADATA_FILE, MODEL_FILE, missing_features_error
 from .validation import PurgedWalkForward, _renamed, find_label_times, label_windows
 
@@ -69,25 +69,6 @@ __all__ = ["SignalQualityModel", "check_features", "MODEL_FILE", "METADATA_FILE"
 
 R_CLIP_QUANTILES = (0.01, 0.99)
 """Training R-multiples are winsorized to these quantiles of their own distribution."""
-
-
-def check_features(model: Any, available_feature_names: Any, schema_hash: str | None = None) -> list[str]:
-    """Check that ``available_feature_names`` covers what ``model`` needs; return the model's features.
-
-    Missing features are a :class:`ModelError` listing them; extra features are ignored (the model
-    picks its own columns, in its own order). A ``schema_hash`` that differs from the one the model
-    was trained with only warns: same names may still mean the same thing.
-    """
-    needed = list(model.feature_names)
-    have = set(available_feature_names)
-    missing = [f for f in needed if f not in have]
-    if missing:
-        raise missing_features_error(missing, "the feature extractor's output")
-    trained = getattr(model, "feature_schema_", None)
-    if schema_hash is not None and trained is not None and schema_hash != trained:
-        warnings.warn(f"feature schema hash {schema_hash!r} differs from the model's {trained!r}: the features "
-                      "were computed by another extractor version; scores may be off", UserWarning, stacklevel=2)
-    return needed
 
 
 class SignalQualityModel(ClassifierMixin, BaseEstimator):
