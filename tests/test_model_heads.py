@@ -8,6 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
 from qml_plugin.errors import ModelError
@@ -91,6 +92,25 @@ def test_calibration_is_fitted_on_out_of_fold_predictions_of_the_training_window
     assert ece["isotonic"] < 0.6 * ece[None] and ece["sigmoid"] < 0.6 * ece[None], ece
     p = {c: m.predict_proba(X[2000:])[:, 1] for c, m in fits.items()}           # Platt keeps the ranking
     assert roc_auc_score(y_test, p["sigmoid"]) == pytest.approx(roc_auc_score(y_test, p[None]), abs=1e-12)
+
+
+def test_a_share_calibration_cv_fits_the_map_on_a_purged_hold_out_at_the_end_of_the_window(planted):
+    X, targets, _, _, times, exits = planted
+    t, e, y = times[:2000], exits[:2000], targets["label"][:2000]
+    model = SignalQualityModel(calibration_cv=0.2, **FAST).fit(X[:2000], y, detection_times=t, exit_times=e)
+    cal = model.calibration_params_
+    assert cal["n_samples"] == 400                               # the last 20 % of the 2000 training rows
+    # the same map rebuilt by hand: a booster on the rows whose labels were known before the hold-out began
+    before = np.flatnonzero((np.arange(2000) < 1600) & (e < t[1600]))
+    assert 1500 < len(before) < 1600                             # purged: rows exiting inside the hold-out left out
+    booster = SignalQualityModel(calibration=None, **FAST).fit(X.iloc[before], y.iloc[before],
+                                                               detection_times=t[before], exit_times=e[before])
+    platt = LogisticRegression(C=np.inf).fit(booster.decision_function(X.iloc[1600:2000])[:, None], y[1600:2000])
+    assert cal["a"] == pytest.approx(platt.coef_[0, 0], rel=1e-6)
+    assert cal["b"] == pytest.approx(platt.intercept_[0], rel=1e-6, abs=1e-9)
+    with pytest.raises(ValueError, match="calibration_cv must be a share in"):
+        SignalQualityModel(calibration_cv=1.5, **FAST).fit(X[:200], y[:200], detection_times=t[:200],
+                                                           exit_times=e[:200])
 
 
 def test_three_heads_roundtrip_through_one_json_file_each(three_heads, planted, tmp_path):

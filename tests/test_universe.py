@@ -63,6 +63,33 @@ def test_pooled_model_reaches_the_ceiling_and_beats_per_market(planted_run):
     assert "Verdict: edge" in res.sentence
 
 
+def test_expected_value_rows_follow_the_expected_r_head_and_differ_from_the_baseline(planted_run):
+    res, _ = planted_run
+    for sc in res.schemes.values():                  # three heads, trained on R net of costs, for every scheme
+        scored = ~np.isnan(sc.proba)
+        for head in (sc.expected_r, sc.stop_risk, sc.raw_proba):
+            assert head is not None and (np.isnan(head) == ~scored).all()
+    r_net = res.pool["r_net"].to_numpy(float)
+    er = res.schemes["pooled"].expected_r
+    ok = ~np.isnan(er) & np.isfinite(r_net)
+    assert r_net[ok & (er > 0)].mean() > r_net[ok & (er <= 0)].mean() + 0.3
+    rows = res.table[(res.table["market"] == "all") & (res.table["level"] == "pattern")].set_index(["scheme", "mode"])
+    base, ev = rows.loc[("pooled", "baseline")], rows.loc[("pooled", "expected_value")]
+    assert ev["n"] < 0.8 * base["n"] and ev["mean_r"] > base["mean_r"] + 0.2, (ev, base)
+    assert ev["p_random"] < 0.01
+    assert rows.loc[("per_market", "expected_value"), "n"] < rows.loc[("per_market", "baseline"), "n"]
+
+
+def test_the_pooled_ece_is_reported_beside_a_perfect_models_noise_and_the_uncalibrated_ece(planted_run):
+    res, _ = planted_run
+    e = res.schemes["pooled"].ece_report
+    assert res.report_content["verdict_calibration"] == e
+    assert e["n"] == res.schemes["pooled"].metrics["n"] >= 1500
+    assert 0 < e["ece_sd"] < e["ece_calibrated_p95"] < 0.06
+    assert e["ece"] < e["ece_uncalibrated"]
+    assert any(n.startswith("Scheme pooled: ECE") and "perfectly calibrated" in n for n in res.report_content["notes"])
+
+
 def test_the_run_writes_only_its_own_folder(planted_run):
     res, _ = planted_run
     assert {p.name for p in res.run.path.iterdir()} >= {"models", "verdict.csv", "markets.csv"}

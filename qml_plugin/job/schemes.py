@@ -1,14 +1,17 @@
 """Walk-forward schemes of a universe run on one UTC clock (SPEC §11): who trains on whom.
 
 Input: the pool of every dataset's patterns (one row each, with ``market`` = symbol, ``known_at_utc``
-and ``exit_known_at_utc`` from :mod:`.clock`, and the effective label) and their features. Output, per
-scheme, the out-of-sample ``ml_confidence`` of every pattern (NaN where no model may score it):
+and ``exit_known_at_utc`` from :mod:`.clock`, the effective label, ``r_net`` and ``stop_first``) and
+their features. The models learn the three targets of :func:`scheme_targets` (win, R net of costs,
+stop first), so every scheme carries the out-of-sample ``ml_confidence``, ``expected_r`` and
+``stop_risk`` of every pattern (NaN where no model may score it), and the ECE of its
+``ml_confidence`` beside the noise a perfectly calibrated model would show (``ece_report``):
 
 * ``pooled``: at each retrain date one model learns from the labels of **all** markets that were known
   (``exit_known_at_utc``) before that date minus the embargo; each pattern is scored by the latest
   pooled model whose training labels were all known before ``known_at_utc - embargo``;
 * ``per_market``: one walk-forward family per market (AAPL_1h and AAPL_1d together); a market that never
-  reaches ``min_train`` labels gets no score (it trades its baseline);
+  reaches ``min_train_labels`` labels gets no score (it trades its baseline);
 * ``leave_market_out``: a market's patterns are scored only by models trained on the other markets.
 
 Training, saving versions and the out-of-sample guard are :func:`qml_plugin.ml.walkforward.train_walk_forward`
@@ -25,12 +28,17 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ConfigError, InsufficientDataError
+from ..ml.calibration import calibration_report, ece_bootstrap, expected_calibration_error
 from ..ml.guard import admissible_model
 from ..ml.metrics import calibration_table, evaluate
 from ..ml.model import SignalQualityModel
-from ..ml.walkforward import train_walk_forward
+from ..ml.walkforward import score_by_model, train_walk_forward
 
-__all__ = ["SCHEMES", "SchemeScores", "score_scheme", "parse_schemes", "group_tasks", "fit_group", "collect_scheme"]
+__all__ = ["SCHEMES", "SchemeScores", "score_scheme", "parse_schemes", "group_tasks", "fit_group", "collect_scheme",
+           "scheme_targets", "SCORE_KEYS"]
+
+SCORE_KEYS = ("proba", "raw_proba", "expected_r", "stop_risk")
+"""What a scheme scores per pattern: calibrated P(win), P(win) before calibration, expected R, P(stop first)."""
 
 SCHEMES = ("pooled", "per_market", "leave_market_out")
 """Names accepted by ``walk_forward.scheme`` and ``qml run --scheme``."""
@@ -46,13 +54,35 @@ def parse_schemes(value) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def scheme_targets(pool: pd.DataFrame) -> pd.DataFrame:
+    """The three heads' targets of each pool row: ``label`` (win), ``r_multiple`` = the pool's ``r_net``
+    (the R-multiple net of the dataset's costs: what the verdict judges, so what ``expected_r`` must
+    predict) and ``stop_first``; NaN where the outcome is not known."""
+    missing = [c for c in ("label", "r_net", "stop_first") if c not in pool.columns]
+    if missing:
+        raise ValueError(f"the pool lacks {missing}: market_unit's patterns carry label, r_net and stop_first")
+    label = pool["label"].to_numpy(float)
+    known = ~np.isnan(label)
+    r = np.where(known, pool["r_net"].to_numpy(float), np.nan)
+    stop = np.where(known, pool["stop_first"].to_numpy(float), np.nan)
+    return pd.DataFrame({"label": label, "r_multiple": np.where(np.isfinite(r), r, np.nan), "stop_first": stop})
+
+
 @dataclass
 class SchemeScores:
-    """One scheme's out-of-sample scores, aligned with the pool's rows, and what it took to get them."""
+    """One scheme's out-of-sample scores, aligned with the pool's rows, and what it took to get them.
+
+    ``proba`` is ``ml_confidence`` (calibrated P(win)), ``raw_proba`` the same models' P(win) before
+    calibration, ``expected_r`` / ``stop_risk`` the other heads (None when no model had the head).
+    ``ece_report`` is :func:`qml_plugin.ml.calibration.calibration_report` of the scored labeled rows
+    (``ece``, its bootstrap ``ece_sd`` / ``ece_p05`` / ``ece_p95``, ``ece_calibrated_p95`` = the 95th
+    percentile of a perfectly calibrated model's ECE with these predictions, ``within_noise``) plus
+    ``ece_uncalibrated`` / ``ece_uncalibrated_sd`` (the same for ``raw_proba``).
+    """
 
     scheme: str
     proba: np.ndarray
-    expected_r: np.ndarray | None = None   # the expected-R head where the models have one (else None)
+    expected_r: np.ndarray | None = None
     fits: int = 0                       # models trained
     fit_seconds: float = 0.0            # wall time of training (and saving) them
     first_model_utc: pd.Timestamp | None = None
@@ -60,6 +90,9 @@ class SchemeScores:
     metrics: dict = field(default_factory=dict)
     calibration: list = field(default_factory=list)
     share_scored: float = 0.0
+    stop_risk: np.ndarray | None = None
+    raw_proba: np.ndarray | None = None
+    ece_report: dict = field(default_factory=dict)
 
     def out_of_sample(self, known_at_utc) -> np.ndarray:
         """Rows known (``known_at_utc``, naive UTC) from this scheme's first admissible model on; before it
@@ -73,10 +106,11 @@ class SchemeScores:
 def fit_group(task: dict) -> dict | None:
     """A work unit: one walk-forward family (one scheme's group of markets) trained and applied.
 
-    ``task`` holds the training rows (``X``, ``y``, ``known``, ``exits``), the rows to score
-    (``X_score``, ``known_score``) and the options; models are trained in a scratch folder (so a
-    worker writes nothing that outlives it) and returned, with the out-of-sample scores of the rows
-    to score under the guard. None when the group never reaches ``min_train`` labels.
+    ``task`` holds the training rows (``X``, ``y``: labels or a targets frame, ``known``, ``exits``),
+    the rows to score (``X_score``, ``known_score``) and the options; models are trained in a scratch
+    folder (so a worker writes nothing that outlives it) and returned, with every head's out-of-sample
+    score (:data:`SCORE_KEYS`) of the rows to score under the guard. None when the group never reaches
+    ``min_train_labels`` labels.
     """
     import tempfile
 
@@ -86,36 +120,30 @@ def fit_group(task: dict) -> dict | None:
     with tempfile.TemporaryDirectory(prefix="qml-wf-") as scratch:
         try:
             wf = train_walk_forward(task["X"], task["y"], task["known"], task["exits"], root=Path(scratch) / "wf",
-                                    every_months=task["every_months"], min_labels=task["min_train"],
+                                    every_months=task["every_months"], min_labels=task["min_train_labels"],
                                     embargo=task["embargo"], model_factory=lambda: SignalQualityModel(**params),
                                     feature_schema=task.get("feature_schema"))
         except InsufficientDataError:
             return None
     which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], embargo=task["embargo"])
-    proba = np.full(len(which), np.nan)
-    expected = np.full(len(which), np.nan)
-    Xs = task["X_score"]
-    for k, mdl in enumerate(wf.models):
-        hit = np.flatnonzero(which == k)
-        if len(hit):
-            proba[hit] = mdl.predict_proba(Xs.iloc[hit])[:, 1]
-            if hasattr(mdl, "predict_expected_r") and "expected_r" in getattr(mdl, "heads_", ()):
-                expected[hit] = mdl.predict_expected_r(Xs.iloc[hit])
-    return {"models": wf.models, "proba": proba, "expected_r": expected, "seconds": time.perf_counter() - t0,
-            "which": which}
+    heads = score_by_model(task["X_score"], which, wf.models)
+    scores = dict(zip(SCORE_KEYS, (heads["confidence"], heads["raw_confidence"], heads["expected_r"],
+                                   heads["stop_risk"])))
+    return {"models": wf.models, **scores, "seconds": time.perf_counter() - t0, "which": which}
 
 
 def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_months: int = 12,
-                min_train: int = 100, embargo: pd.Timedelta | None = None, model_params: dict | None = None,
+                min_train_labels: int = 100, embargo: pd.Timedelta | None = None, model_params: dict | None = None,
                 feature_schema: str | None = None) -> list[tuple[str, np.ndarray, dict]]:
     """``(group name, rows scored, task)`` for each walk-forward family of ``scheme`` (see :func:`fit_group`).
 
     ``pool`` needs ``market``, ``known_at_utc`` and ``exit_known_at_utc`` (naive UTC); ``X`` its
-    features (same row order), ``y`` its labels (NaN = no known outcome: scored, never trained on).
+    features (same row order), ``y`` its targets: :func:`scheme_targets` (three heads) or 0/1 labels
+    (the confidence head only); NaN = no known outcome: scored, never trained on.
     """
     if scheme not in SCHEMES:
         raise ConfigError(f"walk_forward.scheme = {scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
-    y = np.asarray(y, dtype=float)
+    y = y.reset_index(drop=True) if isinstance(y, pd.DataFrame) else np.asarray(y, dtype=float)
     known = pd.DatetimeIndex(pool["known_at_utc"])
     exits = pd.DatetimeIndex(pool["exit_known_at_utc"])
     market = pool["market"].to_numpy()
@@ -125,50 +153,63 @@ def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_mo
     out = []
     for name, rows in groups:
         train = rows if scheme != "leave_market_out" else np.flatnonzero(market != name)
-        out.append((name, rows, {"X": X.iloc[train], "y": y[train], "known": known[train], "exits": exits[train],
+        y_train = y.iloc[train] if isinstance(y, pd.DataFrame) else y[train]
+        out.append((name, rows, {"X": X.iloc[train], "y": y_train, "known": known[train], "exits": exits[train],
                                  "X_score": X.iloc[rows], "known_score": known[rows], "every_months": every_months,
-                                 "min_train": min_train, "embargo": embargo, "model_params": model_params,
-                                 "feature_schema": feature_schema}))
+                                 "min_train_labels": min_train_labels, "embargo": embargo,
+                                 "model_params": model_params, "feature_schema": feature_schema}))
     return out
 
 
 def collect_scheme(scheme: str, pool: pd.DataFrame, y, groups: list, results: list, *,
                    root: str | Path | None = None) -> SchemeScores:
     """Put the groups' :func:`fit_group` results together; save their models under ``root/scheme/group``."""
-    y = np.asarray(y, dtype=float)
+    label = (y["label"] if isinstance(y, pd.DataFrame) else pd.Series(np.asarray(y, float))).to_numpy(float)
     known = pd.DatetimeIndex(pool["known_at_utc"])
-    proba = np.full(len(pool), np.nan)
-    expected = np.full(len(pool), np.nan)
-    out = SchemeScores(scheme, proba)
+    scores = {k: np.full(len(pool), np.nan) for k in SCORE_KEYS}
+    out = SchemeScores(scheme, scores["proba"])
     for (name, rows, _), res in zip(groups, results):
         if res is None:
             continue                       # this group trades its baseline under this scheme
         out.fits += len(res["models"])
         out.fit_seconds += res["seconds"]
         out.markets_trained.append(name)
-        proba[rows] = res["proba"]
-        expected[rows] = res["expected_r"]
+        for k in SCORE_KEYS:
+            scores[k][rows] = res[k]
         if root is not None:               # the paths let the driver record the versions it logs predictions of
             res["paths"] = [mdl.save_version(Path(root) / scheme / name, metrics={"scheme": scheme, "group": name})
                             for mdl in res["models"]]
-    if not np.isnan(expected).all():
-        out.expected_r = expected
+    for k in ("raw_proba", "expected_r", "stop_risk"):
+        if not np.isnan(scores[k]).all():
+            setattr(out, k, scores[k])
+    proba = scores["proba"]
     scored = ~np.isnan(proba)
     out.share_scored = float(scored.mean()) if len(proba) else 0.0
-    judged = scored & ~np.isnan(y)
-    if judged.sum() >= 2 and len(np.unique(y[judged])) == 2:
-        out.metrics = evaluate(y[judged].astype(int), proba[judged])
-        out.calibration = calibration_table(y[judged].astype(int), proba[judged], n_bins=10)
+    judged = scored & ~np.isnan(label)
+    if judged.sum() >= 2 and len(np.unique(label[judged])) == 2:
+        yy = label[judged].astype(int)
+        out.metrics = evaluate(yy, proba[judged])
+        out.calibration = calibration_table(yy, proba[judged], n_bins=10)
+        out.ece_report = _ece_report(yy, proba[judged], scores["raw_proba"][judged])
     if scored.any():
         out.first_model_utc = pd.Timestamp(known[scored].min())
     return out
 
 
+def _ece_report(y: np.ndarray, p: np.ndarray, raw: np.ndarray) -> dict:
+    """ECE of ``ml_confidence`` with its noise, beside the ECE of the same models before calibration."""
+    rep = calibration_report(y, p)
+    if np.isnan(raw).any():
+        return rep | {"ece_uncalibrated": float("nan"), "ece_uncalibrated_sd": float("nan")}
+    return rep | {"ece_uncalibrated": expected_calibration_error(y, raw),
+                  "ece_uncalibrated_sd": float(ece_bootstrap(y, raw).std(ddof=1))}
+
+
 def score_scheme(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, root: str | Path | None = None,
-                 every_months: int = 12, min_train: int = 100, embargo: pd.Timedelta | None = None,
+                 every_months: int = 12, min_train_labels: int = 100, embargo: pd.Timedelta | None = None,
                  model_params: dict | None = None, feature_schema: str | None = None) -> SchemeScores:
     """Out-of-sample scores of every row of ``pool`` under ``scheme``, in this process (see the module
     docstring; :func:`group_tasks` + :func:`fit_group` + :func:`collect_scheme` run it on a scheduler)."""
-    groups = group_tasks(scheme, pool, X, y, every_months=every_months, min_train=min_train, embargo=embargo,
-                         model_params=model_params, feature_schema=feature_schema)
+    groups = group_tasks(scheme, pool, X, y, every_months=every_months, min_train_labels=min_train_labels,
+                         embargo=embargo, model_params=model_params, feature_schema=feature_schema)
     return collect_scheme(scheme, pool, y, groups, [fit_group(task) for _, _, task in groups], root=root)

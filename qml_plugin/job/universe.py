@@ -43,7 +43,7 @@ from ..universe import load_universe
 from .charts import chart_data
 from .predlog import log_predictions, scheme_predictions
 from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
-from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes
+from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes, scheme_targets
 from .unit import MarketResult, MarketSpec, market_unit
 from .verdict import MODES, verdict_table
 from .verdict_text import format_verdict, verdict_sentence, write_verdict_csv
@@ -148,12 +148,12 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                     if len(r.registrations.outcomes):
                         reg.record_outcomes(r.registrations.outcomes, label_source="trade")
                 timings["registry_s"] = time.perf_counter() - t0
-            y = pool["label"].to_numpy(float)
+            targets = scheme_targets(pool)       # label, R net of costs, stop first: all three heads
             longest_bar = max(bar_duration(f) for f in frames.values())
             embargo = pd.Timedelta(parse_duration(wf_cfg["embargo"])) if wf_cfg.get("embargo") else longest_bar
             t0 = time.perf_counter()
-            groups = {name: group_tasks(name, pool, X, y, every_months=wf_cfg["retrain_every_months"],
-                                        min_train=wf_cfg["min_train_labels"], embargo=embargo,
+            groups = {name: group_tasks(name, pool, X, targets, every_months=wf_cfg["retrain_every_months"],
+                                        min_train_labels=wf_cfg["min_train_labels"], embargo=embargo,
                                         model_params=model_params) for name in names}
             flat = [(name, g) for name in names for g in groups[name]]
             with log.collect("walk-forward"):
@@ -170,7 +170,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     with PatternRegistry(db) as preg:      # the driver records the versions and logs what they predicted
         for name in names:
             n = len(groups[name])
-            scores[name] = collect_scheme(name, pool, y, groups[name], fitted[k:k + n], root=run.path / "models")
+            scores[name] = collect_scheme(name, pool, targets, groups[name], fitted[k:k + n],
+                                          root=run.path / "models")
             sc = scores[name]
             logged[name] = scheme_predictions(name, pool, groups[name], fitted[k:k + n], proba=sc.proba,
                                               expected_r=sc.expected_r, rule=rule, modes=MODES, reg=preg,
@@ -358,4 +359,9 @@ def _notes(markets, scores, embargo, timings, run, primary, sentence) -> list[st
         auc = s.metrics.get("auc", np.nan)
         out.append(f"Scheme {name}: {s.fits} models, out-of-sample AUC {auc:.3f}, {s.share_scored:.0%} of patterns "
                    f"scored, first model {s.first_model_utc}; markets with models: {len(s.markets_trained)}.")
+        e = s.ece_report
+        if e:
+            out.append(f"Scheme {name}: ECE {e['ece']:.3f} (bootstrap SD {e['ece_sd']:.3f}; 95 % of a perfectly "
+                       f"calibrated model: <= {e['ece_calibrated_p95']:.3f}) over {e['n']:,} out-of-sample "
+                       f"predictions; before calibration {e['ece_uncalibrated']:.3f}.")
     return out

@@ -10,6 +10,9 @@ next to that noise; :func:`calibration_report` gives both:
 - the 95th percentile of the ECE of a *perfectly calibrated* model with the same predictions
   (labels simulated as ``Bernoulli(p)``): an ECE below it is as good as calibration can look here.
 
+This module only diagnoses; the calibrator itself (fitted inside each training window, stored as
+numbers) is :mod:`.calibrator`.
+
 Binning is by rank (``np.array_split`` of the sorted predictions), so every bin has ``n // bins`` or
 ``n // bins + 1`` members even when predictions tie (isotonic calibration makes many ties). Simulation
 and bootstrap are vectorized (cumulative sums over the sorted order); nothing loops over predictions.
@@ -20,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["expected_calibration_error", "calibrated_ece_quantile", "calibration_report"]
+__all__ = ["expected_calibration_error", "calibrated_ece_quantile", "ece_bootstrap", "calibration_report"]
 
 
 def _check(y: Any, p: Any, bins: int) -> tuple[np.ndarray, np.ndarray]:
@@ -82,23 +85,14 @@ def calibrated_ece_quantile(p: Any, *, bins: int = 10, q: float = 0.95, n_sim: i
     return float(np.quantile(_ece_sorted(y, p, _bin_edges(len(p), bins)), q))
 
 
-def calibration_report(y: Any, p: Any, *, bins: int = 10, n_boot: int = 1000, n_sim: int = 2000,
-                       seed: int = 0) -> dict[str, float | int]:
-    """ECE of out-of-sample predictions, with its bootstrap spread and the calibrated model's 95th percentile.
+def ece_bootstrap(y: Any, p: Any, *, bins: int = 10, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """``n_boot`` bootstrap replicates of the ECE: the (label, prediction) pairs resampled with replacement.
 
-    Returns ``n``, ``ece``, ``ece_sd`` (bootstrap standard deviation), ``ece_p05`` / ``ece_p95``
-    (bootstrap 5-95 % band), ``ece_calibrated_p95`` (:func:`calibrated_ece_quantile`) and
-    ``within_noise`` (1 when ``ece <= ece_calibrated_p95``: the predictions are as calibrated as this
-    sample size can show).
+    Their spread is the ECE's sampling noise (how much another sample of the same size would move it).
     """
     y, p = _check(y, p, bins)
     n = len(y)
-    if n == 0:
-        nan = float("nan")
-        return {"n": 0, "ece": nan, "ece_sd": nan, "ece_p05": nan, "ece_p95": nan, "ece_calibrated_p95": nan,
-                "within_noise": 0}
     rng = np.random.default_rng(seed)
-    ece = expected_calibration_error(y, p, bins)
     edges = _bin_edges(n, bins)
     boot = np.empty(n_boot)
     for start in range(0, n_boot, 100):            # 100 replicates at a time keeps memory small
@@ -110,6 +104,32 @@ def calibration_report(y: Any, p: Any, *, bins: int = 10, n_boot: int = 1000, n_
         cy = np.concatenate([np.zeros((len(idx), 1)), np.cumsum(ys, axis=1)], axis=1)
         cp = np.concatenate([np.zeros((len(idx), 1)), np.cumsum(ps, axis=1)], axis=1)
         boot[start:start + len(idx)] = np.abs(np.diff(cp[:, edges], axis=1) - np.diff(cy[:, edges], axis=1)).sum(1) / n
+    return boot
+
+
+def calibration_report(y: Any, p: Any, *, bins: int = 10, n_boot: int = 1000, n_sim: int = 2000,
+                       seed: int = 0) -> dict[str, float | int]:
+    """ECE of out-of-sample predictions, with its bootstrap spread and the calibrated model's 95th percentile.
+
+    Returns ``n``, ``ece``, ``ece_sd`` (bootstrap standard deviation, :func:`ece_bootstrap`),
+    ``ece_p05`` / ``ece_p95`` (bootstrap 5-95 % band), ``ece_calibrated_p95``
+    (:func:`calibrated_ece_quantile`) and ``within_noise`` (1 when ``ece <= ece_calibrated_p95``: the
+    predictions are as calibrated as this sample size can show).
+
+    >>> rng = np.random.default_rng(1)
+    >>> p = rng.uniform(0.2, 0.6, 2243)
+    >>> rep = calibration_report(rng.random(2243) < p, p)          # a perfectly calibrated model
+    >>> round(rep["ece_calibrated_p95"], 2), rep["within_noise"]
+    (0.04, 1)
+    """
+    y, p = _check(y, p, bins)
+    n = len(y)
+    if n == 0:
+        nan = float("nan")
+        return {"n": 0, "ece": nan, "ece_sd": nan, "ece_p05": nan, "ece_p95": nan, "ece_calibrated_p95": nan,
+                "within_noise": 0}
+    ece = expected_calibration_error(y, p, bins)
+    boot = ece_bootstrap(y, p, bins=bins, n_boot=n_boot, seed=seed)
     null95 = calibrated_ece_quantile(p, bins=bins, n_sim=n_sim, seed=seed + 1)
     return {"n": int(n), "ece": ece, "ece_sd": float(boot.std(ddof=1)), "ece_p05": float(np.quantile(boot, 0.05)),
             "ece_p95": float(np.quantile(boot, 0.95)), "ece_calibrated_p95": null95,

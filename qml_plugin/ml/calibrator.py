@@ -2,9 +2,12 @@
 
 A boosted classifier's raw probabilities are usually over-confident out of sample (on EURUSD an
 uncalibrated 0.8 won 58 % of the time). Calibration maps the raw margin to a probability that
-can be read as a frequency. It is fitted by scikit-learn on **out-of-fold** predictions: a purged
-walk-forward over the training window (never a shuffled split, never the scored period), so the
-map learns how the model errs on data it did not see. The fitted map is stored as numbers:
+can be read as a frequency. It is fitted by scikit-learn on **held-out** predictions from inside
+the training window (``SignalQualityModel(calibration_cv=...)``: a purged hold-out at the window's
+end, or purged walk-forward folds; never a shuffled split, never the scored period), so the map
+learns how the model errs on data it did not see. This module fits and applies the map;
+:mod:`.calibration` judges the result (the ECE and the noise it carries). The fitted map is stored
+as numbers:
 
 - ``isotonic``: the thresholds of ``IsotonicRegression(out_of_bounds="clip")`` on P = sigmoid(margin),
   applied with linear interpolation (exactly scikit-learn's ``predict``);

@@ -18,10 +18,15 @@ bounded near -1 on the left (the stop) and has a fat right tail (swing targets, 
 expectancy needs; a pseudo-Huber or median loss would estimate something closer to the median,
 which on a skewed payoff is not the expectation) while bounding the influence of a single trade.
 
-**Calibration** is fitted inside the training data only: a purged walk-forward
-(``calibration_cv`` folds, ``embargo``) gives out-of-fold margins, on which
-:mod:`.calibrator` fits the map. It is never fitted on the scored period. With fewer than
-:data:`~.calibrator.MIN_CALIBRATION_SAMPLES` out-of-fold rows it is skipped, with a warning.
+**Calibration** is fitted inside the training data only, never on the scored period. By default
+(``calibration_cv=3``) a purged walk-forward over the training window (3 folds, ``embargo``)
+gives out-of-fold margins, on which :mod:`.calibrator` fits the map: 3 extra fits per probability
+head. A share such as ``calibration_cv=0.4`` holds out that final part of the window instead (in
+time order, purged: the rows before it whose labels were known before it began train one more
+booster per probability head, whose margins over the hold-out the map is fitted on): one extra fit
+per head, but on the shipped universe a worse ECE for windows of a few hundred labels
+(BENCHMARKS.md, "fit budget"). The final heads are always fitted on the whole window. With fewer than
+:data:`~.calibrator.MIN_CALIBRATION_SAMPLES` out-of-fold rows calibration is skipped, with a warning.
 
 It is a scikit-learn estimator (``fit`` / ``predict_proba`` / ``get_params``, usable with ``clone``
 and ``cv=``); trees, missing values (NaN goes down XGBoost's learned default branch) and the file
@@ -56,51 +61,32 @@ from sklearn.utils.validation import check_is_fitted
 from ..errors import InsufficientDataError, ModelError
 from . import persist
 from .calibrator import CALIBRATION_METHODS, MIN_CALIBRATION_SAMPLES, apply_calibration, fit_calibrator
-from .metrics import _binary_labels
+from .inputs import HEADS, TARGET_COLUMNS, check_features, feature_frame, head_targets, numeric_matrix
 from .persist import METADATA_FILE, MODEL_FILE, missing_features_error
 from .validation import PurgedWalkForward, _renamed, find_label_times, label_windows
 
 __all__ = ["SignalQualityModel", "check_features", "MODEL_FILE", "METADATA_FILE", "HEADS", "TARGET_COLUMNS"]
 
-HEADS = ("confidence", "expected_r", "stop_risk")
-"""The model's heads: ``ml_confidence`` (P(win)), ``expected_r`` (R-multiple), ``stop_risk`` (P(stop first))."""
-TARGET_COLUMNS = {"confidence": "label", "expected_r": "r_multiple", "stop_risk": "stop_first"}
-"""The column of a targets frame each head learns (``fit(X, targets)``)."""
 R_CLIP_QUANTILES = (0.01, 0.99)
 """Training R-multiples are winsorized to these quantiles of their own distribution."""
-_MIN_REGRESSION_ROWS = 10
-
-
-def check_features(model: Any, available_feature_names: Any, schema_hash: str | None = None) -> list[str]:
-    """Check that ``available_feature_names`` covers what ``model`` needs; return the model's features.
-
-    Missing features are a :class:`ModelError` listing them; extra features are ignored (the model
-    picks its own columns, in its own order). A ``schema_hash`` that differs from the one the model
-    was trained with only warns: same names may still mean the same thing.
-    """
-    needed = list(model.feature_names)
-    have = set(available_feature_names)
-    missing = [f for f in needed if f not in have]
-    if missing:
-        raise missing_features_error(missing, "the feature extractor's output")
-    trained = getattr(model, "feature_schema_", None)
-    if schema_hash is not None and trained is not None and schema_hash != trained:
-        warnings.warn(f"feature schema hash {schema_hash!r} differs from the model's {trained!r}: the features "
-                      "were computed by another extractor version; scores may be off", UserWarning, stacklevel=2)
-    return needed
 
 
 class SignalQualityModel(ClassifierMixin, BaseEstimator):
     """Three XGBoost heads over pattern features; ``predict_proba(X)[:, 1]`` is ``ml_confidence``.
 
     The named parameters are XGBoost's, with defaults for ~500-5000 patterns x ~180 features
-    (shallow trees, slow learning rate, row and column subsampling), shared by the three heads.
+    (shallow trees, row and column subsampling, 64 histogram bins), shared by the three heads. With
+    so few rows a tree's cost is mostly its histograms (bins x features), not the rows: 150 trees at
+    learning rate 0.1 with 64 bins fit about 4x faster than 300 at 0.05 with XGBoost's 256 bins, at
+    the same out-of-sample AUC on the shipped universe within its noise (BENCHMARKS.md, "fit budget").
     ``params`` holds any other XGBoost keyword and overrides the named ones. ``calibration`` =
     ``"sigmoid"`` (Platt, the default: strictly monotone, so the ranking and AUC are the
     uncalibrated model's), ``"isotonic"`` (more flexible, but its steps tie patterns and cost
-    ranking resolution) or None; ``calibration_cv`` = the number of
-    purged walk-forward folds (with ``embargo``, a duration) whose out-of-fold predictions the
-    calibrators are fitted on.
+    ranking resolution) or None; ``calibration_cv`` = where the calibrators' out-of-sample margins
+    come from: an integer number of purged walk-forward folds (default 3), or a share in (0, 1) of
+    the training window held out at its end (at least
+    :data:`~.calibrator.MIN_CALIBRATION_SAMPLES` rows and at most half); both purge with ``embargo``
+    (a duration).
 
     Fitted attributes: ``boosters_`` (head -> ``xgb.Booster``; ``booster_`` is the confidence
     head), ``heads_`` (the heads trained), ``calibrations_`` (head -> stored calibrator or None),
@@ -110,10 +96,10 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
     """
 
     def __init__(self, params: dict | None = None, *, calibration: str | None = "sigmoid",
-                 n_estimators: int = 300, max_depth: int = 3, learning_rate: float = 0.05, subsample: float = 0.8,
+                 n_estimators: int = 150, max_depth: int = 3, learning_rate: float = 0.1, subsample: float = 0.8,
                  colsample_bytree: float = 0.5, min_child_weight: float = 5.0, reg_lambda: float = 1.0,
-                 n_jobs: int = 1, random_state: int = 0, calibration_cv: int = 3, embargo: Any = None,
-                 model_name: str = "signal_quality") -> None:
+                 max_bin: int = 64, n_jobs: int = 1, random_state: int = 0, calibration_cv: int | float = 3,
+                 embargo: Any = None, model_name: str = "signal_quality") -> None:
         self.params = params
         self.calibration = calibration
         self.n_estimators = n_estimators
@@ -123,6 +109,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         self.colsample_bytree = colsample_bytree
         self.min_child_weight = min_child_weight
         self.reg_lambda = reg_lambda
+        self.max_bin = max_bin
         self.n_jobs = n_jobs
         self.random_state = random_state
         self.calibration_cv = calibration_cv
@@ -136,7 +123,8 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
             {"objective": "binary:logistic", "eval_metric": "logloss"}
         out = {"n_estimators": self.n_estimators, "max_depth": self.max_depth, "learning_rate": self.learning_rate,
                "subsample": self.subsample, "colsample_bytree": self.colsample_bytree,
-               "min_child_weight": self.min_child_weight, "reg_lambda": self.reg_lambda, **objective,
+               "min_child_weight": self.min_child_weight, "reg_lambda": self.reg_lambda, "max_bin": self.max_bin,
+               **objective,
                "tree_method": "hist", "n_jobs": self.n_jobs, "random_state": self.random_state}
         extra = {k: v for k, v in dict(self.params or {}).items() if head != "expected_r" or k not in objective}
         return out | extra
@@ -158,9 +146,9 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         detection_times = _renamed(detection_times, times, "times", "detection_times")
         if self.calibration not in CALIBRATION_METHODS:
             raise ValueError(f"calibration must be None, 'isotonic' or 'sigmoid', got {self.calibration!r}")
-        frame = _as_frame(X)
-        arr = _numeric(frame)
-        targets = _targets(y, len(frame))
+        frame = feature_frame(X)
+        arr = numeric_matrix(frame)
+        targets = head_targets(y, len(frame))
         labels = targets["confidence"].astype(np.int64)
         classes = np.unique(labels)
         if len(classes) < 2:
@@ -184,7 +172,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         self.calibrations_ = dict.fromkeys(self.heads_)
         if self.calibration is not None:
             self.calibrations_.update(self._fit_calibration(arr, targets, windows))
-        self.boosters_ = {head: self._fit_head(head, arr, targets[head]) for head in self.heads_}
+        self.boosters_ = self._fit_heads(self.heads_, arr, targets)
         self.classes_ = np.array([0, 1])
         self.feature_names_in_, self.n_features_in_ = np.asarray(frame.columns, dtype=object), frame.shape[1]
         self.training_samples_, self.base_rate_ = len(labels), float(labels.mean())
@@ -196,16 +184,33 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
             self.trained_on_start_, self.trained_on_end_ = convert(first), convert(last)
         return self
 
-    def _fit_head(self, head: str, arr: np.ndarray, target: np.ndarray, rows: np.ndarray | None = None) -> xgb.Booster:
-        keep = np.isfinite(target) if rows is None else rows[np.isfinite(target[rows])]
-        y = target[keep]
-        if head == "expected_r":
-            lo, hi = self.r_clip_
-            return xgb.XGBRegressor(**self.xgb_params(head)).fit(arr[keep], np.clip(y, lo, hi)).get_booster()
-        return xgb.XGBClassifier(**self.xgb_params(head)).fit(arr[keep], y.astype(np.int64)).get_booster()
+    def _fit_heads(self, heads: list[str], arr: np.ndarray, targets: dict, rows: np.ndarray | None = None
+                   ) -> dict[str, xgb.Booster]:
+        """Boosters of ``heads`` on ``rows`` (all rows by default) whose target is known.
+
+        Heads that know the same rows share one quantized matrix (XGBoost's ``QuantileDMatrix``,
+        built once, relabelled per head): with a few thousand rows, sketching 188 features costs
+        about as much as boosting a hundred shallow trees.
+        """
+        base = np.arange(len(arr)) if rows is None else rows
+        out, dm, dm_rows = {}, None, None
+        for head in heads:
+            target = targets[head]
+            keep = base[np.isfinite(target[base])]
+            y = np.clip(target[keep], *self.r_clip_) if head == "expected_r" else target[keep].astype(np.int64)
+            params = self.xgb_params(head)
+            if dm is None or not np.array_equal(keep, dm_rows):
+                dm, dm_rows = xgb.QuantileDMatrix(arr[keep], label=y, max_bin=int(params.get("max_bin", 256)),
+                                                  nthread=self.n_jobs), keep
+            else:
+                dm.set_label(y)
+            rounds = int(params.pop("n_estimators"))
+            params["nthread"], params["seed"] = params.pop("n_jobs"), params.pop("random_state")
+            out[head] = xgb.train(params, dm, num_boost_round=rounds)
+        return out
 
     def _fit_calibration(self, arr: np.ndarray, targets: dict, windows: Any) -> dict[str, dict | None]:
-        """Calibrators of the probability heads, fitted on purged walk-forward out-of-fold margins."""
+        """Calibrators of the probability heads, fitted on purged held-out margins (``calibration_cv``)."""
         if windows is None:       # no times: rows are taken to be in time order, nothing to purge
             t = e = np.arange(len(arr), dtype=np.float64)
             embargo = 0
@@ -214,33 +219,42 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         heads = [h for h in ("confidence", "stop_risk") if h in targets]
         margins: dict[str, list] = {h: [] for h in heads}
         ys: dict[str, list] = {h: [] for h in heads}
+        splitter = self._calibration_splitter(len(arr), embargo)
         try:
-            folds = list(PurgedWalkForward(self.calibration_cv, embargo=embargo).split(arr, detection_times=t,
-                                                                                      exit_times=e))
+            folds = list(splitter.split(arr, detection_times=t, exit_times=e))
         except ValueError:       # too few rows for the folds
             folds = []
         for train, test in folds:
-            for h in heads:
-                y = targets[h]
-                tr, te = train[np.isfinite(y[train])], test[np.isfinite(y[test])]
-                if len(np.unique(y[tr])) < 2 or len(te) == 0:
-                    continue
-                booster = self._fit_head(h, arr, y, tr)
+            usable = [h for h in heads if len(np.unique(targets[h][train][np.isfinite(targets[h][train])])) == 2
+                      and np.isfinite(targets[h][test]).any()]
+            for h, booster in self._fit_heads(usable, arr, targets, train).items():
+                te = test[np.isfinite(targets[h][test])]
                 margins[h].append(booster.inplace_predict(arr[te], predict_type="margin"))
-                ys[h].append(y[te])
+                ys[h].append(targets[h][te])
         out: dict[str, dict | None] = {}
         for h in heads:
             y_oos = np.concatenate(ys[h]) if ys[h] else np.array([])
             if len(y_oos) < MIN_CALIBRATION_SAMPLES or len(np.unique(y_oos)) < 2:
                 warnings.warn(f"{h} head left uncalibrated: calibration={self.calibration!r} needs at least "
-                              f"{MIN_CALIBRATION_SAMPLES} out-of-fold predictions of both classes from "
-                              f"{self.calibration_cv} purged walk-forward folds, got {len(y_oos)}", UserWarning,
+                              f"{MIN_CALIBRATION_SAMPLES} out-of-fold predictions of both classes "
+                              f"(calibration_cv={self.calibration_cv!r}, purged), got {len(y_oos)}", UserWarning,
                               stacklevel=3)
                 out[h] = None
                 continue
             out[h] = fit_calibrator(self.calibration, np.concatenate(margins[h]).astype(np.float64),
                                     y_oos.astype(np.int64))
         return out
+
+    def _calibration_splitter(self, n: int, embargo: Any) -> PurgedWalkForward:
+        """The purged split(s) whose held-out margins the calibrators learn from (``calibration_cv``)."""
+        cv = self.calibration_cv
+        if isinstance(cv, (float, np.floating)) and 0 < cv < 1:
+            size = min(max(int(round(cv * n)), MIN_CALIBRATION_SAMPLES), n // 2)
+            return PurgedWalkForward(1, embargo=embargo, test_size=max(size, 1))
+        if isinstance(cv, (int, np.integer)) and not isinstance(cv, bool) and cv >= 1:
+            return PurgedWalkForward(int(cv), embargo=embargo)
+        raise ValueError(f"calibration_cv must be a share in (0, 1) of the training window held out at its end, "
+                         f"or an integer >= 1 of purged walk-forward folds; got {cv!r}")
 
     # -------------------------------------------------------------------------------- predicting
     @property
@@ -276,8 +290,12 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         return np.column_stack([1.0 - p, p])
 
     def predict_expected_r(self, X: Any) -> np.ndarray:
-        """``expected_r`` of each pattern: the expected (winsorized) R-multiple of its trade."""
-        return self.decision_function(X, head="expected_r")
+        """``expected_r`` of each pattern: the expected (winsorized) R-multiple of its trade.
+
+        Kept inside ``r_clip_``: a mean of targets clipped to that range lies in it, while a sum of
+        boosted leaves can overshoot it a little."""
+        r = self.decision_function(X, head="expected_r")
+        return r if self.r_clip_ is None else np.clip(r, *self.r_clip_)
 
     def predict_stop_risk(self, X: Any) -> np.ndarray:
         """``stop_risk`` of each pattern: P(the stop is hit first), calibrated like ``ml_confidence``."""
@@ -336,7 +354,7 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
             missing = [f for f in self.feature_names if f not in X.columns]
             if missing:
                 raise missing_features_error(missing, "X")
-            return _numeric(X[self.feature_names])
+            return numeric_matrix(X[self.feature_names])
         arr = np.asarray(X, dtype=np.float64)
         if arr.ndim != 2 or arr.shape[1] != self.n_features_in_:
             raise ModelError(f"X without column names must have shape (n, {self.n_features_in_}) in the "
@@ -369,53 +387,3 @@ class SignalQualityModel(ClassifierMixin, BaseEstimator):
         return persist.load(cls, Path(path), version=version)
 
 
-def _targets(y: Any, n: int) -> dict[str, np.ndarray]:
-    """Per-head float targets from a label array or a targets frame (NaN = unknown for that head)."""
-    if not isinstance(y, pd.DataFrame):
-        return {"confidence": _binary_labels(y, n).astype(np.float64)}
-    if "label" not in y.columns:
-        raise ValueError(f"a targets frame needs a 'label' column (and r_multiple, stop_first for the other "
-                         f"heads); got columns {list(map(str, y.columns))[:12]}")
-    if len(y) != n:
-        raise ValueError(f"targets have {len(y)} rows but X has {n}")
-    out = {"confidence": _binary_labels(y["label"].to_numpy(dtype=np.float64, na_value=np.nan), n)
-           .astype(np.float64)}
-    if "r_multiple" in y.columns:
-        r = y["r_multiple"].to_numpy(dtype=np.float64, na_value=np.nan)
-        if np.isinf(r).any():
-            raise ValueError("r_multiple holds inf; an R-multiple is a finite number (NaN = unknown)")
-        if np.isfinite(r).sum() >= _MIN_REGRESSION_ROWS:
-            out["expected_r"] = r
-        else:
-            warnings.warn(f"expected_r head not trained: only {int(np.isfinite(r).sum())} rows have an r_multiple "
-                          f"(need {_MIN_REGRESSION_ROWS})", UserWarning, stacklevel=3)
-    if "stop_first" in y.columns:
-        s = y["stop_first"].to_numpy(dtype=np.float64, na_value=np.nan)
-        known = s[np.isfinite(s)]
-        if not np.isin(known, (0.0, 1.0)).all():
-            raise ValueError("stop_first must be 1 (the stop was hit first), 0 or NaN")
-        if len(np.unique(known)) == 2:
-            out["stop_risk"] = s
-        else:
-            warnings.warn("stop_risk head not trained: stop_first holds a single class", UserWarning, stacklevel=3)
-    return out
-
-
-def _as_frame(X: Any) -> pd.DataFrame:
-    if isinstance(X, pd.DataFrame):
-        if not X.columns.is_unique:
-            raise ValueError(f"X has duplicate column names: {sorted(set(X.columns[X.columns.duplicated()]))}")
-        return X.rename(columns=str)
-    arr = np.asarray(X)
-    if arr.ndim != 2:
-        raise ValueError(f"X must be a 2-d table of features, got shape {arr.shape}")
-    return pd.DataFrame(arr, columns=[f"x{i}" for i in range(arr.shape[1])])
-
-
-def _numeric(frame: pd.DataFrame) -> np.ndarray:
-    bad = [str(c) for c, dt in frame.dtypes.items() if not (pd.api.types.is_numeric_dtype(dt)
-                                                           or pd.api.types.is_bool_dtype(dt))]
-    if bad:
-        raise ValueError(f"features must be numeric (NaN allowed); non-numeric columns: {bad}. Put detection and "
-                         "exit times in the index or pass times=/exit_times=")
-    return frame.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -6,8 +6,8 @@ This is how a run produces honest, out-of-sample scores for a whole history:
 2. before each period a model (three heads when ``y`` is a targets frame, SPEC §7) is trained on
    every pattern whose label was known before the period starts, minus the ``embargo`` (a
    duration; :func:`.validation.walk_forward_by_period`, purged). Its ``ml_confidence`` is
-   calibrated inside that training window on purged out-of-fold predictions (the model's own
-   ``fit``), never on the period it will score;
+   calibrated inside that training window on purged held-out predictions (the model's own
+   ``fit``: by default the window's last 20 %), never on the period it will score;
 3. each model is saved as a version (``v0001``, ``v0002`` ...; XGBoost JSON + metadata, no pickle);
 4. every pattern is then scored by the latest version that passes the out-of-sample guard
    (:func:`.guard.admissible_model`): the same rule the backtest filter applies, so the reported
