@@ -9,8 +9,8 @@ pattern-level verdict on a synthetic universe of ~2,500 out-of-sample patterns.
 ``null``: the issue's null calibration, end to end on the real pipeline: per seed a universe of
 random-walk markets (nothing in them is predictable), detect -> label -> features -> a pooled
 walk-forward (6-month periods, purged, embargo one bar, on the UTC clock) of
-:class:`qml_plugin.ml.SignalQualityModel` (``ml_confidence``) and an XGBoost regressor on the R multiple
-(``expected_r``; a stand-in for the core engineer's ``predict_expected_r`` head until it is on main),
+:class:`qml_plugin.ml.SignalQualityModel` (``ml_confidence``) with its three heads
+(``ml_confidence`` and ``expected_r`` = ``predict_expected_r``, trained on label / R / stop-first),
 the four modes' decisions (:func:`qml_plugin.filter.decide`; ``expected_value`` = technical rule and
 ``expected_r > 0``), the one-position trades (:func:`qml_plugin.tradesim.select_trades`), then
 :func:`qml_plugin.job.verdict.verdict_table`. Counts the (seed, mode) pairs with ``p_random < 0.05`` at the
@@ -23,7 +23,6 @@ import time
 
 import numpy as np
 import pandas as pd
-import xgboost as xgb
 from scipy import stats
 
 from qml_plugin.comparison import placeable, random_keep_sums
@@ -103,15 +102,12 @@ def _walk_forward(u: pd.DataFrame, features: list[str]) -> tuple[np.ndarray, np.
     X = u[features]
     for f in folds:
         tr = f.train_idx[labeled[f.train_idx]]
-        clf = SignalQualityModel(n_jobs=1).fit(X.iloc[tr], u["label"].iloc[tr],
+        targets = u[["label", "r_multiple", "stop_first"]].iloc[tr]
+        clf = SignalQualityModel(n_jobs=1).fit(X.iloc[tr], targets,
                                                detection_times=u["known_at_utc"].iloc[tr],
                                                exit_times=u["exit_known_at_utc"].iloc[tr])
         conf[f.test_idx] = clf.predict_proba(X.iloc[f.test_idx])[:, 1]
-        reg = xgb.XGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.05, subsample=0.8,
-                               colsample_bytree=0.5, min_child_weight=5.0, objective="reg:pseudohubererror",
-                               n_jobs=1, random_state=0)
-        reg.fit(X.iloc[tr].to_numpy(float), u["r_multiple"].iloc[tr].to_numpy(float))
-        er[f.test_idx] = reg.predict(X.iloc[f.test_idx].to_numpy(float))
+        er[f.test_idx] = clf.predict_expected_r(X.iloc[f.test_idx])
     return conf, er
 
 
