@@ -198,3 +198,30 @@ def test_bad_regime_settings_are_config_errors_naming_the_key():
         load_config(cfg)
     cfg["ml"]["min_regime_labels"] = 40
     assert load_config(cfg)["ml"]["regime_models"] is True
+
+
+def test_the_universe_run_shows_regime_models_per_scheme_in_its_notes_and_report(tmp_path, monkeypatch):
+    """The one end-to-end check (a small planted universe, ~2.5 s): no "not applied" note any more."""
+    from qml_plugin.job import run_universe_job
+    from qml_plugin.report import write_report
+    from qml_plugin.synthetic import planted_universe
+
+    universe, _ = planted_universe(4, 8000, strength=1.5, seed=3)
+    cfg = load_config({"ml": {"enabled": True, "prediction_mode": "filter", "regime_models": True,
+                              "min_regime_labels": 30},
+                       "walk_forward": {"min_train_labels": 40, "retrain_every_months": 24, "random_seeds": 20}})
+    monkeypatch.chdir(tmp_path)
+    res = run_universe_job(cfg, universe=universe, scheduler="serial", progress=False, seeds=20,
+                           model_params={"n_estimators": 20}, schemes=["pooled"])
+    notes = res.report_content["notes"]
+    assert not any("pooled models only" in n or "no regime models yet" in n for n in notes)
+    rc = res.regimes["pooled"]
+    assert rc.regimes and f"Scheme pooled: {rc.sentence()}" in notes
+    (title, text, table), = res.report_content["tables"]
+    assert title == "Regime models beside the pooled model: pooled scheme" and text == rc.sentence()
+    assert set(rc.regimes) <= set(table.loc[table["own model"] == "yes", "regime"])
+    saved = {p.parent.name for p in (res.run.path / "models" / "pooled" / "all").glob("**/v0*")}
+    assert saved == {"all"} | {f"regime_{r}" for r in rc.regimes}
+    content = {k: res.report_content[k] for k in ("title", "table", "equity", "notes", "tables")}  # no bokeh: ~8 s
+    html = write_report(tmp_path / "r.html", **content).read_text()
+    assert "<h2>Regime models beside the pooled model: pooled scheme</h2>" in html and "own model" in html
