@@ -61,6 +61,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"\n{res.sentence}")
         print(resolution_note(res.table))
         print(ece_sentence(res.report_content.get("verdict_calibration")))
+        for name, rc in res.regimes.items():   # ml.regime_models: per scheme, which regimes had their own model
+            print(f"\nregime models beside the pooled model, {name} scheme (out of sample):")
+            print(format_table(rc.table).to_string(index=False))
+            print(rc.sentence())
         print(f"\n{len(res.markets)} datasets; {res.fits} model fits in {res.timings['models_s']:.1f} s of "
               f"{res.timings['total_s']:.1f} s; run folder: {res.run.path} (verdict.csv, markets.csv)")
         print(f"report: {report}")

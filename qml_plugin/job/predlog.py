@@ -9,7 +9,9 @@ A run scores patterns in two places, and both land in ``ml_predictions`` under t
 * **walk-forward schemes** (the universe job): :func:`scheme_predictions` turns each scheme's
   out-of-sample scores into one row per scored pattern and mode, with the model version that scored
   it (each version recorded in ``ml_model_versions`` as ``archived``, named
-  ``universe_<scheme>_<group>``), the decision the mode took (``take`` / ``skip``; a pattern whose
+  ``universe_<scheme>_<group>``, or ``universe_<scheme>_<group>_regime_<name>`` for a regime model,
+  SPEC §13: the version that actually scored the pattern), its three heads (``ml_confidence``,
+  ``expected_r``, ``stop_risk``), the decision the mode took (``take`` / ``skip``; a pattern whose
   levels cannot be placed is ``skip``) and its top five contributions. :func:`log_predictions` writes
   every scheme's rows in one transaction. Workers never write: they return models and scores, and
   the contributions are computed here, one ``explain`` batch per model over the rows it scored.
@@ -31,6 +33,7 @@ from ..filter import decide
 from ..ml.drift import load_registered, to_timestamp
 from ..ml.guard import admissible_model
 from ..ml.versions import record_version
+from ..ml.walkforward import route_models
 from ..registry import PatternRegistry
 from ..registry.predictions import top_contributions
 from ..scoring import PREDICTION_COLUMNS, explain_rows
@@ -89,13 +92,14 @@ def mean_abs_contribution(models: list, X: pd.DataFrame, which: np.ndarray) -> p
 
 def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: list, *, proba: np.ndarray,
                        expected_r: np.ndarray | None, rule: dict, modes, reg: PatternRegistry,
-                       run_id: str) -> PredictionBatch:
+                       run_id: str, stop_risk: np.ndarray | None = None) -> PredictionBatch:
     """One scheme's scoring events (see the module docstring) for :func:`log_predictions`.
 
     ``groups`` / ``results`` are the scheme's :func:`.schemes.group_tasks` and :func:`.schemes.fit_group`
     outputs (their models saved by :func:`.schemes.collect_scheme`, whose paths are recorded here as
-    versions); ``proba`` / ``expected_r`` the scheme's scores over the pool; ``rule`` the decision
-    rule (``min_score``, ``ml_weight``, ``confidence_threshold``, ``min_expected_r``).
+    versions; each result's ``which`` names the model that scored each row, a regime model's where
+    one did); ``proba`` / ``expected_r`` / ``stop_risk`` the scheme's scores over the pool; ``rule``
+    the decision rule (``min_score``, ``ml_weight``, ``confidence_threshold``, ``min_expected_r``).
     """
     t0 = time.perf_counter()
     n = len(pool)
@@ -105,18 +109,21 @@ def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: l
     for (group, rows, task), res in zip(groups, results, strict=True):
         if res is None:
             continue
+        family = res.get("family") or ["pooled"] * len(res["models"])
         which = res.get("which")
-        if which is None:
-            which = admissible_model(task["known_score"], [m.trained_on_end_ for m in res["models"]],
-                                     embargo=task["embargo"])
+        if which is None:                  # the routing fit_group used (regime models where they scored)
+            which = route_models(task["known_score"], res["models"], family, task.get("regimes_score"),
+                                 embargo=task["embargo"])
         paths = res.get("paths") or [None] * len(res["models"])
         _, arr = _as_array(task["X_score"], res["models"])
-        for k, (model, path) in enumerate(zip(res["models"], paths, strict=True)):
+        for k, (model, path, fam) in enumerate(zip(res["models"], paths, family, strict=True)):
             hit = np.flatnonzero(which == k)
             if not len(hit):
                 continue
-            mid = (record_version(reg, model, path, model_name=f"universe_{scheme}_{group}", status="archived",
-                                  notes=f"qml run {run_id}: {scheme} walk-forward model of {group}")
+            name = f"universe_{scheme}_{group}" + ("" if fam == "pooled" else f"_regime_{fam}")
+            what = "walk-forward model" if fam == "pooled" else f"walk-forward model of regime {fam}"
+            mid = (record_version(reg, model, path, model_name=name, status="archived",
+                                  notes=f"qml run {run_id}: {scheme} {what} of {group}")
                    if path is not None else None)
             if mid is None:
                 from ..scoring import model_id_of
@@ -134,6 +141,7 @@ def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: l
     v = pool["validity_score"].to_numpy(float)
     placeable = levels_placeable(*(pool[k].to_numpy() for k in ("direction", "entry", "stop", "target")))
     er = expected_r if expected_r is not None else np.full(n, np.nan)
+    sr = stop_risk if stop_risk is not None else np.full(n, np.nan)
     ids = pool["pattern_id"].astype(str).to_numpy()
     parts = []
     for mode in modes:
@@ -142,7 +150,7 @@ def scheme_predictions(scheme: str, pool: pd.DataFrame, groups: list, results: l
                          min_expected_r=rule.get("min_expected_r", 0.0))
         take = take & placeable
         parts.append(pd.DataFrame({"pattern_id": ids[scored], "model_id": model_of[scored], "mode": mode,
-                                   "ml_confidence": proba[scored], "expected_r": er[scored], "stop_risk": np.nan,
+                                   "ml_confidence": proba[scored], "expected_r": er[scored], "stop_risk": sr[scored],
                                    "decision": np.where(take[scored], "take", "skip"), "acting": True,
                                    "contributions": top[scored]}))
     batch.frame = pd.concat(parts, ignore_index=True)[list(PREDICTION_COLUMNS)]

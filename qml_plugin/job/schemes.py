@@ -14,6 +14,15 @@ stop first), so every scheme carries the out-of-sample ``ml_confidence``, ``expe
   reaches ``min_train_labels`` labels gets no score (it trades its baseline);
 * ``leave_market_out``: a market's patterns are scored only by models trained on the other markets.
 
+**Regime models** (SPEC §13, ``ml.regime_models: true``: ``regimes=True`` here): every walk-forward
+family of every scheme also trains, at each step, one model per regime (the pool's
+``regime_at_detection``) with at least ``min_regime_labels`` of the family's training labels; each
+pattern is scored by its family's latest admissible model of its regime where one exists, else by the
+family's pooled model (:func:`qml_plugin.ml.walkforward.route_models`, the one routing rule). The
+same models routed without regimes give each pattern's **pooled-only** score too
+(``SchemeScores.pooled_proba``), so :func:`.regimes.compare_scheme_regimes` compares the two without
+refitting. Regime versions are saved beside the pooled ones, under ``<group>/regime_<name>/``.
+
 Training, saving versions and the out-of-sample guard are :func:`qml_plugin.ml.walkforward.train_walk_forward`
 and :func:`qml_plugin.ml.guard.admissible_model`, given the UTC instants; nothing here compares naive
 stamps. Models are saved under the run's own folder (``root``), never elsewhere.
@@ -29,10 +38,9 @@ import pandas as pd
 
 from ..errors import ConfigError, InsufficientDataError
 from ..ml.calibration import calibration_report, ece_bootstrap, expected_calibration_error
-from ..ml.guard import admissible_model
 from ..ml.metrics import calibration_table, evaluate
 from ..ml.model import SignalQualityModel
-from ..ml.walkforward import score_by_model, train_walk_forward
+from ..ml.walkforward import route_models, score_by_model, train_walk_forward
 
 __all__ = ["SCHEMES", "SchemeScores", "score_scheme", "parse_schemes", "group_tasks", "fit_group", "collect_scheme",
            "scheme_targets", "SCORE_KEYS"]
@@ -78,6 +86,11 @@ class SchemeScores:
     (``ece``, its bootstrap ``ece_sd`` / ``ece_p05`` / ``ece_p95``, ``ece_calibrated_p95`` = the 95th
     percentile of a perfectly calibrated model's ECE with these predictions, ``within_noise``) plus
     ``ece_uncalibrated`` / ``ece_uncalibrated_sd`` (the same for ``raw_proba``).
+
+    With regime models (module docstring): ``pooled_proba`` is each row's ``ml_confidence`` from its
+    family's pooled models alone (None without regime models), ``scored_by_regime`` is True where a
+    regime model scored the row, ``regime_groups`` lists per regime the groups where it had its own
+    model and ``regime_versions`` counts its versions over all groups.
     """
 
     scheme: str
@@ -93,6 +106,10 @@ class SchemeScores:
     stop_risk: np.ndarray | None = None
     raw_proba: np.ndarray | None = None
     ece_report: dict = field(default_factory=dict)
+    pooled_proba: np.ndarray | None = None
+    scored_by_regime: np.ndarray | None = None
+    regime_groups: dict = field(default_factory=dict)
+    regime_versions: dict = field(default_factory=dict)
 
     def out_of_sample(self, known_at_utc) -> np.ndarray:
         """Rows known (``known_at_utc``, naive UTC) from this scheme's first admissible model on; before it
@@ -109,8 +126,11 @@ def fit_group(task: dict) -> dict | None:
     ``task`` holds the training rows (``X``, ``y``: labels or a targets frame, ``known``, ``exits``),
     the rows to score (``X_score``, ``known_score``) and the options; models are trained in a scratch
     folder (so a worker writes nothing that outlives it) and returned, with every head's out-of-sample
-    score (:data:`SCORE_KEYS`) of the rows to score under the guard. None when the group never reaches
-    ``min_train_labels`` labels.
+    score (:data:`SCORE_KEYS`) of the rows to score under the guard, ``which`` (the model that scored
+    each row, :func:`qml_plugin.ml.walkforward.route_models`) and ``family`` (each model's: ``"pooled"``
+    or its regime). With regime models (``task["regimes"]`` set: the training rows' regimes, and
+    ``regimes_score`` the scored rows'), ``pooled_proba`` is every scored row's pooled-only
+    ``ml_confidence``. None when the group never reaches ``min_train_labels`` labels.
     """
     import tempfile
 
@@ -122,27 +142,52 @@ def fit_group(task: dict) -> dict | None:
             wf = train_walk_forward(task["X"], task["y"], task["known"], task["exits"], root=Path(scratch) / "wf",
                                     every_months=task["every_months"], min_labels=task["min_train_labels"],
                                     embargo=task["embargo"], model_factory=lambda: SignalQualityModel(**params),
-                                    feature_schema=task.get("feature_schema"))
+                                    feature_schema=task.get("feature_schema"), regimes=task.get("regimes"),
+                                    min_regime_labels=task.get("min_regime_labels", 50))
         except InsufficientDataError:
             return None
-    which = admissible_model(task["known_score"], [m.trained_on_end_ for m in wf.models], embargo=task["embargo"])
+    family = list(wf.model_family)
+    regime_score = task.get("regimes_score") if task.get("regimes") is not None else None
+    which = route_models(task["known_score"], wf.models, family, regime_score, embargo=task["embargo"])
     heads = score_by_model(task["X_score"], which, wf.models)
     scores = dict(zip(SCORE_KEYS, (heads["confidence"], heads["raw_confidence"], heads["expected_r"],
                                    heads["stop_risk"])))
-    return {"models": wf.models, **scores, "seconds": time.perf_counter() - t0, "which": which}
+    out = {"models": wf.models, **scores, "which": which, "family": family}
+    if regime_score is not None:         # the same models without regimes: what the regime models are judged against
+        pooled = route_models(task["known_score"], wf.models, family, None, embargo=task["embargo"])
+        same = pooled == which           # rows the pooled model scored already: no second prediction
+        p = heads["confidence"].copy()
+        redo = np.flatnonzero(~same)
+        if len(redo):
+            p[redo] = score_by_model(task["X_score"].iloc[redo], pooled[redo], wf.models)["confidence"]
+        out["pooled_proba"] = np.where(pooled >= 0, p, np.nan)
+    return out | {"seconds": time.perf_counter() - t0}
 
 
 def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_months: int = 12,
                 min_train_labels: int = 100, embargo: pd.Timedelta | None = None, model_params: dict | None = None,
-                feature_schema: str | None = None) -> list[tuple[str, np.ndarray, dict]]:
+                feature_schema: str | None = None, regimes: bool = False,
+                min_regime_labels: int = 50) -> list[tuple[str, np.ndarray, dict]]:
     """``(group name, rows scored, task)`` for each walk-forward family of ``scheme`` (see :func:`fit_group`).
 
-    ``pool`` needs ``market``, ``known_at_utc`` and ``exit_known_at_utc`` (naive UTC); ``X`` its
-    features (same row order), ``y`` its targets: :func:`scheme_targets` (three heads) or 0/1 labels
-    (the confidence head only); NaN = no known outcome: scored, never trained on.
+    ``pool`` needs ``market``, ``known_at_utc`` and ``exit_known_at_utc`` (naive UTC), and
+    ``regime_at_detection`` when ``regimes`` (``ml.regime_models``: regime models with at least
+    ``min_regime_labels`` labels, module docstring); ``X`` its features (same row order), ``y`` its
+    targets: :func:`scheme_targets` (three heads) or 0/1 labels (the confidence head only); NaN = no
+    known outcome: scored, never trained on.
     """
     if scheme not in SCHEMES:
         raise ConfigError(f"walk_forward.scheme = {scheme!r} is not allowed; allowed: {', '.join(SCHEMES)}")
+    regime = None
+    if regimes:
+        if "regime_at_detection" not in pool.columns:
+            raise ConfigError("ml.regime_models = true needs each pattern's regime_at_detection, and these patterns "
+                              "have none (the strategy computes no pattern_regimes); allowed: a strategy with "
+                              "features on, or ml.regime_models = false")
+        if isinstance(min_regime_labels, bool) or not isinstance(min_regime_labels, (int, np.integer)) \
+                or min_regime_labels < 1:
+            raise ConfigError(f"ml.min_regime_labels = {min_regime_labels!r} is not allowed; allowed: an integer >= 1")
+        regime = pool["regime_at_detection"].to_numpy(dtype=object)
     y = y.reset_index(drop=True) if isinstance(y, pd.DataFrame) else np.asarray(y, dtype=float)
     known = pd.DatetimeIndex(pool["known_at_utc"])
     exits = pd.DatetimeIndex(pool["exit_known_at_utc"])
@@ -157,18 +202,26 @@ def group_tasks(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, every_mo
         out.append((name, rows, {"X": X.iloc[train], "y": y_train, "known": known[train], "exits": exits[train],
                                  "X_score": X.iloc[rows], "known_score": known[rows], "every_months": every_months,
                                  "min_train_labels": min_train_labels, "embargo": embargo,
-                                 "model_params": model_params, "feature_schema": feature_schema}))
+                                 "model_params": model_params, "feature_schema": feature_schema,
+                                 "regimes": None if regime is None else regime[train],
+                                 "regimes_score": None if regime is None else regime[rows],
+                                 "min_regime_labels": min_regime_labels}))
     return out
 
 
 def collect_scheme(scheme: str, pool: pd.DataFrame, y, groups: list, results: list, *,
                    root: str | Path | None = None) -> SchemeScores:
-    """Put the groups' :func:`fit_group` results together; save their models under ``root/scheme/group``."""
+    """Put the groups' :func:`fit_group` results together; save their models under ``root/scheme/group``
+    (a regime model under ``root/scheme/group/regime_<name>``)."""
     label = (y["label"] if isinstance(y, pd.DataFrame) else pd.Series(np.asarray(y, float))).to_numpy(float)
     known = pd.DatetimeIndex(pool["known_at_utc"])
     scores = {k: np.full(len(pool), np.nan) for k in SCORE_KEYS}
     out = SchemeScores(scheme, scores["proba"])
-    for (name, rows, _), res in zip(groups, results):
+    with_regimes = any(r is not None and "pooled_proba" in r for r in results)
+    if with_regimes:
+        out.pooled_proba = np.full(len(pool), np.nan)
+        out.scored_by_regime = np.zeros(len(pool), bool)
+    for (name, rows, _), res in zip(groups, results, strict=True):
         if res is None:
             continue                       # this group trades its baseline under this scheme
         out.fits += len(res["models"])
@@ -176,9 +229,19 @@ def collect_scheme(scheme: str, pool: pd.DataFrame, y, groups: list, results: li
         out.markets_trained.append(name)
         for k in SCORE_KEYS:
             scores[k][rows] = res[k]
+        family = np.asarray(res.get("family") or ["pooled"] * len(res["models"]), dtype=object)
+        if with_regimes:
+            out.pooled_proba[rows] = res["pooled_proba"]
+            which = res["which"]
+            out.scored_by_regime[rows] = (which >= 0) & (family[np.maximum(which, 0)] != "pooled")
+            for r in sorted(set(family.tolist()) - {"pooled"}):
+                out.regime_groups.setdefault(r, []).append(name)
+                out.regime_versions[r] = out.regime_versions.get(r, 0) + int((family == r).sum())
         if root is not None:               # the paths let the driver record the versions it logs predictions of
-            res["paths"] = [mdl.save_version(Path(root) / scheme / name, metrics={"scheme": scheme, "group": name})
-                            for mdl in res["models"]]
+            base = Path(root) / scheme / name
+            res["paths"] = [mdl.save_version(base if f == "pooled" else base / f"regime_{f}",
+                                             metrics={"scheme": scheme, "group": name, "family": f})
+                            for mdl, f in zip(res["models"], family, strict=True)]
     for k in ("raw_proba", "expected_r", "stop_risk"):
         if not np.isnan(scores[k]).all():
             setattr(out, k, scores[k])
@@ -207,9 +270,11 @@ def _ece_report(y: np.ndarray, p: np.ndarray, raw: np.ndarray) -> dict:
 
 def score_scheme(scheme: str, pool: pd.DataFrame, X: pd.DataFrame, y, *, root: str | Path | None = None,
                  every_months: int = 12, min_train_labels: int = 100, embargo: pd.Timedelta | None = None,
-                 model_params: dict | None = None, feature_schema: str | None = None) -> SchemeScores:
+                 model_params: dict | None = None, feature_schema: str | None = None, regimes: bool = False,
+                 min_regime_labels: int = 50) -> SchemeScores:
     """Out-of-sample scores of every row of ``pool`` under ``scheme``, in this process (see the module
     docstring; :func:`group_tasks` + :func:`fit_group` + :func:`collect_scheme` run it on a scheduler)."""
     groups = group_tasks(scheme, pool, X, y, every_months=every_months, min_train_labels=min_train_labels,
-                         embargo=embargo, model_params=model_params, feature_schema=feature_schema)
+                         embargo=embargo, model_params=model_params, feature_schema=feature_schema,
+                         regimes=regimes, min_regime_labels=min_regime_labels)
     return collect_scheme(scheme, pool, y, groups, [fit_group(task) for _, _, task in groups], root=root)

@@ -7,7 +7,10 @@
    market, tagged with this run's id.
 3. **Walk-forward schemes** (:mod:`.schemes`: ``pooled``, ``per_market``, ``leave_market_out``) on the
    UTC timeline, embargo = ``walk_forward.embargo`` or the longest bar duration in the universe;
-   models go under this run's own folder ``<results>/runs/<run_id>/models/``.
+   models go under this run's own folder ``<results>/runs/<run_id>/models/``. With ``ml.regime_models``
+   every family also trains regime models (SPEC §13; saved under ``<group>/regime_<name>/``), and each
+   scheme's regime models are shown beside its pooled models alone (:func:`.regimes.scheme_regime_sections`:
+   a table per scheme, the AUC gain with a bootstrap CI over UTC months), in the notes and the report.
 4. **Modes** (``filter``, ``score_enhancement``, ``replace``, ``expected_value``): each pattern's decision
    comes from :func:`qml_plugin.filter.decide` with its out-of-sample scores; the trades of each mode
    in each dataset follow from the one-position rule (:func:`qml_plugin.tradesim.select_trades`, the
@@ -42,6 +45,7 @@ from ..tradesim import levels_placeable, select_trades
 from ..universe import load_universe
 from .charts import chart_data
 from .predlog import log_predictions, scheme_predictions
+from .regimes import scheme_regime_sections
 from .runs import RunDir, WarningLog, default_strategy, open_registry, run_folder, strategy_params
 from .schemes import SchemeScores, collect_scheme, fit_group, group_tasks, parse_schemes, scheme_targets
 from .unit import MarketResult, MarketSpec, market_unit
@@ -69,6 +73,7 @@ class UniverseResult:
     warnings: list[str] = field(default_factory=list)
     report_content: dict = field(default_factory=dict)
     report: Path | None = None             # where the report goes (report.output, null = in the run folder)
+    regimes: dict = field(default_factory=dict)   # ml.regime_models: scheme -> .regimes.RegimeComparison
 
     @property
     def fits(self) -> int:
@@ -154,7 +159,8 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
             t0 = time.perf_counter()
             groups = {name: group_tasks(name, pool, X, targets, every_months=wf_cfg["retrain_every_months"],
                                         min_train_labels=wf_cfg["min_train_labels"], embargo=embargo,
-                                        model_params=model_params) for name in names}
+                                        model_params=model_params, regimes=bool(ml.get("regime_models")),
+                                        min_regime_labels=ml.get("min_regime_labels", 50)) for name in names}
             flat = [(name, g) for name in names for g in groups[name]]
             with log.collect("walk-forward"):
                 fitted = sch.map(fit_group, [g[2] for _, g in flat], label=lambda t: "walk-forward group",
@@ -175,7 +181,7 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
             sc = scores[name]
             logged[name] = scheme_predictions(name, pool, groups[name], fitted[k:k + n], proba=sc.proba,
                                               expected_r=sc.expected_r, rule=rule, modes=MODES, reg=preg,
-                                              run_id=run.run_id)
+                                              run_id=run.run_id, stop_risk=sc.stop_risk)
             k += n
     t0 = time.perf_counter()
     timings["predictions"] = log_predictions(db, list(logged.values()), run_id=run.run_id)
@@ -200,9 +206,9 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
     markets.to_csv(run.path / "markets.csv", index=False)
     timings["total_s"] = time.perf_counter() - t_start
     notes = _notes(markets, scores, embargo, timings, run, primary, sentence) + [f"Warning: {w}" for w in log.seen]
-    if ml.get("regime_models"):            # trained by the single-market job only (SPEC §13): say so, never silently
-        notes.insert(1, "ml.regime_models is on, but the universe's walk-forward schemes train pooled models only "
-                        "(no regime models yet): every score here is a pooled (or per-market) model's.")
+    regimes, regime_notes, regime_tables = scheme_regime_sections(scores, pool) if ml.get("regime_models") else \
+        ({}, [], [])                       # SPEC §13: regime models beside the pooled ones, per scheme
+    notes[1:1] = regime_notes
     pooled_cal = scores["pooled"].calibration if "pooled" in scores else []
     pooled_ece = _pooled_calibration(pool, scores.get("pooled"))
     charts = chart_data(vp, vt, pool, frames, scores, primary=primary, modes=list(MODES),
@@ -214,9 +220,9 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                   importances=None if last is None else last.feature_importances(),
                   equity={}, calibration=None if "calibration" in charts else pooled_cal, notes=notes,
                   charts=charts, verdict=table, verdict_calibration=pooled_ece,
-                  bad_prints=bad_print_log(frames))
+                  bad_prints=bad_print_log(frames), tables=regime_tables or None)
     return UniverseResult(table, sentence, scores, markets, pool, vp, vt, run, timings, list(log.seen), report,
-                          report_path)
+                          report_path, regimes)
 
 
 def _pooled_calibration(pool: pd.DataFrame, sc: SchemeScores | None) -> dict | None:

@@ -20,7 +20,8 @@ the retrain dates all compare the times given here.
 **Regime models** (SPEC §13, ``regimes=``): at each step, a regime (``regime_at_detection``) with at
 least ``min_regime_labels`` training labels gets its own model, trained on that regime's rows only;
 a pattern of that regime is scored by the latest admissible model of its regime, any other pattern
-by the pooled model. ``WalkForwardResult.regime_models`` says which regimes had their own.
+by the pooled model (:func:`route_models`, the one routing rule: the universe schemes and the regime
+comparison call it too). ``WalkForwardResult.regime_models`` says which regimes had their own.
 
 Patterns before the first model have no score (NaN): there, every mode equals the baseline.
 A labeled pattern without an exit time (e.g. a user's label on a pattern that never filled) is
@@ -42,7 +43,7 @@ from .metrics import calibration_table, evaluate, expected_calibration_error
 from .model import SignalQualityModel
 from .validation import walk_forward_by_period
 
-__all__ = ["WalkForwardResult", "train_walk_forward", "score_by_model"]
+__all__ = ["WalkForwardResult", "train_walk_forward", "score_by_model", "route_models"]
 
 
 @dataclass
@@ -165,23 +166,45 @@ def train_walk_forward(X: pd.DataFrame, y, detection_times, exit_times, *, root:
 
 def _score(X: pd.DataFrame, det: pd.DatetimeIndex, models: list, family: list[str], regime,
            embargo) -> dict[str, np.ndarray]:
-    """Each row's scores from the latest admissible model of its family (its regime's, else pooled)."""
-    n = len(X)
-    which = np.full(n, -1)
+    """Each row's scores from the latest admissible model of its family (:func:`route_models`)."""
+    out = score_by_model(X, route_models(det, models, family, regime, embargo=embargo), models)
+    out["proba"], out["raw"] = out.pop("confidence"), out.pop("raw_confidence")
+    shared = set.intersection(*(set(m.heads_) for m in models))
+    return {k: v for k, v in out.items() if k in ("proba", "raw") or k in shared}
+
+
+def route_models(detection_times, models: list, family: list[str] | None = None, regime=None, *,
+                 embargo: pd.Timedelta | None = None) -> np.ndarray:
+    """Which of ``models`` scores each row: the index of the latest admissible model of its family, -1 for none.
+
+    ``family`` names each model's family (``"pooled"`` or a regime, :attr:`WalkForwardResult.model_family`;
+    None = all pooled). A row whose ``regime`` has an admissible model of that regime is scored by the latest
+    one; every other row (its regime had no model, or none passes the guard yet, or ``regime`` is None) by
+    the latest admissible pooled model. ``regime=None`` therefore gives the **pooled-only** routing of the
+    same models: what the regime models are compared against. The guard is
+    :func:`.guard.admissible_model` with ``embargo`` for every family alike. The one routing rule: the
+    walk-forward trainer, the universe schemes and the regime comparison all call it.
+    """
+    det = pd.DatetimeIndex(detection_times)
+    fam = np.asarray(family if family is not None else ["pooled"] * len(models), dtype=object)
+    if len(fam) != len(models):
+        raise ValueError(f"family names {len(fam)} models, but {len(models)} models were given")
     ends = np.array([m.trained_on_end_ for m in models], dtype=object)
-    fam = np.asarray(family, dtype=object)
+    which = np.full(len(det), -1)
     pooled = np.flatnonzero(fam == "pooled")
-    which_pooled = admissible_model(det, list(ends[pooled]), embargo=embargo)
-    which[which_pooled >= 0] = pooled[which_pooled[which_pooled >= 0]]
-    for name in sorted(set(family) - {"pooled"}):
+    hit = admissible_model(det, list(ends[pooled]), embargo=embargo)
+    which[hit >= 0] = pooled[hit[hit >= 0]]
+    if regime is None:
+        return which
+    regime = pd.Series(regime).reset_index(drop=True).to_numpy(dtype=object)
+    if len(regime) != len(det):
+        raise ValueError(f"regime has {len(regime)} rows, detection_times {len(det)}")
+    for name in sorted(set(fam.tolist()) - {"pooled"}):
         own = np.flatnonzero(fam == name)
         rows = np.flatnonzero(regime == name)
         hit = admissible_model(det[rows], list(ends[own]), embargo=embargo)
         which[rows[hit >= 0]] = own[hit[hit >= 0]]
-    out = score_by_model(X, which, models)
-    out["proba"], out["raw"] = out.pop("confidence"), out.pop("raw_confidence")
-    shared = set.intersection(*(set(m.heads_) for m in models))
-    return {k: v for k, v in out.items() if k in ("proba", "raw") or k in shared}
+    return which
 
 
 def score_by_model(X: pd.DataFrame, which: np.ndarray, models: list) -> dict[str, np.ndarray]:
