@@ -125,6 +125,7 @@ def test_ml_config_defaults_are_the_schema_defaults():
     ("ml: {embargo: 1M}", r"ml.embargo = '1M' is not allowed; allowed: a duration such as 1d, 4h, 30min or 1w"),
     ("ml: {embargo: 5}", r"ml.embargo = 5 is not allowed; allowed: a duration"),
     ("ml: {min_regime_labels: 0}", r"ml.min_regime_labels = 0 is not allowed; allowed: an integer >= 1"),
+    ("ml: {regime_models: maybe}", r"ml.regime_models = 'maybe' is not allowed; allowed: true or false"),
     ("ml: {size_bands: [{min: 0.4, size: 0.5}, {min: 0.6, size: 1.0}]}",
      r"ml.size_bands: min must strictly decrease from band to band; got mins 0.4, 0.6"),
     ("ml: {size_bands: [{min: 0.6, size: 1.0}], size_by_score: true}",
