@@ -99,11 +99,13 @@ class EventBook:
     for all combinations, :meth:`prepare`); ML off, the technical rule decides. ``start`` scores
     only the period from that time: patterns are still detected on every bar (the earlier ones are
     the warm-up, causal), but only those detected from ``start`` on are traded, and the daily
-    equity starts there (``qml optimize``'s validation and holdout periods).
+    equity starts there (``qml optimize``'s validation and holdout periods). ``registry_db`` goes to the
+    :class:`~qml_plugin.vbt.engine.PatternBook` (its version statuses); ``ml_book`` is one already
+    made (the sweep's driver keeps its scoring events for the prediction log).
     """
 
     def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, start=None,
-                 scores: tuple[dict, str] | None = None) -> None:
+                 scores: tuple[dict, str] | None = None, registry_db: str | None = None, ml_book=None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
         refuse_unsupported(self.ml, **NOT_HONOURED)
@@ -119,7 +121,7 @@ class EventBook:
         if self.ml.enabled and scores is None:
             from .engine import PatternBook
 
-            self._ml_book = PatternBook(ohlcv, self.ml)
+            self._ml_book = ml_book if ml_book is not None else PatternBook(ohlcv, self.ml, registry_db=registry_db)
 
     @staticmethod
     def structure_key(p: QMLParams) -> tuple:
