@@ -182,3 +182,24 @@ def test_contributions_are_json_of_the_five_largest(df, trained_model, tmp_path)
     assert list(row["contributions"]) == list(top)
     np.testing.assert_allclose(list(row["contributions"].values()), contrib[top].to_numpy(), rtol=1e-6)
     assert json.dumps(row["contributions"])
+
+
+def test_optimize_logs_each_trial_pattern_in_the_periods_it_was_scored_on(df, trained_model, tmp_path):
+    from qml_plugin.vbt.optimize import optimize
+
+    cfg = {"optimize": {"space": {"swing_n": [3, 5]}, "trials": 4, "top_k": 2, "seed": 1,
+                        "output_dir": str(tmp_path / "opt")},
+           "ml": block(trained_model[1]), "compute": {"scheduler": "serial"},
+           "ml_data_collection": {"enabled": True, "db_path": str(tmp_path / "opt.db")}}
+    res = optimize(cfg, ohlcv=df, progress=False)
+    train_end = int(round(len(df) * 0.6))          # the split's first cut: train = bars [0, train_end)
+    top = set(res.top["swing_n"])
+    want = set()
+    for s in set(res.trials["swing_n"]):
+        pats = detect_patterns(df, QMLParams(swing_n=int(s)))
+        # the top_k were scored on the holdout (all bars), the others on the train period only
+        want |= set(pats["pattern_id"] if s in top else pats.loc[pats["detection_bar"] < train_end, "pattern_id"])
+    assert len(top) == 2 and len(set(res.trials["swing_n"])) == 3       # both kinds of trial occur
+    with PatternRegistry(res.predictions["db"]) as reg:
+        log = reg.get_predictions(run_id=res.predictions["run_id"])
+    assert res.predictions["rows"] == len(log) == len(want) and set(log["pattern_id"]) == want

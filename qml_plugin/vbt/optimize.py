@@ -206,7 +206,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
         table = pd.DataFrame(rows)
         ranked = table.sort_values(["value", "trial"], ascending=[False, True], na_position="last")
         top = ranked.head(int(opt["top_k"])).reset_index(drop=True)
-        top_params = [QMLParams(**{k: _plain(r[k]) for k in (*fixed, *dists)}) for _, r in top.iterrows()]
+        top_params = [QMLParams(**{k: _plain(r[k]) for k in (*fixed, *dists)}) for r in top.to_dict("records")]
         val = scored("validation", top_params)
         top["validation"] = val[:, col]
         best = int(np.nanargmax(np.where(np.isnan(top["validation"]), -np.inf, top["validation"])))
@@ -233,7 +233,7 @@ def _log(df: pd.DataFrame, ml, table: pd.DataFrame, top_params: list[QMLParams],
     from .engine import PatternBook
     from .predlog import grid_run_id, log_events, scoring_events
 
-    trials = [QMLParams(**{k: _plain(r[k]) for k in keys}) for _, r in table.iterrows()]
+    trials = [QMLParams(**{k: _plain(r[k]) for k in keys}) for r in table.to_dict("records")]
     grid = top_params + trials                       # the top trials first: their longest period is the holdout
     upto = [periods["holdout"][0]] * len(top_params) + [periods["train"][0]] * len(trials)
     book = PatternBook(df, ml, registry_db=db, keep_events=True)
