@@ -43,8 +43,9 @@ Metrics, one definition (:mod:`qml_plugin.tradesim`), per combination:
 ``table.attrs``: ``pbo`` (probability of backtest overfitting, CSCV over 16 blocks of the daily
 returns, :func:`~qml_plugin.vbt.overfit.pbo`), ``pbo_logits`` (the in-sample best's out-of-sample
 rank logits, one per split), ``n_trials`` (distinct combinations, by their daily returns),
-``verified`` (rows re-simulated through the Portfolio), ``ml_status``, and the written paths
-(``csv``, ``heatmap``).
+``verified`` (rows re-simulated through the Portfolio), ``ml_status``, the written paths
+(``csv``, ``heatmap``) and, when the grid's scoring events were logged (``ml_data_collection``,
+:mod:`qml_plugin.vbt.predlog`), ``predictions``: ``run_id``, ``db``, ``patterns``, ``rows``, ``seconds``.
 
 Rows are sorted by ``sweep.metric``, best first: descending for every metric (for ``max_drawdown``,
 negative, the least negative first). NaN sorts last. The table is written to ``sweep.output`` (CSV)
