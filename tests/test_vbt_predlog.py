@@ -203,3 +203,38 @@ def test_optimize_logs_each_trial_pattern_in_the_periods_it_was_scored_on(df, tr
     with PatternRegistry(res.predictions["db"]) as reg:
         log = reg.get_predictions(run_id=res.predictions["run_id"])
     assert res.predictions["rows"] == len(log) == len(want) and set(log["pattern_id"]) == want
+
+
+@pytest.fixture(scope="module")
+def three_heads(eurusd_4h, tmp_path_factory):
+    """The session model's data, fitted with ``r_multiple`` too: a model with an ``expected_r`` head."""
+    from qml_plugin.ml.model import SignalQualityModel
+
+    train = eurusd_4h[:"2012-12-31"]
+    lab = label_patterns(train, detect_patterns(train)).dropna(subset=["label"])
+    X = FeatureExtractor().extract(train, lab)
+    model = SignalQualityModel(n_estimators=30, max_depth=3, n_jobs=1).fit(
+        X, lab[["label", "r_multiple"]].assign(label=lambda d: d["label"].astype(int)),
+        detection_times=lab["detection_time"], exit_times=lab["exit_time"])
+    path = tmp_path_factory.mktemp("heads") / "m"
+    model.save(path)
+    return model, path
+
+
+def test_expected_value_sweeps_decide_on_expected_r_and_log_it(df, three_heads, tmp_path):
+    model, path = three_heads
+    cfg = sweep_cfg(tmp_path, path, grid={"swing_n": [3, 5]})
+    cfg["ml"] = {"enabled": True, "model_path": str(path), "prediction_mode": "expected_value", "min_expected_r": 0.0}
+    cfg["sweep"]["verify_top"] = 2                 # the fast path against the Portfolio, expected_r included
+    table = sweep(cfg, ohlcv=df, progress=False)
+    assert table.attrs["verified"] == 2
+    with PatternRegistry(table.attrs["predictions"]["db"]) as reg:
+        log = reg.get_predictions().set_index("pattern_id")
+    for swing_n in (3, 5):
+        pats = detect_patterns(df, QMLParams(swing_n=swing_n))
+        er = model.predict_expected_r(FeatureExtractor().extract(df, pats).reindex(pats["pattern_id"]))
+        take, _ = decide(pats["validity_score"].to_numpy(), np.nan, mode="expected_value", expected_r=er)
+        mine = log.loc[pats["pattern_id"]]
+        np.testing.assert_allclose(mine["expected_r"].astype(float), er, rtol=1e-6)
+        assert (mine["decision"].to_numpy() == np.where(take, "take", "skip")).all()
+        assert {"take", "skip"} <= set(mine["decision"])

@@ -180,6 +180,11 @@ class PatternBook:
         self.score([p])
         return self._confidence[self.detection_key(p)]
 
+    def expected_r(self, p: QMLParams) -> np.ndarray | None:
+        """The ``expected_r`` head on ``p``'s patterns (None: model unusable; NaN where the model lacks the head)."""
+        self.score([p])
+        return self._expected_r[self.detection_key(p)]
+
     def plan(self, p: QMLParams) -> dict[str, np.ndarray]:
         """The trades ``QMLStrategy`` makes with ``p``: bars, prices, direction and size of each, as arrays."""
         lab = self.labeled(p)
@@ -193,8 +198,7 @@ class PatternBook:
         take, score = decide(lab["validity_score"].to_numpy(float), conf if conf is not None else np.nan,
                              mode=mode, min_score=float(p.min_score), ml_weight=self.ml.ml_weight,
                              confidence_threshold=self.ml.confidence_threshold,
-                             expected_r=self._expected_r.get(self.detection_key(p)) if mode else None,
-                             min_expected_r=getattr(self.ml, "min_expected_r", 0.0))
+                             expected_r=self.expected_r(p) if mode else None, min_expected_r=self.ml.min_expected_r)
         chosen = select_trades(lab, take & tradable, score, p.max_wait)
         traded = chosen & (lab["status"].to_numpy() == "filled")
         size = size_fraction(score) if (self.ml.size_by_score and mode is not None) else np.full(len(d), FULL_SIZE)
