@@ -163,6 +163,8 @@ def test_bad_registry_db_and_run_id_are_named(df, trained_model, tmp_path):
     with pytest.raises(ConfigError, match=r"ohlcv.attrs\['symbol'\] is missing, but registry_db is set"):
         backtest(bare, QMLParams(), ml=ml, registry_db=str(tmp_path / "r.db"))
     cfg = sweep_cfg(tmp_path, trained_model[1])
+    with pytest.raises(ConfigError, match=r"ohlcv.attrs\['symbol'\] is missing, but ml_data_collection.db_path is set"):
+        sweep(cfg, ohlcv=bare, progress=False)
     cfg["ml_data_collection"]["enabled"] = "yes"
     with pytest.raises(ConfigError, match=r"ml_data_collection.enabled = 'yes' is not allowed; allowed: true or false"):
         sweep(cfg, ohlcv=df, progress=False)

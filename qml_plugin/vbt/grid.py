@@ -247,7 +247,7 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
         from .engine import PatternBook
         from .predlog import check_target
 
-        db, run_id = check_target(df, db, run_id)
+        db, run_id = check_target(df, db, run_id, key="ml_data_collection.db_path")
         book = PatternBook(df, ml, registry_db=db, keep_events=True)
     metrics, rets, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],
                                         compute=compute, progress=progress, ml_book=book)

@@ -159,7 +159,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     if log_db is not None:
         from .predlog import check_target
 
-        log_db, run_id = check_target(df, log_db, run_id)
+        log_db, run_id = check_target(df, log_db, run_id, key="ml_data_collection.db_path")
     stamp = stamp or pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(opt["output_dir"])
     paths: dict[str, str] = {}

@@ -88,28 +88,29 @@ def identity_key(p: QMLParams) -> tuple:
     return tuple(sorted((k, v) for k, v in p.as_dict().items() if k != "min_score"))
 
 
-def check_target(ohlcv: pd.DataFrame, registry_db, run_id) -> tuple[str, str | None]:
-    """``(registry_db, run_id)`` checked: a :class:`ConfigError` naming the bad one and what is allowed."""
+def check_target(ohlcv: pd.DataFrame, registry_db, run_id, *, key: str = "registry_db") -> tuple[str, str | None]:
+    """``(registry_db, run_id)`` checked: a :class:`ConfigError` naming the bad one (``key`` for the
+    registry: ``registry_db``, or ``ml_data_collection.db_path`` for a config) and what is allowed."""
     from ..registry.connection import parse_db
 
     if isinstance(registry_db, os.PathLike):
         registry_db = os.fspath(registry_db)
     allowed = "allowed: a registry path or URL (results/experiments.db, sqlite:///path, postgresql://...) or None"
     if not isinstance(registry_db, str) or not registry_db.strip():
-        raise ConfigError(f"registry_db = {registry_db!r} is not allowed; {allowed}")
+        raise ConfigError(f"{key} = {registry_db!r} is not allowed; {allowed}")
     try:
         parse_db(registry_db)
     except RegistryError as e:
-        raise ConfigError(f"registry_db = {registry_db!r} is not allowed ({e}); {allowed}") from None
+        raise ConfigError(f"{key} = {registry_db!r} is not allowed ({e}); {allowed}") from None
     if Path(registry_db).is_dir():
-        raise ConfigError(f"registry_db = {registry_db!r} is a directory; {allowed}")
+        raise ConfigError(f"{key} = {registry_db!r} is a directory; {allowed}")
     if run_id is not None and (not isinstance(run_id, str) or not run_id.strip()):
         raise ConfigError(f"run_id = {run_id!r} is not allowed; allowed: a non-empty string, or None "
                           "(an id derived from the data, parameters and ml: block)")
     if not ohlcv.attrs.get("symbol"):
-        raise ConfigError("ohlcv.attrs['symbol'] is missing, but registry_db is set: the registry needs the "
+        raise ConfigError(f"ohlcv.attrs['symbol'] is missing, but {key} is set: the registry needs the "
                           "symbol of every pattern (and pattern_id hashes it); allowed: set "
-                          "ohlcv.attrs['symbol'] = 'EURUSD' (load_ohlcv does), or registry_db=None")
+                          f"ohlcv.attrs['symbol'] = 'EURUSD' (load_ohlcv does), or no {key}")
     return registry_db, run_id
 
 
