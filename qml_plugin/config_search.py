@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator, Field, model_validator
 from pydantic_core import PydanticCustomError
 
-from ._config_fields import Section, bad, check_integer, check_number, choice, integer, message, number, show
+from ._config_fields import Section, bad, boolean, check_integer, check_number, choice, integer, message, number, show
 from .config_models import (
     CollectionSection,
     ComputeSection,
@@ -69,12 +69,18 @@ class SweepSection(Section):
         return self
 
 
+class SweepCollectionSection(CollectionSection):
+    enabled: boolean("log the ML filter's scoring events of the grid to db_path (ml_predictions); "
+                     "off by default in a sweep") = False
+
+
 class SweepConfig(Section):
     """A sweep config (``qml sweep``, SPEC §9)."""
 
     data: DataSection = Field(default_factory=DataSection)
     sweep: SweepSection = Field(default_factory=SweepSection)
     ml: MLConfig = Field(default_factory=MLConfig)
+    ml_data_collection: SweepCollectionSection = Field(default_factory=SweepCollectionSection)
     compute: ComputeSection = Field(default_factory=ComputeSection)
 
 

@@ -4,8 +4,9 @@
                    [--scheduler serial|processes|dask] [--workers N] [--address tcp://host:8786]
 
 The work is :func:`qml_plugin.vbt.optimize.optimize`; this module parses arguments and prints the
-top trials on train / validation / holdout, the chosen parameters, their DSR, parameter importance
-and the paths written.
+top trials on train / validation / holdout, the chosen parameters, their DSR, parameter importance,
+the paths written and, with the ML filter on and ``ml_data_collection.enabled``, what went to the
+prediction log.
 """
 from __future__ import annotations
 
@@ -61,4 +62,8 @@ def run(args: argparse.Namespace) -> int:
     for name in ("json", "config", "journal", "study"):
         if name in res.paths:
             print(f"{name}: {res.paths[name]}")
+    log = res.predictions
+    if log:
+        print(f"prediction log: {log['rows']} scoring events of {log['patterns']} patterns, run {log['run_id']}, "
+              f"in {log['db']} ({log['seconds']:.2f} s)")
     return 0

@@ -3,7 +3,8 @@
     $ qml sweep --config configs/sweep.yaml --top 10 [--scheduler serial|processes|dask] [--workers N]
 
 The work is :func:`qml_plugin.vbt.sweep`; this module parses arguments and prints the best rows,
-the overfitting statistics (PBO of the grid, DSR of the best row) and the paths written.
+the overfitting statistics (PBO of the grid, DSR of the best row), the paths written and, with
+``ml_data_collection.enabled`` and the ML filter on, what went to the prediction log.
 """
 from __future__ import annotations
 
@@ -55,4 +56,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntable: {table.attrs['csv']}")
     if table.attrs.get("heatmap"):
         print(f"heatmap: {table.attrs['heatmap']}")
+    log = table.attrs.get("predictions")
+    if log:
+        print(f"prediction log: {log['rows']} scoring events of {log['patterns']} patterns, run {log['run_id']}, "
+              f"in {log['db']} ({log['seconds']:.2f} s)")
     return 0

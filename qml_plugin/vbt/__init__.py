@@ -28,12 +28,25 @@ What lives where:
   rows re-simulated through the Portfolio (the engine of record), ranked, with DSR and PBO, written to
   CSV with a heatmap;
 - :mod:`.overfit` -- the deflated Sharpe ratio and the probability of backtest overfitting;
-- :mod:`.optimize` -- ``qml optimize``: Optuna TPE over ``QMLParams``, train / validation / holdout.
+- :mod:`.optimize` -- ``qml optimize``: Optuna TPE over ``QMLParams``, train / validation / holdout;
+- :mod:`.predlog` -- the prediction log (SPEC §5 ``ml_predictions``): what the model scored, registered
+  and logged once per run.
+
+**The prediction log.** With the ML filter on, :func:`backtest` (``registry_db=``, ``run_id=``),
+:func:`sweep` and ``qml optimize`` (``ml_data_collection: {enabled: true, db_path: ...}``; off by
+default in a sweep config, on by default in an optimize config, as in a run config) register the
+patterns the model scored, with their features and triple-barrier outcomes, and log one row per
+scored pattern, model version and mode: ``model_id``, the three heads, the ``take`` / ``skip``
+decision, ``acting`` and the top five contributions. With a registry, ``canary`` / ``shadow``
+versions of a model folder score too and are logged with ``acting = false``, as in the mixins. The
+same run logs under the same default run id, so running it again writes nothing new. Without a
+registry (the default of :func:`backtest` and of a sweep) nothing is kept or written.
 
 ``ml.size_bands`` and ``ml.kill_switch`` (SPEC §13) are **refused** here, not honoured: the event
 kernel trades one size per combination and cannot stop mid-run, so a config setting either is a
 :class:`~qml_plugin.errors.ConfigError` naming it (``qml sweep``, ``qml optimize``, :func:`backtest`).
-They apply in backtesting.py (the mixins; ``qml run`` on one market).
+They apply in backtesting.py (the mixins; ``qml run`` on one market). The vectorbt side never logs
+``reduce_size`` for that reason, and has no kill-switch trip to record.
 
 What this package leaves to others: detection and labels to :mod:`qml_plugin.patterns`, the three
 ML modes to :mod:`qml_plugin.filter`, model loading and the out-of-sample guard to
@@ -46,7 +59,8 @@ from .fast import EventBook
 from .grid import METRICS, expand_grid, heatmap_path, run_grid, sweep
 from .indicator import OUTPUT_NAMES, QML
 from .overfit import deflated_sharpe, expected_max_sharpe, pbo
+from .predlog import backtest_run_id, grid_run_id
 
 __all__ = ["QML", "OUTPUT_NAMES", "backtest", "trades_table", "portfolio_metrics", "verify", "EngineMismatchError",
            "EventBook", "sweep", "run_grid", "expand_grid", "heatmap_path", "METRICS", "FULL_SIZE",
-           "deflated_sharpe", "expected_max_sharpe", "pbo"]
+           "deflated_sharpe", "expected_max_sharpe", "pbo", "backtest_run_id", "grid_run_id"]

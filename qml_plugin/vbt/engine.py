@@ -59,7 +59,8 @@ MLLike = MLConfig | dict | str | Path | None
 
 
 def backtest(ohlcv: pd.DataFrame, params: QMLParams | None = None, ml: MLLike = None, commission: float = 0.0,
-             cash: float = 100_000) -> vbt.Portfolio:
+             cash: float = 100_000, *, registry_db: str | Path | None = None,
+             run_id: str | None = None) -> vbt.Portfolio:
     """One parameter combination through ``Portfolio.from_orders``: the same trades as ``QMLStrategy``.
 
         >>> from qml_plugin import load_ohlcv
@@ -70,16 +71,29 @@ def backtest(ohlcv: pd.DataFrame, params: QMLParams | None = None, ml: MLLike = 
     ``commission`` is a fraction of each order's value (backtesting.py's ``commission``), ``cash``
     the starting equity. With an ``ml`` block whose model is in-sample or unusable the run warns
     (``IN-SAMPLE`` / ``on_model_error: baseline``) or raises :class:`~qml_plugin.errors.ModelError`.
+
+    ``registry_db`` (a registry path or URL): the patterns the model scored are registered with their
+    features and triple-barrier outcomes, and every scoring event goes to the prediction log under
+    ``run_id`` (default :func:`qml_plugin.vbt.predlog.backtest_run_id`: the same inputs give the same
+    id, so a rerun writes nothing new); see :mod:`qml_plugin.vbt.predlog`. The Portfolio is unchanged.
     """
     params = params or QMLParams()
     if not isinstance(params, QMLParams):
         raise TypeError(f"params must be a QMLParams, got {type(params).__name__}")
     validate_ohlcv(ohlcv)
     ml_cfg = parse_ml_block(ml) if ml is not None else MLConfig()
-    book = PatternBook(ohlcv, ml_cfg)
+    if registry_db is not None:
+        from .predlog import check_target
+
+        registry_db, run_id = check_target(ohlcv, registry_db, run_id)
+    book = PatternBook(ohlcv, ml_cfg, registry_db=registry_db, keep_events=registry_db is not None)
     plan = book.plan(params)
     if book.ml_status not in ("off", "out-of-sample"):
         warnings.warn(f"ML filter status: {book.ml_status}", UserWarning, stacklevel=2)
+    if registry_db is not None and ml_cfg.enabled:
+        from .predlog import backtest_run_id, log_events, scoring_events
+
+        log_events(registry_db, scoring_events(book, [params]), run_id or backtest_run_id(ohlcv, params, ml_cfg))
     name = ohlcv.attrs.get("symbol") or "QML"
     return run_portfolio(ohlcv, [plan], pd.Index([name]), commission=commission, cash=cash, single=True)
 
@@ -90,13 +104,23 @@ class PatternBook:
     Detection depends on the detection fields only (and on ``rr`` only when ``target="rr"``),
     outcomes also on ``max_wait`` / ``max_hold``, decisions also on ``min_score``; a grid that varies
     ``rr`` with ``target="swing"`` or only ``min_score`` therefore detects once.
+
+    ``registry_db``: the registry whose ``ml_model_versions`` statuses decide which versions of a
+    folder act and which score quietly (canary / shadow), as in the mixins. ``keep_events=True``
+    keeps each scoring pass (:class:`~qml_plugin.scoring.Scorer` and features) for
+    :func:`qml_plugin.vbt.predlog.scoring_events`; off (the default) nothing is kept.
     """
 
-    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None) -> None:
+    def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, registry_db: str | None = None,
+                 keep_events: bool = False) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
         refuse_unsupported(self.ml, **NOT_HONOURED)
         self.ml_status = "off"
+        self.registry_db = registry_db
+        self.keep_events = keep_events
+        self.passes: list[dict] = []              # keep_events: one entry per scoring pass
+        self.pass_of: dict[tuple, tuple[int, int, int]] = {}   # detection key -> (pass, first row, end row)
         self._hlc = tuple(ohlcv[k].to_numpy(np.float64) for k in ("High", "Low", "Close"))
         self._patterns: dict[tuple, pd.DataFrame] = {}
         self._labeled: dict[tuple, pd.DataFrame] = {}
@@ -137,19 +161,29 @@ class PatternBook:
         by_key = {self.detection_key(p): p for p in grid}
         frames = [self.patterns(by_key[k]) for k in todo]
         allpats = pd.concat(frames, ignore_index=True)
-        feats = FeatureExtractor().extract(self.ohlcv, allpats)
-        scorer, self.ml_status = score_or_baseline(self.ml, self.ohlcv, allpats, feats)
+        extractor = FeatureExtractor()
+        feats = extractor.extract(self.ohlcv, allpats)
+        scorer, self.ml_status = score_or_baseline(self.ml, self.ohlcv, allpats, feats, registry_db=self.registry_db)
         conf = None if scorer is None else scorer.confidence.to_numpy(dtype=float)
         exp_r = None if scorer is None or scorer.expected_r is None else scorer.expected_r.to_numpy(dtype=float)
         bounds = np.cumsum([0, *map(len, frames)])
+        if self.keep_events and scorer is not None:
+            self.passes.append({"scorer": scorer, "schema": extractor.schema_hash})
         for k, a, b in zip(todo, bounds[:-1], bounds[1:], strict=True):
             self._confidence[k] = conf[a:b] if conf is not None else None
             self._expected_r[k] = exp_r[a:b] if exp_r is not None else None
+            if self.keep_events and scorer is not None:
+                self.pass_of[k] = (len(self.passes) - 1, int(a), int(b))
 
     def confidence(self, p: QMLParams) -> np.ndarray | None:
         """ML confidence of ``p``'s patterns (None: model unusable, the technical rule trades)."""
         self.score([p])
         return self._confidence[self.detection_key(p)]
+
+    def expected_r(self, p: QMLParams) -> np.ndarray | None:
+        """The ``expected_r`` head on ``p``'s patterns (None: model unusable; NaN where the model lacks the head)."""
+        self.score([p])
+        return self._expected_r[self.detection_key(p)]
 
     def plan(self, p: QMLParams) -> dict[str, np.ndarray]:
         """The trades ``QMLStrategy`` makes with ``p``: bars, prices, direction and size of each, as arrays."""
@@ -164,8 +198,7 @@ class PatternBook:
         take, score = decide(lab["validity_score"].to_numpy(float), conf if conf is not None else np.nan,
                              mode=mode, min_score=float(p.min_score), ml_weight=self.ml.ml_weight,
                              confidence_threshold=self.ml.confidence_threshold,
-                             expected_r=self._expected_r.get(self.detection_key(p)) if mode else None,
-                             min_expected_r=getattr(self.ml, "min_expected_r", 0.0))
+                             expected_r=self.expected_r(p) if mode else None, min_expected_r=self.ml.min_expected_r)
         chosen = select_trades(lab, take & tradable, score, p.max_wait)
         traded = chosen & (lab["status"].to_numpy() == "filled")
         size = size_fraction(score) if (self.ml.size_by_score and mode is not None) else np.full(len(d), FULL_SIZE)
@@ -283,7 +316,7 @@ def portfolio_metrics(pf: vbt.Portfolio, ohlcv: pd.DataFrame | Market, *, commis
 
 
 def verify(ohlcv: pd.DataFrame, params: Sequence[QMLParams], fast: Sequence[tuple], *, ml: MLConfig | None = None,
-           commission: float = 0.0, cash: float = 100_000.0, rtol: float = 1e-9) -> int:
+           commission: float = 0.0, cash: float = 100_000.0, rtol: float = 1e-9, registry_db: str | None = None) -> int:
     """Re-simulate ``params`` through vectorbt's Portfolio and raise unless the fast path agrees.
 
     ``fast`` holds :meth:`qml_plugin.vbt.fast.EventBook.simulate`'s output per combination. The
@@ -291,13 +324,14 @@ def verify(ohlcv: pd.DataFrame, params: Sequence[QMLParams], fast: Sequence[tupl
     the fast path's kernel); its equity from vectorbt's own accounting. Trades must match exactly
     (bars, direction) and to ``rtol`` (prices); metrics to ``rtol`` (1e-9), NaN and inf included.
     Returns the number of combinations checked; raises :class:`EngineMismatchError` naming the
-    combination and what differs.
+    combination and what differs. ``registry_db``: the registry the fast path's scores used (its statuses
+    decide which versions act), so both engines score alike.
     """
     from .fast import FAST_METRICS
 
     if not params:
         return 0
-    book = PatternBook(ohlcv, ml)
+    book = PatternBook(ohlcv, ml, registry_db=registry_db)
     book.score(params)
     pf = run_portfolio(ohlcv, [book.plan(p) for p in params], pd.RangeIndex(len(params)), commission=commission,
                        cash=cash)

@@ -99,11 +99,13 @@ class EventBook:
     for all combinations, :meth:`prepare`); ML off, the technical rule decides. ``start`` scores
     only the period from that time: patterns are still detected on every bar (the earlier ones are
     the warm-up, causal), but only those detected from ``start`` on are traded, and the daily
-    equity starts there (``qml optimize``'s validation and holdout periods).
+    equity starts there (``qml optimize``'s validation and holdout periods). ``registry_db`` goes to the
+    :class:`~qml_plugin.vbt.engine.PatternBook` (its version statuses); ``ml_book`` is one already
+    made (the sweep's driver keeps its scoring events for the prediction log).
     """
 
     def __init__(self, ohlcv: pd.DataFrame, ml: MLConfig | None = None, *, start=None,
-                 scores: tuple[dict, str] | None = None) -> None:
+                 scores: tuple[dict, str] | None = None, registry_db: str | None = None, ml_book=None) -> None:
         self.ohlcv = ohlcv
         self.ml = ml or MLConfig()
         refuse_unsupported(self.ml, **NOT_HONOURED)
@@ -113,13 +115,14 @@ class EventBook:
         self.sample = self.market.sample_bars(self.first_bar, len(ohlcv) - 1)
         self._structure: dict[tuple, dict] = {}
         self._levels: dict[tuple, tuple] = {}
+        self._er: dict[tuple, np.ndarray | None] = {}       # expected_r per level key (expected_value mode)
         self._ml_book = None
         self._scores = scores[0] if scores is not None else None
         self.ml_status = scores[1] if scores is not None else "off"
         if self.ml.enabled and scores is None:
             from .engine import PatternBook
 
-            self._ml_book = PatternBook(ohlcv, self.ml)
+            self._ml_book = ml_book if ml_book is not None else PatternBook(ohlcv, self.ml, registry_db=registry_db)
 
     @staticmethod
     def structure_key(p: QMLParams) -> tuple:
@@ -137,7 +140,7 @@ class EventBook:
             self.ml_status = self._ml_book.ml_status
 
     def scores(self, grid: Sequence[QMLParams]) -> tuple[dict, str]:
-        """``(confidence per detection key, ml_status)`` of ``grid``: what a work unit takes as ``scores=``.
+        """``({detection key: (confidence, expected_r)}, ml_status)`` of ``grid``: a work unit's ``scores=``.
 
         The driver scores once (XGBoost never runs in a worker: a forked worker must not start
         OpenMP threads its parent already used, and one model pass serves every unit).
@@ -146,7 +149,8 @@ class EventBook:
 
         self.prepare(grid)
         keys = {PatternBook.detection_key(p): p for p in grid}
-        return ({k: self._ml_book.confidence(p) for k, p in keys.items()} if self._ml_book is not None else {},
+        book = self._ml_book
+        return ({k: (book.confidence(p), book.expected_r(p)) for k, p in keys.items()} if book is not None else {},
                 self.ml_status)
 
     def levels(self, p: QMLParams) -> tuple:
@@ -160,36 +164,42 @@ class EventBook:
             skey = self.structure_key(p)
             if skey not in self._structure:
                 self._structure = {skey: detect_structure(*self._ohlc[1:], p)}   # one structure at a time
-                self._levels = {}
+                self._levels, self._er = {}, {}
             arr = pattern_levels(self._structure[skey], p)
             ok = levels_placeable(arr["direction"], arr["entry"], arr["stop"], arr["target"])
             ok &= arr["detection_bar"] >= self.first_bar
             mode, conf = None, np.nan
-            c = None
+            c = er = None
             if self._scores is not None and self.ml.enabled:
                 from .engine import PatternBook
 
-                c = self._scores[PatternBook.detection_key(p)]
+                c, er = self._scores[PatternBook.detection_key(p)]
             elif self._ml_book is not None:
                 self.prepare([p])
-                c = self._ml_book.confidence(p)
+                c, er = self._ml_book.confidence(p), self._ml_book.expected_r(p)
             if c is not None:
                 mode, conf = self.ml.prediction_mode, c
+            er = er if mode is not None else None     # expected_value decides on it (NaN: the technical rule)
             _, score = decide(arr["validity_score"], conf, mode=mode, ml_weight=self.ml.ml_weight,
-                              confidence_threshold=self.ml.confidence_threshold)
+                              confidence_threshold=self.ml.confidence_threshold, expected_r=er,
+                              min_expected_r=self.ml.min_expected_r)
             order = selection_order(arr["detection_bar"], score, arr["p1_bar"])
             size = size_fraction(score) if (self.ml.size_by_score and mode is not None) else \
                 np.full(len(score), FULL_SIZE)
             if len(self._levels) > 64:                                          # bounded memory on big grids
                 self._levels.clear()
+                self._er.clear()
             self._levels[key] = (arr, ok, conf, mode, order, size)
+            self._er[key] = er
         return self._levels[key]
 
     def simulate(self, p: QMLParams, *, commission: float = 0.0, cash: float = 100_000.0) -> tuple:
         """``simulate_nb``'s output for ``p``: the metric vector, the trades and the daily equity."""
         arr, ok, conf, mode, order, size = self.levels(p)
+        er = self._er[self.level_key(p)]
         take, _ = decide(arr["validity_score"], conf, mode=mode, min_score=float(p.min_score),
-                         ml_weight=self.ml.ml_weight, confidence_threshold=self.ml.confidence_threshold)
+                         ml_weight=self.ml.ml_weight, confidence_threshold=self.ml.confidence_threshold,
+                         expected_r=er, min_expected_r=self.ml.min_expected_r)
         o, h, l, c = self._ohlc
         return simulate_nb(o, h, l, c, self.sample, order, arr["detection_bar"], arr["direction"],
                            arr["entry"], arr["stop"], arr["target"], take & ok, size, int(p.max_wait),

@@ -43,8 +43,9 @@ Metrics, one definition (:mod:`qml_plugin.tradesim`), per combination:
 ``table.attrs``: ``pbo`` (probability of backtest overfitting, CSCV over 16 blocks of the daily
 returns, :func:`~qml_plugin.vbt.overfit.pbo`), ``pbo_logits`` (the in-sample best's out-of-sample
 rank logits, one per split), ``n_trials`` (distinct combinations, by their daily returns),
-``verified`` (rows re-simulated through the Portfolio), ``ml_status``, and the written paths
-(``csv``, ``heatmap``).
+``verified`` (rows re-simulated through the Portfolio), ``ml_status``, the written paths
+(``csv``, ``heatmap``) and, when the grid's scoring events were logged (``ml_data_collection``,
+:mod:`qml_plugin.vbt.predlog`), ``predictions``: ``run_id``, ``db``, ``patterns``, ``rows``, ``seconds``.
 
 Rows are sorted by ``sweep.metric``, best first: descending for every metric (for ``max_drawdown``,
 negative, the least negative first). NaN sorts last. The table is written to ``sweep.output`` (CSV)
@@ -178,14 +179,16 @@ def _blocks(grid: list[QMLParams], parallel: int) -> list[np.ndarray]:
 
 def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None = None, commission: float = 0.0,
              cash: float = 100_000.0, compute: dict | Scheduler | None = None, progress: bool = True,
-             ) -> tuple[np.ndarray, GridReturns, str]:
+             ml_book=None) -> tuple[np.ndarray, GridReturns, str]:
     """Fast-path metrics (combinations x ``FAST_METRICS``), :class:`GridReturns` and the ML status of ``grid``.
 
     The library core of :func:`sweep` and ``qml optimize``: blocks of combinations run as work units
     on :class:`~qml_plugin.compute.Scheduler` (``compute``: ``scheduler``, ``workers``, ``address``;
     default serial; or a Scheduler already entered, whose workers then serve several grids); the series,
     the costs and the ML scores go to each worker once per grid, the blocks are about four per worker.
-    Results come back in ``grid``'s order whatever the scheduler.
+    Results come back in ``grid``'s order whatever the scheduler. ``ml_book``: the driver's
+    :class:`~qml_plugin.vbt.engine.PatternBook` to score with (the sweep's, keeping its events for the
+    prediction log); None = a fresh one.
     """
     ml = ml or MLConfig()
     own = not isinstance(compute, Scheduler)
@@ -197,7 +200,7 @@ def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None 
         sch = compute
     parallel = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     blocks = _blocks(grid, parallel)
-    scores = EventBook(ohlcv, ml).scores(grid) if ml.enabled else None    # the model runs on the driver only
+    scores = EventBook(ohlcv, ml, ml_book=ml_book).scores(grid) if ml.enabled else None   # on the driver only
     shared = (ohlcv, ml, float(commission), float(cash), scores)        # sent to each worker once
     with sch if own else contextlib.nullcontext(sch):
         results = sch.map(_unit, [[grid[i] for i in b] for b in blocks], shared=shared,
@@ -215,13 +218,18 @@ def run_grid(ohlcv: pd.DataFrame, grid: list[QMLParams], *, ml: MLConfig | None 
 
 
 def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progress: bool = True,
-          write: bool = True, compute: dict | None = None) -> pd.DataFrame:
+          write: bool = True, compute: dict | None = None, run_id: str | None = None) -> pd.DataFrame:
     """Run the sweep config's grid and return one row per combination (see the module docstring).
 
     ``ohlcv`` replaces the config's ``data:`` section (e.g. a frame already in memory);
-    ``write=False`` skips the CSV and the heatmap; ``compute`` (``{"scheduler": "dask", "workers": 2}``)
-    replaces the config's ``compute:`` section. Raises
+    ``write=False`` skips the CSV, the heatmap and the prediction log; ``compute`` (``{"scheduler": "dask",
+    "workers": 2}``) replaces the config's ``compute:`` section. Raises
     :class:`~qml_plugin.vbt.engine.EngineMismatchError` if a verified row disagrees with vectorbt.
+
+    With ``ml_data_collection: {enabled: true, db_path: ...}`` and the ML filter on, the grid's scoring
+    events go to the prediction log under ``run_id`` (default
+    :func:`~qml_plugin.vbt.predlog.grid_run_id`), one row per distinct pattern, model version and mode
+    (:mod:`qml_plugin.vbt.predlog`); ``table.attrs["predictions"]`` says what was written.
     """
     cfg = load_sweep_config(config)
     sw = cfg["sweep"]
@@ -232,8 +240,17 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     refuse_unsupported(ml, **NOT_HONOURED)          # before any data is loaded
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     compute = compute if compute is not None else cfg.get("compute")
+    col = cfg.get("ml_data_collection") or {}
+    db = col.get("db_path") if write and col.get("enabled") and ml.enabled else None
+    book = None
+    if db is not None:                               # collection off: no book kept, nothing else done
+        from .engine import PatternBook
+        from .predlog import check_target
+
+        db, run_id = check_target(df, db, run_id, key="ml_data_collection.db_path")
+        book = PatternBook(df, ml, registry_db=db, keep_events=True)
     metrics, rets, ml_status = run_grid(df, grid, ml=ml, commission=sw["commission"], cash=sw["cash"],
-                                           compute=compute, progress=progress)
+                                        compute=compute, progress=progress, ml_book=book)
     fm = pd.DataFrame(metrics, columns=FAST_METRICS)
     n_trials, sr_var = trial_count(rets.digests, fm["sr"].to_numpy())
     fm["dsr"] = deflated_sharpe(fm["sr"], n_obs=fm["n_days"], skew=fm["skew"], kurtosis=fm["kurtosis"],
@@ -247,7 +264,12 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
     prob, logits = pbo_from_sums(rets.s1, rets.s2, rets.days)
     table.attrs.update(pbo=prob, pbo_logits=logits, n_trials=n_trials, ml_status=ml_status)
     table.attrs["verified"] = verify_rows(df, [grid[i] for i in order[:max(int(sw.get("verify_top", 10)), 0)]],
-                                          ml=ml, commission=sw["commission"], cash=sw["cash"])
+                                          ml=ml, commission=sw["commission"], cash=sw["cash"], registry_db=db)
+    if book is not None:
+        from .predlog import grid_run_id, log_events, scoring_events
+
+        table.attrs["predictions"] = log_events(db, scoring_events(book, grid),
+                                                run_id or grid_run_id("sweep", df, grid, ml))
     if write:
         csv = Path(sw["output"])
         csv.parent.mkdir(parents=True, exist_ok=True)
@@ -260,12 +282,12 @@ def sweep(config: dict | str | Path, *, ohlcv: pd.DataFrame | None = None, progr
 
 
 def verify_rows(ohlcv: pd.DataFrame, params: list[QMLParams], *, ml: MLConfig | None = None,
-                commission: float = 0.0, cash: float = 100_000.0) -> int:
+                commission: float = 0.0, cash: float = 100_000.0, registry_db: str | None = None) -> int:
     """Fast path again for ``params``, then :func:`~qml_plugin.vbt.engine.verify` against the Portfolio."""
-    book = EventBook(ohlcv, ml)
+    book = EventBook(ohlcv, ml, registry_db=registry_db)
     book.prepare(params)
     fast = [book.simulate(p, commission=commission, cash=cash) for p in params]
-    return verify(ohlcv, params, fast, ml=ml, commission=commission, cash=cash)
+    return verify(ohlcv, params, fast, ml=ml, commission=commission, cash=cash, registry_db=registry_db)
 
 
 def trial_count(digests: list, sr: np.ndarray) -> tuple[int, float]:

@@ -28,6 +28,16 @@ sees every study beside its patterns and several drivers can share one. With
 ``processes`` or ``dask`` the driver asks for one batch of trials per worker round, so a parallel
 run is reproducible for a given number of workers, a serial run for a given seed.
 
+**Prediction log.** With the ML filter on and ``ml_data_collection: {enabled: true, db_path: ...}``
+(enabled is the optimize config's default), a search that writes (``write=True``) logs its scoring
+events under one run id (``run_id=``, default :func:`~qml_plugin.vbt.predlog.grid_run_id`): one row
+per distinct trial pattern, model version and mode, each trial's patterns detected inside the longest
+period it was scored on (train for most, holdout for the ``top_k``), see :mod:`qml_plugin.vbt.predlog`.
+The trials score in the workers and return metrics only; the driver scores the trials' patterns once
+more, in one batch, to log them (the features are causal and the guard per pattern, so a pattern's
+score does not depend on the period it was scored in). ``OptimizeResult.predictions`` says what was
+written; the trials use the registry's version statuses then, as the log does.
+
 ``optimize.space`` maps ``QMLParams`` fields to ``[low, high]`` (integers for integer fields: an
 integer range; numbers for float fields: a float range) or a list of choices (any other list, e.g.
 ``target: [swing, rr]``); ``optimize.fixed`` holds fields at one value. Every bound and choice is
@@ -85,12 +95,13 @@ def parse_space(space: dict) -> dict[str, Any]:
 def _evaluate(shared: tuple, trial: tuple) -> np.ndarray:
     """Work unit: one parameter set on one period -> the fast path's metric vector.
 
-    ``shared`` = ``(ohlcv, ml, commission, cash)`` reaches each worker once per search; ``trial`` =
-    ``(n_bars, start, params)``: the period is the first ``n_bars`` bars, traded from ``start``.
+    ``shared`` = ``(ohlcv, ml, commission, cash, registry_db)`` reaches each worker once per search; ``trial``
+    = ``(n_bars, start, params)``: the period is the first ``n_bars`` bars, traded from ``start``.
     """
-    ohlcv, ml, commission, cash = shared
+    ohlcv, ml, commission, cash, db = shared
     n_bars, start, params = trial
-    return EventBook(ohlcv.iloc[:n_bars], ml, start=start).simulate(params, commission=commission, cash=cash)[0]
+    return EventBook(ohlcv.iloc[:n_bars], ml, start=start, registry_db=db).simulate(
+        params, commission=commission, cash=cash)[0]
 
 
 @dataclass
@@ -105,6 +116,7 @@ class OptimizeResult:
     periods: dict
     objective: str
     paths: dict = field(default_factory=dict)
+    predictions: dict = field(default_factory=dict)   # the prediction log written: run_id, db, patterns, rows
 
 
 def _periods(df: pd.DataFrame, split: list[float]) -> dict:
@@ -121,9 +133,11 @@ def _periods(df: pd.DataFrame, split: list[float]) -> dict:
 
 def optimize(config: dict | str | Path, *, trials: int | None = None, objective: str | None = None,
              seed: int | None = None, compute: dict | None = None, ohlcv: pd.DataFrame | None = None,
-             progress: bool = True, write: bool = True, stamp: str | None = None) -> OptimizeResult:
+             progress: bool = True, write: bool = True, stamp: str | None = None,
+             run_id: str | None = None) -> OptimizeResult:
     """Run ``qml optimize`` on a config (see the module docstring); ``trials`` / ``objective`` / ``seed`` /
-    ``compute`` override the config, ``ohlcv`` its ``data:``; ``write=False`` writes nothing (in-memory study)."""
+    ``compute`` override the config, ``ohlcv`` its ``data:``; ``write=False`` writes nothing (in-memory study,
+    no prediction log); ``run_id`` names the prediction log's run."""
     cfg = load_optimize_config(config)
     opt = cfg["optimize"]
     n_trials = int(trials if trials is not None else opt["trials"])
@@ -140,6 +154,12 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     refuse_unsupported(ml, **NOT_HONOURED)          # before any data is loaded
     df = load_data(cfg["data"]) if ohlcv is None else ohlcv
     periods = _periods(df, opt["split"])
+    col = cfg.get("ml_data_collection") or {}
+    log_db = col.get("db_path") if write and col.get("enabled") and ml.enabled else None
+    if log_db is not None:
+        from .predlog import check_target
+
+        log_db, run_id = check_target(df, log_db, run_id, key="ml_data_collection.db_path")
     stamp = stamp or pd.Timestamp.now(tz="UTC").strftime("%Y%m%dT%H%M%SZ")
     out_dir = Path(opt["output_dir"])
     paths: dict[str, str] = {}
@@ -162,7 +182,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     batch = 1 if sch.scheduler == "serial" else (sch.workers or 2)
     col = FAST_METRICS.index(objective)
     comm, cash = float(opt["commission"]), float(opt["cash"])
-    shared = (df, ml, comm, cash)                                # the bars go to each worker once
+    shared = (df, ml, comm, cash, log_db)                        # the bars go to each worker once
 
     def scored(period: str, params: list[QMLParams]) -> np.ndarray:
         n_bars, start = periods[period]
@@ -186,7 +206,7 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
         table = pd.DataFrame(rows)
         ranked = table.sort_values(["value", "trial"], ascending=[False, True], na_position="last")
         top = ranked.head(int(opt["top_k"])).reset_index(drop=True)
-        top_params = [QMLParams(**{k: _plain(r[k]) for k in (*fixed, *dists)}) for _, r in top.iterrows()]
+        top_params = [QMLParams(**{k: _plain(r[k]) for k in (*fixed, *dists)}) for r in top.to_dict("records")]
         val = scored("validation", top_params)
         top["validation"] = val[:, col]
         best = int(np.nanargmax(np.where(np.isnan(top["validation"]), -np.inf, top["validation"])))
@@ -200,9 +220,24 @@ def optimize(config: dict | str | Path, *, trials: int | None = None, objective:
     importance = _importance(study, seed)
     result = OptimizeResult(trials=table, top=top, chosen=chosen, dsr=dsr, importance=importance,
                             periods=periods["bounds"], objective=objective, paths=paths)
+    if log_db is not None:
+        result.predictions = _log(df, ml, table, top_params, (*fixed, *dists), periods, log_db, run_id)
     if write:
         _write(result, cfg, out_dir, stamp, n_trials, seed)
     return result
+
+
+def _log(df: pd.DataFrame, ml, table: pd.DataFrame, top_params: list[QMLParams], keys: tuple, periods: dict,
+         db: str, run_id: str | None) -> dict:
+    """The search's scoring events, scored once more on the driver (see the module docstring)."""
+    from .engine import PatternBook
+    from .predlog import grid_run_id, log_events, scoring_events
+
+    trials = [QMLParams(**{k: _plain(r[k]) for k in keys}) for r in table.to_dict("records")]
+    grid = top_params + trials                       # the top trials first: their longest period is the holdout
+    upto = [periods["holdout"][0]] * len(top_params) + [periods["train"][0]] * len(trials)
+    book = PatternBook(df, ml, registry_db=db, keep_events=True)
+    return log_events(db, scoring_events(book, grid, upto=upto), run_id or grid_run_id("optimize", df, trials, ml))
 
 
 def _plain(v: Any) -> Any:
