@@ -130,3 +130,26 @@ def test_trade_metrics_keeps_each_rows_size_in_any_row_order(planted):
     size = np.array([1.0, 0.5, 0.25, 1.0, 0.5, 0.25])
     flipped = trade_metrics(t.iloc[::-1], df, size=size[::-1])
     assert flipped == trade_metrics(t, df, size=size) != trade_metrics(t, df, size=1.0)
+
+
+def test_bands_skipping_above_the_threshold_lower_the_random_filters_pass_rate(planted):
+    df, labeled, proba, start = planted
+    low = [{"min": 0.7, "size": 1.0}, {"min": 0.58, "size": 0.5}]          # the filter also skips 0.5 .. 0.58
+    ml = mode_trades(labeled, proba, mode="filter", start=start, size_bands=low)
+    res, rate, _ = band(df, labeled, proba, start, size_bands=low)
+    _, full_rate, _ = band(df, labeled, proba, start)
+    assert rate < full_rate and (res["trades"] == len(ml)).all()
+    exposure = FULL_SIZE * size_band(proba, low)[labeled.index.get_indexer(ml.index)].sum()
+    assert res["exposure"].to_numpy() == pytest.approx(np.full(SEEDS, exposure), abs=1e-9)
+
+
+def test_each_seed_shuffles_the_filters_sizes_over_its_kept_candidates():
+    from qml_plugin.comparison import _band_sizes
+
+    kept = np.zeros(40, bool)
+    kept[::2] = True
+    ml_sizes = np.r_[np.full(10, 1.0), np.full(10, 0.5)]
+    draws = np.array([_band_sizes(kept, ml_sizes, seed) for seed in range(5)])
+    assert (draws[:, ~kept] == 1.0).all()                                    # not kept: the asked size
+    assert all(sorted(d[kept]) == sorted(ml_sizes) for d in draws)           # the filter's multiset, each seed
+    assert len({tuple(d) for d in draws}) == 5                               # who gets which size is chance
