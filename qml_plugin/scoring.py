@@ -282,16 +282,20 @@ class Scorer:
 
 
 def decision_labels(frame: pd.DataFrame) -> np.ndarray:
-    """``take`` / ``reduce_size`` / ``skip`` per row of a decisions frame (``pattern_decisions``).
+    """``take`` / ``reduce_size`` / ``skip`` per row of a decisions frame (``pattern_decisions``, or the
+    tag-row signals of a run).
 
-    A column that already holds exactly those words (``ml_decision``, else ``decision``) is used as
-    it is (sizing bands say ``reduce_size`` there); otherwise the boolean ``take`` gives ``take`` /
-    ``skip``.
+    Row by row: ``ml_decision`` when it holds one of those words (sizing bands say ``reduce_size``
+    there), else ``decision`` when it does, else the boolean ``take`` gives ``take`` / ``skip`` (a
+    signal met after the kill switch tripped has no ``ml_decision``).
     """
-    for col in ("ml_decision", "decision"):
-        if col in frame.columns and len(frame) and frame[col].isin(_DECISIONS).all():
-            return frame[col].to_numpy(dtype=object)
-    return np.where(frame["take"].to_numpy(dtype=bool), "take", "skip").astype(object)
+    out = np.where(frame["take"].to_numpy(dtype=bool), "take", "skip").astype(object)
+    for col in ("decision", "ml_decision"):          # the later column wins where both hold a word
+        if col in frame.columns:
+            words = frame[col].to_numpy(dtype=object)
+            ok = pd.Series(words).isin(_DECISIONS).to_numpy()
+            out[ok] = words[ok]
+    return out
 
 
 def _values(series: pd.Series | None, rows: np.ndarray) -> np.ndarray:

@@ -98,6 +98,45 @@ def test_one_full_band_changes_nothing(trained_model, later):
     assert (full._strategy.pattern_decisions["ml_decision"] != "reduce_size").all()
 
 
+def test_a_tag_row_signal_taken_at_a_reduced_band_is_logged_reduce_size(trained_model, later):
+    from backtesting import Strategy
+
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.mixins import MLFilterMixin
+    from qml_plugin.patterns import detect_patterns
+
+    _, path = trained_model
+    df = later[:"2014-12-31"]
+    pats = detect_patterns(df)
+    rows = pd.concat([pats.set_index("pattern_id"), FeatureExtractor().extract(df, pats)], axis=1).reset_index()
+    by_bar = {int(r["detection_bar"]): r for r in rows.to_dict("records")}
+
+    class OwnSignals(MLFilterMixin, Strategy):          # no self.patterns: every signal is a tag row
+        def init(self):
+            pass
+
+        def next(self):
+            if self.trades and len(self.data) - self.trades[0].entry_bar > 10:
+                self.position.close()                    # hold ten bars
+            row = by_bar.get(len(self.data) - 1)
+            if row is not None and not self.position and not self.orders:
+                (self.buy if row["direction"] == 1 else self.sell)(tag=dict(row))
+
+    bands = [{"min": 0.43, "size": 1.0}, {"min": 0.40, "size": 0.5}]
+    block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
+                            "confidence_threshold": 0.0, "size_bands": bands})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(df, OwnSignals, cash=CASH).run(ml_config=block)
+    pred = stats._strategy.predictions.set_index("pattern_id")
+    signals = {s["row"]["pattern_id"]: s for s in stats._strategy._signals}
+    conf = np.array([signals[p]["ml_confidence"] for p in pred.index])
+    technical = np.array([signals[p]["row"]["validity_score"] >= 0.5 for p in pred.index])   # min_score 0.5
+    want = np.where(technical & (conf >= 0.43), "take", np.where(technical & (conf >= 0.40), "reduce_size", "skip"))
+    assert pred["decision"].tolist() == want.tolist() and set(want) == {"take", "reduce_size", "skip"}
+    assert [signals[p]["take"] for p in pred.index] == (want != "skip").tolist()   # reduce_size: taken, at half size
+
+
 class SevenUnits(QMLStrategy):
     """Asks for 7 whole units per order instead of backtesting.py's default (all equity)."""
 
