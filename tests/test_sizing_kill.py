@@ -269,6 +269,54 @@ def test_trades_closed_before_the_first_scored_pattern_do_not_count(trained_mode
     assert stats._strategy.ml_kill_switch["bar"] == int(t["ExitBar"].iloc[k]) > armed
 
 
+def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(trained_model, later, monkeypatch):
+    """The kill switch skips ``closed_trades`` while the pending orders are unchanged (``_kill``: per-bar cost);
+    a market order whose stop fills and hits within one bar, after a flat bar, must still count."""
+    from backtesting import Strategy
+
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.mixins import MLFilterMixin
+    from qml_plugin.patterns import detect_patterns
+
+    _, path = trained_model
+    df = later[:"2014-12-31"]
+    close = df["Close"].to_numpy()
+    X = FeatureExtractor().extract(df, detect_patterns(df)).reset_index(drop=True)
+
+    class Flip(MLFilterMixin, Strategy):        # a market order every 12 bars with a stop 0.05 % away: many
+        def init(self):                           # fill and stop out in one bar (backtesting.py re-checks it)
+            pass
+
+        def next(self):
+            i = len(self.data) - 1
+            if i % 12 == 0 and not self.position and not self.orders:
+                row = {"pattern_id": f"s{i}", "validity_score": 0.9, **X.iloc[(i // 12) % len(X)].to_dict()}
+                if i % 24:
+                    self.buy(sl=close[i] * 0.9995, tag=row)
+                else:
+                    self.sell(sl=close[i] * 1.0005, tag=row)
+
+    def go(guard: bool, **kill):
+        monkeypatch.setattr(KillSwitchState, "guard", guard)
+        block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
+                                "confidence_threshold": 0.0, "kill_switch": kill})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Backtest(df, Flip, cash=CASH).run(ml_config=block)
+
+    on, off = (go(g, consecutive_losses=6, action="halt") for g in (True, False))
+    trip = on._strategy.ml_kill_switch
+    assert trip is not None and trip == off._strategy.ml_kill_switch
+    pd.testing.assert_frame_equal(on._trades, off._trades)
+    t = on._trades.iloc[: trip["closed_trades"]]
+    assert (t["EntryBar"] == t["ExitBar"]).sum() >= 3 and trip["bar"] == int(t["ExitBar"].iloc[-1])
+    never_on, never_off = (go(g, consecutive_losses=10**6) for g in (True, False))
+    reads = [s._strategy._qml_kill.reads for s in (never_on, never_off)]
+    armed_bars = len(df) - never_off._strategy._qml_kill.armed_from
+    assert never_on._strategy.ml_kill_switch is None and armed_bars - 2 <= reads[1] <= armed_bars   # every bar
+    assert 0 < reads[0] < 0.5 * reads[1], reads
+
+
 def test_the_kill_switch_is_not_armed_without_a_model_acting(eurusd_4h):
     block = "enabled: false\nkill_switch: {consecutive_losses: 1, action: halt}"
     with warnings.catch_warnings():

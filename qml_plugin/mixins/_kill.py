@@ -21,11 +21,20 @@ equity (and its peak), not the run of losses.
 Trades are taken in the order backtesting.py closed them (``self.closed_trades``). The check runs
 at the start of every ``next()``, before the strategy's own code, so a trade closed during bar
 ``t`` trips the switch at bar ``t`` and the orders placed at ``t`` already follow the new rule.
-Per bar it compares ``len(self.closed_trades)`` with the count already seen, and each closed trade
-is looked at once: no re-scan of past trades in Python. (``closed_trades`` is backtesting.py's tuple
-copy of its list, a C-level copy that grows with the trades closed so far: about 1 us at 100
-closed trades, 13 us at 2,800; backtesting.py exposes no cheaper count, and its private
-``_broker`` is not read. ``benchmarks/bench_kill_switch.py`` measures both.)
+Each closed trade is looked at once: no re-scan of past trades in Python.
+
+**Per-bar cost: read ``closed_trades`` only when a trade may have closed.** ``closed_trades`` is
+backtesting.py's tuple copy of its list, a copy that grows with the trades closed so far (about
+1 us at 100 closed trades, 13 us at 2,800), and backtesting.py exposes no cheaper count (its
+private ``_broker`` is not read). But no trade closes without an order executing: a stop-loss or
+take-profit is an order of its trade, ``trade.close()`` / ``position.close()`` place one, and a new
+order that reverses a position is one; the broker removes each order it executes (the only other
+close, a margin call at zero equity, ends the backtest). So the bar hook keeps the strategy's
+``orders`` (a tuple of a few) as they stand when ``next()`` returns (:func:`remember`), and at the
+next bar, if the very same order objects are still pending and nothing else, no order executed,
+no trade closed, and ``closed_trades`` is not read. Any change (a fill, a cancel, a new stop)
+falls through to the full check: a false alarm costs one read, a missed close is impossible.
+``benchmarks/bench_kill_switch.py`` times both paths in one run (``KillSwitchState.guard``).
 
 Once tripped (``action``):
 
@@ -48,6 +57,9 @@ NOT_ARMED = 2**62
 class KillSwitchState:
     """The running count of losses and the closed-trade equity of one backtest (see the module doc)."""
 
+    guard = True
+    """Skip reading ``closed_trades`` while the orders are those :func:`remember` kept (False: every bar)."""
+
     def __init__(self, spec, cash: float, *, armed_from: int | None = 0) -> None:
         # the first bar a model scored a pattern on; not yet known: beyond any bar
         self.armed_from = armed_from if armed_from is not None else NOT_ARMED
@@ -60,6 +72,8 @@ class KillSwitchState:
         self.equity = float(cash)
         self.peak = float(cash)
         self.trip: dict | None = None
+        self.orders_after: tuple | None = None   # the strategy's orders when its last next() returned
+        self.reads = 0                           # bars on which closed_trades was read (the guard let it through)
 
     def feed(self, pl: float) -> dict | None:
         """Take the next closed trade's net PnL; return the trip (without bar and time) if it trips here."""
@@ -83,10 +97,27 @@ class KillSwitchState:
                 "closed_trade_equity": self.equity}
 
 
+def remember(strategy, state: KillSwitchState) -> None:
+    """Called by the bar hook when ``next()`` returns (once the switch is armed): keep the pending orders."""
+    state.orders_after = strategy.orders
+
+
+def _nothing_executed(strategy, state: KillSwitchState) -> bool:
+    """True when the pending orders are exactly those :func:`remember` kept: no order executed, no trade closed."""
+    before = state.orders_after
+    if before is None or not state.guard:
+        return False
+    now = strategy.orders
+    return len(now) == len(before) and all(a is b for a, b in zip(now, before))
+
+
 def check(strategy, state: KillSwitchState, bar: int) -> dict | None:
     """At ``bar``, feed the trades closed since the last call; on a trip return the full record (bar and time added)."""
     if bar < state.armed_from:
         return None
+    if state.started and _nothing_executed(strategy, state):
+        return None
+    state.reads += 1
     closed = strategy.closed_trades
     if not state.started:        # arming: trades closed before it count in the equity, not in the run of losses
         state.started = True
