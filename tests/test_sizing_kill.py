@@ -296,13 +296,13 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
                 else:
                     self.sell(sl=close[i] * 1.0005, tag=row)
 
-    def go(guard: bool, **kill):
+    def go(guard: bool, strategy=Flip, **kill):
         monkeypatch.setattr(KillSwitchState, "guard", guard)
         block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
                                 "confidence_threshold": 0.0, "kill_switch": kill})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Backtest(df, Flip, cash=CASH).run(ml_config=block)
+            return Backtest(df, strategy, cash=CASH).run(ml_config=block)
 
     on, off = (go(g, consecutive_losses=6, action="halt") for g in (True, False))
     trip = on._strategy.ml_kill_switch
@@ -310,11 +310,36 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
     pd.testing.assert_frame_equal(on._trades, off._trades)
     t = on._trades.iloc[: trip["closed_trades"]]
     assert (t["EntryBar"] == t["ExitBar"]).sum() >= 3 and trip["bar"] == int(t["ExitBar"].iloc[-1])
+    # a pending limit order that reverses a trade with a stop only, and brings its own stop and target:
+    # the pending count stays 2 (stop + limit -> new stop + target) while a trade closes; identity sees it
+    class Reverse(Flip):
+        def next(self):
+            _reverse_by_limit(self, close, X)
+
+    on, off = (go(g, Reverse, consecutive_losses=3, action="halt") for g in (True, False))
+    trip = on._strategy.ml_kill_switch
+    assert trip is not None and trip == off._strategy.ml_kill_switch and trip["closed_trades"] > 3
+    pd.testing.assert_frame_equal(on._trades, off._trades)
     never_on, never_off = (go(g, consecutive_losses=10**6) for g in (True, False))
     reads = [s._strategy._qml_kill.reads for s in (never_on, never_off)]
     armed_bars = len(df) - never_off._strategy._qml_kill.armed_from
     assert never_on._strategy.ml_kill_switch is None and armed_bars - 2 <= reads[1] <= armed_bars   # every bar
     assert 0 < reads[0] < 0.5 * reads[1], reads
+
+
+def _reverse_by_limit(self, close, X) -> None:
+    """Long 1,000 units with a stop only; while long, a sell limit of 2,000 units just above the close
+    (reverses: closes the long, opens a short with a stop and a target); while short, a market buy of 2,000."""
+    i = len(self.data) - 1
+    row = {"pattern_id": f"r{i}", "validity_score": 0.9, **X.iloc[(i // 12) % len(X)].to_dict()}
+    c = close[i]
+    if not self.trades and not self.orders:
+        self.buy(size=1000, sl=c * 0.97, tag=row)
+    elif self.trades and i % 12 == 0 and len(self.orders) == (1 if self.trades[0].is_long else 2):
+        if self.trades[0].is_long:
+            self.sell(size=2000, limit=c * 1.0005, sl=c * 1.03, tp=c * 0.97, tag=row)
+        else:
+            self.buy(size=2000, sl=c * 0.97, tag=row)
 
 
 def test_the_kill_switch_is_not_armed_without_a_model_acting(eurusd_4h):
