@@ -153,3 +153,36 @@ def test_each_seed_shuffles_the_filters_sizes_over_its_kept_candidates():
     assert (draws[:, ~kept] == 1.0).all()                                    # not kept: the asked size
     assert all(sorted(d[kept]) == sorted(ml_sizes) for d in draws)           # the filter's multiset, each seed
     assert len({tuple(d) for d in draws}) == 5                               # who gets which size is chance
+
+
+def test_canary_rows_apply_the_bands_to_their_own_scores(trained_model, eurusd_4h, tmp_path):
+    """A canary version's row (``qml run``'s ``_shadow_rows``): skipped below the lowest band, sized by band."""
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.job.market import _shadow_rows
+    from qml_plugin.ml.lifecycle import shadow_scores
+    from qml_plugin.ml.versions import record_version
+    from qml_plugin.patterns import detect_patterns, label_patterns
+    from qml_plugin.registry import PatternRegistry
+
+    model, path = trained_model
+    df = eurusd_4h["2013-06-01":"2014-12-31"]            # after the model's training data: it may score all
+    labeled = label_patterns(df, detect_patterns(df))
+    X = FeatureExtractor().extract(df, labeled).reset_index(drop=True)
+    db = str(tmp_path / "r.db")
+    with PatternRegistry(db) as reg:
+        record_version(reg, model, path, model_name="sq", status="canary")
+    strat = SimpleNamespace(min_score=0.5, max_wait=20)
+    bands = [{"min": 0.43, "size": 1.0}, {"min": 0.40, "size": 0.5}]
+    base = {"model_name": "sq", "prediction_mode": "filter", "ml_weight": 0.3, "confidence_threshold": 0.0}
+    start, end = df.index[0], df.index[-1]
+    rows = {k: _shadow_rows(db, ml, X, df, labeled, strat, start, end).iloc[0]
+            for k, ml in (("plain", base), ("banded", {**base, "size_bands": bands}))}
+    s = shadow_scores(db, "sq", X, detection_times=labeled["detection_time"]).iloc[:, 0].to_numpy()
+    t = mode_trades(labeled, s, mode="filter", min_score=0.5, confidence_threshold=0.0, start=start,
+                    size_bands=bands)
+    size = FULL_SIZE * size_band(s, bands)[labeled.index.get_indexer(t.index)]
+    assert set(size) == {0.5 * FULL_SIZE, FULL_SIZE}
+    want = trade_metrics(t, df, start=start, end=end, size=size)
+    assert rows["banded"][TABLE_COLUMNS].to_dict() == want
+    assert rows["banded"]["mode"].endswith("not acting, sized by band)") and rows["plain"]["mode"].endswith("acting)")
+    assert rows["plain"]["trades"] > rows["banded"]["trades"] == len(t)              # 0.40 skips some
