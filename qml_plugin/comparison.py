@@ -8,6 +8,12 @@ of candidates *at random* have done?" for many seeds, with the same one-position
 the real ML modes; the null and planted-signal tests use it to check that ML beats chance only
 when there is something to learn.
 
+**Under sizing bands** (``ml.size_bands``) a full-size random filter would be more invested than the
+model beside it. With ``size_bands=`` each seed keeps as many candidates as ``filter`` kept and gives
+them the filter's own band sizes in random order (:func:`_band_sizes`): the same total exposure, only
+who gets which size is chance (sizes drawn from the filter's distribution would make the exposure
+itself random). The kept sets are drawn as without bands, so without them every number is unchanged.
+
 :func:`mode_trades` gives the trades of a mode from the labeled patterns directly (the simulator
 reproduces backtesting.py's ``QMLStrategy`` trades exactly; a test checks it), for studies that
 need many runs, such as the null test over many seeds.
@@ -118,11 +124,8 @@ def random_filter_band(labeled: pd.DataFrame, proba, *, ohlcv: pd.DataFrame | Ma
 def _band_sizes(kept: np.ndarray, ml_sizes: np.ndarray, seed: int) -> np.ndarray:
     """Per-pattern band size of one random seed: its kept candidates get ``ml_sizes`` shuffled, the rest 1.0.
 
-    The seed keeps as many candidates as the ``filter`` mode kept (the same pass rate), so the
-    shuffle hands out exactly the filter's multiset of sizes: same count, same total share of equity,
-    only *which* candidate gets the large size is left to chance. The shuffle has its own stream
-    (``default_rng((seed, 1))``): the kept set is the very one drawn without bands.
-    """
+    The seed keeps as many candidates as ``filter`` kept, so the shuffle hands out exactly the filter's
+    sizes. Its own stream (``default_rng((seed, 1))``) leaves the kept set as drawn without bands."""
     out = np.ones(len(kept))
     idx = np.flatnonzero(kept)
     draw = np.random.default_rng((seed, 1)).permutation(np.asarray(ml_sizes, dtype=float))
