@@ -3,15 +3,16 @@
 1. ``QMLStrategy`` on EURUSD_1h 2013-2018 (37k bars) with the ML filter (``filter`` mode at threshold
    0, a model trained on 2007-2012), round-robin in one process, best of ``REPEAT`` wall and CPU time: no new
    keys; ``ml.kill_switch`` armed with limits it never reaches (so the check runs on every bar and
-   never changes a trade), with the per-bar guard (``KillSwitchState.guard``: ``closed_trades`` is
-   read only when an order executed since the last ``next()``) and without it (every bar, as before
-   the guard); ``ml.size_bands`` with one full band (every order as asked). All place the same
-   trades (checked).
+   never changes a trade), with the per-bar guard on from the first closed trade
+   (``KillSwitchState.guard_from``: ``closed_trades`` is read only when an order executed since the
+   last ``next()``) and without it (read on every bar, as before the guard); ``ml.size_bands`` with
+   one full band (every order as asked). All place the same trades (checked).
 2. The per-bar check alone (``mixins._kill.check`` on a bar where nothing closed), timed on the
    strategy of a finished run with few closed trades and with many (backtesting.py's SMA cross
    10/30 through the mixins, 74k bars): without the guard the check copies ``closed_trades``
    (backtesting.py's own tuple copy of its list, which grows with the trades closed so far); with
-   it, the pending orders are compared with those kept when ``next()`` last returned.
+   it (from ``GUARD_FROM`` closed trades on), the bar hook keeps the pending orders after ``next()``
+   and the check compares them: the cost of both is timed.
 
     PYTHONPATH=$PWD python benchmarks/bench_kill_switch.py [--quick]   (--quick: one round, part 1 skipped)
 """
@@ -32,7 +33,7 @@ from backtesting import Backtest
 from qml_plugin import load_ohlcv
 from qml_plugin.config import parse_ml_block
 from qml_plugin.features import FeatureExtractor
-from qml_plugin.mixins._kill import KillSwitchState, check, remember
+from qml_plugin.mixins._kill import GUARD_FROM, NOT_ARMED, KillSwitchState, check, remember
 from qml_plugin.ml.model import SignalQualityModel
 from qml_plugin.patterns import detect_patterns, label_patterns
 from qml_plugin.strategies import QMLStrategy
@@ -41,19 +42,20 @@ REPEAT = 5
 NEVER = {"consecutive_losses": 1_000_000, "max_drawdown_pct": 100.0}
 
 
-def guarded(run, guard: bool):
-    """``run`` with ``KillSwitchState.guard`` set for its duration."""
+def guarded(run, guard_from: int):
+    """``run`` with ``KillSwitchState.guard_from`` set for its duration."""
     def f():
-        KillSwitchState.guard = guard
+        KillSwitchState.guard_from = guard_from
         try:
             return run()
         finally:
-            KillSwitchState.guard = True
+            KillSwitchState.guard_from = GUARD_FROM
     return f
 
 
 def check_cost(df: pd.DataFrame, n: int = 200_000) -> tuple[int, float, float]:
-    """(closed trades, us per ``check`` call with nothing new: without the guard, with it) on a finished run."""
+    """(closed trades, us per bar with nothing new: ``check`` without the guard; ``remember`` + ``check`` with
+    it) on a finished run."""
     stats = Backtest(df, SmaCrossMixins, cash=10_000_000).run(register_patterns=False)
     strategy = stats._strategy
     spec = parse_ml_block("kill_switch: {consecutive_losses: 1000000}").kill_switch
@@ -61,12 +63,15 @@ def check_cost(df: pd.DataFrame, n: int = 200_000) -> tuple[int, float, float]:
     bar = len(strategy.data) - 1
     check(strategy, state, bar)                 # arms and feeds every closed trade once
     assert state.trip is None and state.seen == len(strategy.closed_trades)
-    out = []
-    for guard in (False, True):
-        state.guard = guard
-        remember(strategy, state)               # the orders as the last next() left them
-        out.append(1e6 * min(timeit.repeat(lambda: check(strategy, state, bar), number=n, repeat=3)) / n)
-    return state.seen, out[0], out[1]
+    off = min(timeit.repeat(lambda: check(strategy, state, bar), number=n, repeat=3))   # no guard: read every bar
+
+    def hook():                                 # what the bar hook does, with the guard at its default threshold
+        if state.seen >= state.guard_from:
+            remember(strategy, state)
+        check(strategy, state, bar)
+
+    on = min(timeit.repeat(hook, number=n, repeat=3))
+    return state.seen, 1e6 * off / n, 1e6 * on / n
 
 
 def qml_runs(df: pd.DataFrame, repeat: int) -> None:
@@ -87,8 +92,8 @@ def qml_runs(df: pd.DataFrame, repeat: int) -> None:
     dumped = {k: yaml.safe_dump(v) for k, v in blocks.items()}
     runs = {k: (lambda b=b: bt.run(register_patterns=False, ml_config=b)) for k, b in dumped.items()}
     cases = {"ML filter": runs["ML filter"],
-             "+ kill switch, guard on": guarded(runs["+ kill switch (armed, never trips)"], True),
-             "+ kill switch, guard off (every bar)": guarded(runs["+ kill switch (armed, never trips)"], False),
+             "+ kill switch, guard from 1st trade": guarded(runs["+ kill switch (armed, never trips)"], 0),
+             "+ kill switch, no guard (every bar)": guarded(runs["+ kill switch (armed, never trips)"], NOT_ARMED),
              "+ size_bands (one full band)": runs["+ size_bands (one full band)"]}
     res = interleaved(cases, repeat)
     base_w, base_c, base_s = res["ML filter"]
@@ -108,10 +113,10 @@ def main():
     if not quick:
         qml_runs(df, REPEAT)
     print("\nper-bar check with nothing new closed (SMA cross 10/30 through the mixins):")
-    print(f"  {'bars':>6s}  {'closed':>6s}  {'no guard':>9s}  {'guard':>9s}")
-    for bars in (3_000,) if quick else (3_000, len(df)):
+    print(f"  {'bars':>6s}  {'closed':>6s}  {'no guard':>9s}  {f'guard from {GUARD_FROM} trades':>24s}")
+    for bars in (3_000,) if quick else (3_000, 8_000, 12_000, 30_000, len(df)):
         closed, off, on = check_cost(df.iloc[:bars], n=20_000 if quick else 200_000)
-        print(f"  {bars:>6,}  {closed:>6,}  {off:7.2f}us  {on:7.2f}us")
+        print(f"  {bars:>6,}  {closed:>6,}  {off:7.2f}us  {on:22.2f}us")
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import yaml
 from backtesting import Backtest
 
 from qml_plugin.filter import band_decisions, size_band
-from qml_plugin.mixins._kill import KillSwitchState
+from qml_plugin.mixins._kill import NOT_ARMED, KillSwitchState
 from qml_plugin.strategies import QMLStrategy
 
 CASH = 1_000_000
@@ -296,8 +296,8 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
                 else:
                     self.sell(sl=close[i] * 1.0005, tag=row)
 
-    def go(guard: bool, strategy=Flip, **kill):
-        monkeypatch.setattr(KillSwitchState, "guard", guard)
+    def go(guard: bool, strategy=Flip, **kill):           # guard on from the first closed trade, or never
+        monkeypatch.setattr(KillSwitchState, "guard_from", 0 if guard else NOT_ARMED)
         block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
                                 "confidence_threshold": 0.0, "kill_switch": kill})
         with warnings.catch_warnings():

@@ -248,7 +248,7 @@ def _hooked_next(user_next):
             user_next(self)
         finally:
             state["_qml_in_next"] = False
-        if kill is not None and kill.started:   # the orders as next() left them (see _kill: the per-bar cost)
+        if kill is not None and kill.seen >= kill.guard_from:   # the orders as next() left them (_kill: cost)
             _kill.remember(self, kill)
         if n == self._n_bars:
             self._on_last_bar()
