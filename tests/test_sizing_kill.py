@@ -296,8 +296,8 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
                 else:
                     self.sell(sl=close[i] * 1.0005, tag=row)
 
-    def go(guard: bool, strategy=Flip, **kill):           # guard on from the first closed trade, or never
-        monkeypatch.setattr(KillSwitchState, "guard_from", 0 if guard else NOT_ARMED)
+    def go(guard: bool | int, strategy=Flip, **kill):     # guard on from the first closed trade, never, or from n
+        monkeypatch.setattr(KillSwitchState, "guard_from", {True: 0, False: NOT_ARMED}.get(guard, guard))
         block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
                                 "confidence_threshold": 0.0, "kill_switch": kill})
         with warnings.catch_warnings():
@@ -316,9 +316,10 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
         def next(self):
             _reverse_by_limit(self, close, X)
 
-    on, off = (go(g, Reverse, consecutive_losses=3, action="halt") for g in (True, False))
+    on, off, later_on = (go(g, Reverse, consecutive_losses=3, action="halt") for g in (True, False, 2))
     trip = on._strategy.ml_kill_switch
-    assert trip is not None and trip == off._strategy.ml_kill_switch and trip["closed_trades"] > 3
+    assert trip is not None and trip == off._strategy.ml_kill_switch == later_on._strategy.ml_kill_switch
+    assert trip["closed_trades"] > 3                                     # the guard from the 2nd trade on: same
     pd.testing.assert_frame_equal(on._trades, off._trades)
     never_on, never_off = (go(g, consecutive_losses=10**6) for g in (True, False))
     reads = [s._strategy._qml_kill.reads for s in (never_on, never_off)]
