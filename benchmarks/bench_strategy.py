@@ -63,9 +63,10 @@ def main():
     # as in optimize: new patterns on bars already seen, so only the market-feature memo hits
     cases["registry (new params)"] = lambda: (_memo.clear(), bt.run(**runs["registry"]))[1]
     cases.update({name: (lambda kw=kw: bt.run(**kw)) for name, kw in runs.items()})
-    res = interleaved(cases, 1 if "--quick" in sys.argv else REPEAT)
+    repeat = 1 if "--quick" in sys.argv else REPEAT
+    res = interleaved(cases, repeat)
     base_wall, base_cpu, _ = res["plain"]
-    print(f"EURUSD_1h 2013-2018, {len(test):,} bars, best of {REPEAT} interleaved runs; feature memos warm "
+    print(f"EURUSD_1h 2013-2018, {len(test):,} bars, best of {repeat} interleaved runs; feature memos warm "
           "except as named")
     for name, (w, c, stats) in res.items():
         print(f"{name:<22} wall {w:5.2f} s {w / base_wall:5.2f}x plain   cpu {c:5.2f} s {c / base_cpu:5.2f}x plain"
