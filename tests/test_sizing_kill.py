@@ -296,13 +296,13 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
                 else:
                     self.sell(sl=close[i] * 1.0005, tag=row)
 
-    def go(guard: bool | int, strategy=Flip, **kill):     # guard on from the first closed trade, never, or from n
+    def go(guard: bool | int, strategy=Flip, data=df, **kill):   # guard on from the 1st closed trade, never, from n
         monkeypatch.setattr(KillSwitchState, "guard_from", {True: 0, False: NOT_ARMED}.get(guard, guard))
         block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
                                 "confidence_threshold": 0.0, "kill_switch": kill})
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return Backtest(df, strategy, cash=CASH).run(ml_config=block)
+            return Backtest(data, strategy, cash=CASH).run(ml_config=block)
 
     on, off = (go(g, consecutive_losses=6, action="halt") for g in (True, False))
     trip = on._strategy.ml_kill_switch
@@ -321,9 +321,9 @@ def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(train
     assert trip is not None and trip == off._strategy.ml_kill_switch == later_on._strategy.ml_kill_switch
     assert trip["closed_trades"] > 3                                     # the guard from the 2nd trade on: same
     pd.testing.assert_frame_equal(on._trades, off._trades)
-    never_on, never_off = (go(g, consecutive_losses=10**6) for g in (True, False))
+    never_on, never_off = (go(g, data=df.iloc[:1000], consecutive_losses=10**6) for g in (True, False))
     reads = [s._strategy._qml_kill.reads for s in (never_on, never_off)]
-    armed_bars = len(df) - never_off._strategy._qml_kill.armed_from
+    armed_bars = 1000 - never_off._strategy._qml_kill.armed_from
     assert never_on._strategy.ml_kill_switch is None and armed_bars - 2 <= reads[1] <= armed_bars   # every bar
     assert 0 < reads[0] < 0.5 * reads[1], reads
 
