@@ -10,40 +10,20 @@ shared machine:
    and the trades' outcomes kept as frames (nothing written; the features are memoized per series,
    so this is the warm cost).
 
-    PYTHONPATH=$PWD python benchmarks/bench_dropin.py
+    PYTHONPATH=$PWD python benchmarks/bench_dropin.py [--quick]     (--quick: one round, not the best of REPEAT)
 """
 from __future__ import annotations
 
-import time
+import sys
 import warnings
 
-import pandas as pd
-from backtesting import Backtest, Strategy
-from backtesting.lib import crossover
+from _common import SmaCross, interleaved
+from _common import SmaCrossMixins as WithMixins
+from backtesting import Backtest
 
 from qml_plugin import load_ohlcv
-from qml_plugin.mixins import MLFilterMixin, PatternRegistryMixin
 
 REPEAT = 5
-
-
-class SmaCross(Strategy):
-    def init(self):
-        close = pd.Series(self.data.Close)
-        self.fast = self.I(lambda: close.rolling(10).mean().to_numpy())
-        self.slow = self.I(lambda: close.rolling(30).mean().to_numpy())
-
-    def next(self):
-        if crossover(self.fast, self.slow):
-            self.position.close()
-            self.buy()
-        elif crossover(self.slow, self.fast):
-            self.position.close()
-            self.sell()
-
-
-class WithMixins(PatternRegistryMixin, MLFilterMixin, SmaCross):
-    pass
 
 
 def main() -> None:
@@ -51,18 +31,13 @@ def main() -> None:
     cases = {"plain": (SmaCross, {}),
              "mixins, registration off": (WithMixins, {"register_patterns": False}),
              "mixins, collect mode": (WithMixins, {"register_patterns": True, "registry_db": None})}
-    best = {k: (float("inf"), float("inf")) for k in cases}
-    trades = {}
+    bts = {name: Backtest(df, cls, cash=1_000_000, commission=0.0) for name, (cls, _) in cases.items()}
+    runs = {name: (lambda name=name, kw=kw: bts[name].run(**kw)) for name, (_, kw) in cases.items()}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        for _ in range(REPEAT):
-            for name, (cls, kw) in cases.items():
-                bt = Backtest(df, cls, cash=1_000_000, commission=0.0)
-                w, c = time.perf_counter(), time.process_time()
-                stats = bt.run(**kw)
-                w, c = time.perf_counter() - w, time.process_time() - c
-                best[name] = (min(best[name][0], w), min(best[name][1], c))
-                trades[name] = len(stats._trades)
+        res = interleaved(runs, 1 if "--quick" in sys.argv else REPEAT)
+    best = {name: (w, c) for name, (w, c, _) in res.items()}
+    trades = {name: len(stats._trades) for name, (_, _, stats) in res.items()}
     base_w, base_c = best["plain"]
     print(f"{'case':28s} {'trades':>6s} {'wall':>7s} {'ratio':>6s} {'cpu':>7s} {'ratio':>6s}")
     for name, (w, c) in best.items():

@@ -16,15 +16,17 @@ best of ``REPEAT`` each, wall and CPU time, so the ratios are comparable on a no
    but the blended score equals the technical one, so the run places exactly the orders of run 2
    and the ratio 4 / 2 is the ML filter's own cost per backtest.
 
-    python benchmarks/bench_strategy.py
+    PYTHONPATH=$PWD python benchmarks/bench_strategy.py [--quick]     (--quick: one round, not the best of REPEAT)
 """
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
 
+from _common import interleaved
 from backtesting import Backtest
 
 from qml_plugin import load_ohlcv
@@ -35,24 +37,6 @@ from qml_plugin.patterns import detect_patterns, label_patterns
 from qml_plugin.strategies import QMLStrategy
 
 REPEAT = 7
-
-
-def interleaved(cases: dict, repeat: int = REPEAT) -> dict:
-    """Best wall and CPU time of each case, running the cases round-robin ``repeat`` times.
-
-    Round-robin, so a burst of load from a neighbour on this shared machine hits every case
-    alike instead of one block of runs; the best of each is the least disturbed run.
-    """
-    wall = {k: [] for k in cases}
-    cpu = {k: [] for k in cases}
-    out = {}
-    for _ in range(repeat):
-        for name, f in cases.items():
-            w0, c0 = time.perf_counter(), time.process_time()
-            out[name] = f()
-            wall[name].append(time.perf_counter() - w0)
-            cpu[name].append(time.process_time() - c0)
-    return {k: (min(wall[k]), min(cpu[k]), out[k]) for k in cases}
 
 
 def main():
@@ -79,9 +63,10 @@ def main():
     # as in optimize: new patterns on bars already seen, so only the market-feature memo hits
     cases["registry (new params)"] = lambda: (_memo.clear(), bt.run(**runs["registry"]))[1]
     cases.update({name: (lambda kw=kw: bt.run(**kw)) for name, kw in runs.items()})
-    res = interleaved(cases)
+    repeat = 1 if "--quick" in sys.argv else REPEAT
+    res = interleaved(cases, repeat)
     base_wall, base_cpu, _ = res["plain"]
-    print(f"EURUSD_1h 2013-2018, {len(test):,} bars, best of {REPEAT} interleaved runs; feature memos warm "
+    print(f"EURUSD_1h 2013-2018, {len(test):,} bars, best of {repeat} interleaved runs; feature memos warm "
           "except as named")
     for name, (w, c, stats) in res.items():
         print(f"{name:<22} wall {w:5.2f} s {w / base_wall:5.2f}x plain   cpu {c:5.2f} s {c / base_cpu:5.2f}x plain"

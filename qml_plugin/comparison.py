@@ -8,6 +8,12 @@ of candidates *at random* have done?" for many seeds, with the same one-position
 the real ML modes; the null and planted-signal tests use it to check that ML beats chance only
 when there is something to learn.
 
+**Under sizing bands** (``ml.size_bands``) a full-size random filter would be more invested than the
+model beside it. With ``size_bands=`` each seed keeps as many candidates as ``filter`` kept and gives
+them the filter's own band sizes in random order (:func:`_band_sizes`): the same total exposure, only
+who gets which size is chance (sizes drawn from the filter's distribution would make the exposure
+itself random). The kept sets are drawn as without bands, so without them every number is unchanged.
+
 :func:`mode_trades` gives the trades of a mode from the labeled patterns directly (the simulator
 reproduces backtesting.py's ``QMLStrategy`` trades exactly; a test checks it), for studies that
 need many runs, such as the null test over many seeds.
@@ -25,7 +31,7 @@ import pandas as pd
 from numba import njit
 from scipy.stats import norm
 
-from .filter import decide, random_filter_mask
+from .filter import decide, random_filter_mask, size_band
 from .tradesim import (
     FULL_SIZE,
     Market,
@@ -56,10 +62,16 @@ def _in_period(labeled: pd.DataFrame, start) -> np.ndarray:
 
 
 def mode_trades(labeled: pd.DataFrame, proba, *, mode: str | None, min_score: float = 0.5, ml_weight: float = 0.3,
-                confidence_threshold: float = 0.5, max_wait: int = 20, start=None) -> pd.DataFrame:
-    """Closed trades (rows of ``labeled``) a one-position strategy makes under ``mode``, entered from ``start``."""
+                confidence_threshold: float = 0.5, max_wait: int = 20, start=None, size_bands=None) -> pd.DataFrame:
+    """Closed trades (rows of ``labeled``) a one-position strategy makes under ``mode``, entered from ``start``.
+
+    ``size_bands`` (with a mode): a pattern below the lowest band is skipped, as the mixin skips it; the
+    trades' sizes are ``size_band(proba, size_bands)`` at their rows (:func:`qml_plugin.filter.size_band`).
+    """
     take, score = decide(labeled["validity_score"], proba, mode=mode, min_score=min_score, ml_weight=ml_weight,
                          confidence_threshold=confidence_threshold)
+    if size_bands is not None and mode is not None:
+        take = take & (size_band(proba, size_bands) > 0)
     chosen = select_trades(labeled, take & placeable(labeled), score, max_wait=max_wait)
     closed = labeled["exit_bar"].notna().to_numpy()
     return labeled[chosen & closed & _in_period(labeled, start)]
@@ -67,17 +79,24 @@ def mode_trades(labeled: pd.DataFrame, proba, *, mode: str | None, min_score: fl
 
 def random_filter_band(labeled: pd.DataFrame, proba, *, ohlcv: pd.DataFrame | Market, min_score: float = 0.5,
                        confidence_threshold: float = 0.5, max_wait: int = 20, start=None, end=None, seeds: int = 200,
-                       ) -> tuple[pd.DataFrame, float, pd.Series]:
+                       size_bands=None) -> tuple[pd.DataFrame, float, pd.Series]:
     """Metrics of ``seeds`` random filters with the ``filter`` mode's pass rate among technical candidates.
 
     Before ``start`` (no model yet) the random filter, like every mode, equals the technical rule.
     ``ohlcv`` is the series ``labeled`` was detected on (each seed is scored on its daily
-    mark-to-market equity, :func:`qml_plugin.tradesim.trade_metrics`).
-    Returns ``(per_seed_metrics, pass_rate, daily_equity_of_the_median_seed)``.
+    mark-to-market equity, :func:`qml_plugin.tradesim.trade_metrics`). ``size_bands`` (the validated
+    ``ml.size_bands``): the ``filter`` mode keeps what also reaches the lowest band, and each seed
+    gives its kept candidates the filter's band sizes in random order (:func:`_band_sizes`).
+    Returns ``(per_seed_metrics, pass_rate, daily_equity_of_the_median_seed)``; the metrics are
+    :data:`qml_plugin.tradesim.TABLE_COLUMNS` plus ``exposure``, the summed equity share of the
+    seed's counted trades (``FULL_SIZE`` per trade without bands).
     """
     v = labeled["validity_score"]
     technical, _ = decide(v, proba, mode=None, min_score=min_score)
     filtered, _ = decide(v, proba, mode="filter", min_score=min_score, confidence_threshold=confidence_threshold)
+    band = None if size_bands is None else size_band(proba, size_bands)
+    if band is not None:
+        filtered = filtered & (band > 0)       # below the lowest band the filter skips (the mixin's rule)
     period = _in_period(labeled, start)
     cand = technical & period
     rate = float((filtered & period).sum() / max(cand.sum(), 1))
@@ -87,14 +106,33 @@ def random_filter_band(labeled: pd.DataFrame, proba, *, ohlcv: pd.DataFrame | Ma
     select = trade_selector(labeled, v.to_numpy(float), max_wait=max_wait)   # prepared once for all seeds
     market = Market.of(ohlcv)
     fills = labeled[["fill_bar", "exit_bar", "fill_price", "exit_price", "direction"]]
+    ml_sizes = None if band is None else band[filtered & period]      # the filter's sizes, in pattern order
     rows, picks = [], []
     for seed in range(seeds):
-        traded = select((random_filter_mask(cand, rate, seed) | before) & ok) & counted
-        rows.append(trade_metrics(fills[traded], market, start=start, end=end))
-        picks.append(traded)
+        kept = random_filter_mask(cand, rate, seed)
+        traded = select((kept | before) & ok) & counted
+        size = FULL_SIZE if band is None else FULL_SIZE * _band_sizes(kept, ml_sizes, seed)[traded]
+        rows.append({**trade_metrics(fills[traded], market, start=start, end=end, size=size),
+                     "exposure": float(np.sum(np.broadcast_to(size, int(traded.sum()))))})
+        picks.append((traded, size))
     res = pd.DataFrame(rows)
     k = int(np.argmin(np.abs(res["return_pct"].to_numpy() - res["return_pct"].median())))
-    return res, rate, daily_equity(fills[picks[k]], market, start=start, end=end)
+    traded, size = picks[k]
+    return res, rate, daily_equity(fills[traded], market, start=start, end=end, size=size)
+
+
+def _band_sizes(kept: np.ndarray, ml_sizes: np.ndarray, seed: int) -> np.ndarray:
+    """Per-pattern band size of one random seed: its kept candidates get ``ml_sizes`` shuffled, the rest 1.0.
+
+    The seed keeps as many candidates as ``filter`` kept, so the shuffle hands out exactly the filter's
+    sizes. Its own stream (``default_rng((seed, 1))``) leaves the kept set as drawn without bands."""
+    out = np.ones(len(kept))
+    idx = np.flatnonzero(kept)
+    draw = np.random.default_rng((seed, 1)).permutation(np.asarray(ml_sizes, dtype=float))
+    if len(draw) != len(idx):                  # rounding of the pass rate: recycle the filter's sizes
+        draw = np.resize(draw, len(idx)) if len(draw) else np.ones(len(idx))
+    out[idx] = draw
+    return out
 
 
 # --- The statistics of the universe verdict (SPEC §11), shared by job/verdict.py and the tests. ---

@@ -38,13 +38,13 @@ saved confidence head (``metadata.json``'s ``model_sha256``; for a model never s
 JSON), so the same version logged from two runs is one ``model_id``. :meth:`Scorer.prediction_frame`
 gives one row per scoring event, ready for ``PatternRegistry.log_predictions``, with each prediction's
 top five feature contributions (``SignalQualityModel.explain``, computed on first use in one batch per
-model over the rows it scored, never per bar).
+model over the rows it scored, never per bar). The rows themselves are built by
+:mod:`qml_plugin.scoring_log` (its names, ``model_id_of``, ``explain_rows``, ``top_json``,
+``decision_labels``, ``PREDICTION_COLUMNS``, stay importable from here).
 """
 from __future__ import annotations
 
-import hashlib
 import warnings
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,20 +55,27 @@ import pandas as pd
 from .config import MLConfig, embargo_timedelta
 from .data import bar_duration
 from .errors import ModelError
-from .filter import admissible_model, decide
+from .filter import admissible_model
+from .scoring_log import (
+    PREDICTION_COLUMNS,
+    acting_rows,
+    decision_labels,
+    explain_rows,
+    log_frame,
+    model_id_of,
+    quiet_rows,
+    run_time_rows,
+    top_json,
+)
 
 __all__ = ["score_patterns", "score_or_baseline", "Scorer", "load_models", "load_versions", "model_id_of",
-           "decision_labels", "explain_rows",            "PREDICTION_COLUMNS"]
+           "decision_labels", "explain_rows", "top_json", "PREDICTION_COLUMNS"]
 
-_DECISIONS = ("take", "skip", "reduce_size")
 REGIME_PREFIX = "regime_"
 """A folder of versions may hold ``regime_<name>/v0001 ...``: the regime models of
 :func:`qml_plugin.ml.walkforward.train_walk_forward` (``regimes=``). A pattern whose
 ``regime_at_detection`` is ``<name>`` is scored by the latest admissible model of its regime, any
 other by the folder's own (pooled) versions: the walk-forward trainer's rule."""
-PREDICTION_COLUMNS = ("pattern_id", "model_id", "mode", "ml_confidence", "expected_r", "stop_risk", "decision",
-                      "acting", "contributions")
-"""The columns of :meth:`Scorer.prediction_frame` (what ``PatternRegistry.log_predictions`` takes)."""
 
 
 @dataclass
@@ -81,17 +88,6 @@ class Versions:
     is_folder: bool
     quiet: list[tuple[Any, str, str]] = field(default_factory=list)
     regimes: dict[str, tuple[list, list[str]]] = field(default_factory=dict)   # regime -> (models, model_ids)
-
-
-def model_id_of(model: Any, recorded: str | None = None) -> str:
-    """The ``model_id`` a prediction of ``model`` is logged under: ``recorded`` (the registry's) when
-    given, else ``"sha256:"`` + 16 hex digits of its saved confidence head (see the module docstring)."""
-    if recorded:
-        return recorded
-    sha = (getattr(model, "metadata_", None) or {}).get("model_sha256")
-    if not sha:
-        sha = hashlib.sha256(bytes(model.booster_.save_raw("json"))).hexdigest()
-    return f"sha256:{sha[:16]}"
 
 
 def load_versions(model_path: str | Path, registry_db: str | None = None) -> Versions:
@@ -229,30 +225,16 @@ class Scorer:
         """
         parts = []
         if self.which is not None and len(self.confidence):
-            hit = np.flatnonzero(self.which >= 0)
-            ids = self.confidence.index.to_numpy()[hit]
-            parts.append(pd.DataFrame({
-                "pattern_id": ids, "model_id": np.asarray(self.model_ids, dtype=object)[self.which[hit]],
-                "ml_confidence": self.confidence.to_numpy()[hit],
-                "expected_r": _values(self.expected_r, hit), "stop_risk": _values(self.stop_risk, hit),
-                "decision": decisions.reindex(ids).to_numpy(dtype=object),
-                "acting": True if acting is None else acting.reindex(ids).fillna(True).to_numpy(dtype=bool),
-                "contributions": self._acting_contributions()[hit]}))
+            parts.append(acting_rows(self.confidence, self.which, self.model_ids, decisions, expected_r=self.expected_r,
+                                     stop_risk=self.stop_risk, contributions=self._acting_contributions(),
+                                     acting=acting))
         if self._row_events:
-            ev = pd.DataFrame(self._row_events).drop_duplicates("pattern_id", keep="last")
-            ev["model_id"] = [self.model_ids[k] for k in ev["k"]]
-            ev["decision"] = decisions.reindex(ev["pattern_id"]).to_numpy(dtype=object)
-            ev["acting"] = True
-            ev["contributions"] = [top_json(self.models[k], x)[0] for k, x in zip(ev["k"], ev["x"], strict=True)]
-            parts.append(ev.drop(columns=["k", "x"]))
+            parts.append(run_time_rows(self._row_events, self.models, self.model_ids, decisions))
+        ids = self.confidence.index.to_numpy()
         for q in self.quiet:
-            parts.append(self._quiet_frame(q, mode=mode, validity_score=validity_score, rule=rule or {}))
-        if not parts:
-            return pd.DataFrame(columns=list(PREDICTION_COLUMNS))
-        out = pd.concat([p for p in parts if len(p)] or parts[:1], ignore_index=True)
-        out["mode"] = mode
-        out["decision"] = [d if isinstance(d, str) else None for d in out["decision"]]
-        return out[list(PREDICTION_COLUMNS)]
+            parts.append(quiet_rows(q, ids, self.features, self._top, mode=mode, validity_score=validity_score,
+                                    rule=rule or {}))
+        return log_frame(parts, mode)
 
     def _acting_contributions(self) -> np.ndarray:
         if "acting" not in self._top:
@@ -263,67 +245,6 @@ class Scorer:
                     out[rows] = top_json(model, self.features.iloc[rows])
             self._top["acting"] = out
         return self._top["acting"]
-
-    def _quiet_frame(self, q: dict, *, mode: str, validity_score, rule: dict) -> pd.DataFrame:
-        hit = np.flatnonzero(q["scored"])
-        ids = self.confidence.index.to_numpy()[hit]
-        conf, exp_r = q["confidence"][hit], q["expected_r"][hit]
-        v = (validity_score.reindex(ids).to_numpy(float) if validity_score is not None
-             else np.full(len(hit), np.nan))
-        er = exp_r if mode == "expected_value" else None
-        take = decide(v, conf, mode=mode, expected_r=er, **rule)[0] if len(hit) else np.zeros(0, bool)
-        key = ("quiet", q["model_id"])
-        if key not in self._top:
-            self._top[key] = top_json(q["model"], self.features.iloc[hit]) if len(hit) else []
-        return pd.DataFrame({"pattern_id": ids, "model_id": q["model_id"], "ml_confidence": conf,
-                             "expected_r": exp_r, "stop_risk": q["stop_risk"][hit],
-                             "decision": np.where(take, "take", "skip"), "acting": False,
-                             "contributions": self._top[key]})
-
-
-def decision_labels(frame: pd.DataFrame) -> np.ndarray:
-    """``take`` / ``reduce_size`` / ``skip`` per row of a decisions frame (``pattern_decisions``).
-
-    A column that already holds exactly those words (``ml_decision``, else ``decision``) is used as
-    it is (sizing bands say ``reduce_size`` there); otherwise the boolean ``take`` gives ``take`` /
-    ``skip``.
-    """
-    for col in ("ml_decision", "decision"):
-        if col in frame.columns and len(frame) and frame[col].isin(_DECISIONS).all():
-            return frame[col].to_numpy(dtype=object)
-    return np.where(frame["take"].to_numpy(dtype=bool), "take", "skip").astype(object)
-
-
-def _values(series: pd.Series | None, rows: np.ndarray) -> np.ndarray:
-    return np.full(len(rows), np.nan) if series is None else series.to_numpy(float)[rows]
-
-
-_EXPLAIN_MEMO: OrderedDict[tuple, pd.DataFrame] = OrderedDict()
-_EXPLAIN_MEMO_SIZE = 16
-
-
-def explain_rows(model: Any, X: pd.DataFrame) -> pd.DataFrame:
-    """``model.explain(X)`` memoized by (the model's ``model_id_of``, the values of ``X``): the mode
-    backtests of one run, and the report's mean |contribution|, explain the same versions on the same
-    patterns, so each pair is explained once. The result is indexed like ``X``."""
-    values = np.ascontiguousarray(X.reindex(columns=model.feature_names).to_numpy(np.float64, na_value=np.nan))
-    key = (model_id_of(model), values.shape, hashlib.sha256(values).hexdigest())
-    if key in _EXPLAIN_MEMO:
-        _EXPLAIN_MEMO.move_to_end(key)
-        out = _EXPLAIN_MEMO[key]
-    else:
-        out = model.explain(values)
-        _EXPLAIN_MEMO[key] = out
-        while len(_EXPLAIN_MEMO) > _EXPLAIN_MEMO_SIZE:
-            _EXPLAIN_MEMO.popitem(last=False)
-    return out.set_axis(X.index, axis=0)
-
-
-def top_json(model: Any, X: pd.DataFrame) -> list[str | None]:
-    """The top five contributions of each row's ``ml_confidence`` (:func:`explain_rows`), as JSON."""
-    from .registry.predictions import top_contributions
-
-    return top_contributions(explain_rows(model, X))
 
 
 def score_patterns(ml: MLConfig, ohlcv: pd.DataFrame, patterns: pd.DataFrame | None,

@@ -311,11 +311,12 @@ class Market:
         return first, last
 
 
-def _trade_arrays(trades: pd.DataFrame, market: Market) -> tuple[np.ndarray, ...]:
-    """Entry bar, exit bar (-1 open), entry price, exit price (NaN open), direction of a trade frame.
+def _trade_arrays(trades: pd.DataFrame, market: Market, size=FULL_SIZE) -> tuple[np.ndarray, ...]:
+    """Entry bar, exit bar (-1 open), entry price, exit price (NaN open), direction, size of a trade frame.
 
     Accepts backtesting.py's ``stats._trades`` (``EntryBar, ExitBar, EntryPrice, ExitPrice, Size``) or
-    labeled patterns (``fill_bar, exit_bar, fill_price, exit_price, direction``).
+    labeled patterns (``fill_bar, exit_bar, fill_price, exit_price, direction``). ``size`` (one number, or
+    one per row of ``trades``) is sorted with the rows, so a row keeps its own size in any row order.
     """
     if "EntryBar" in trades.columns:
         eb, xb = trades["EntryBar"], trades["ExitBar"]
@@ -331,6 +332,7 @@ def _trade_arrays(trades: pd.DataFrame, market: Market) -> tuple[np.ndarray, ...
     xb = xb.to_numpy(float)
     ok = ~np.isnan(eb)
     order = np.argsort(eb[ok], kind="stable")
+    sz = np.broadcast_to(np.asarray(size, dtype=float), ok.shape)[ok][order]   # one per row: follows its row
     eb, xb, ep, xp, d = eb[ok][order], xb[ok][order], ep.to_numpy(float)[ok][order], xp.to_numpy(float)[ok][order], \
         d[ok][order]
     if len(eb) and (eb.min() < 0 or eb.max() >= len(market.index)):
@@ -338,15 +340,14 @@ def _trade_arrays(trades: pd.DataFrame, market: Market) -> tuple[np.ndarray, ...
     if len(eb) > 1 and (eb[1:] < np.where(np.isnan(xb[:-1]), np.inf, xb[:-1])).any():
         raise ValueError("trades overlap: the scorer holds one position at a time (one trade's entry before "
                          "the previous trade's exit)")
-    return eb.astype(np.int64), np.where(np.isnan(xb), -1, xb).astype(np.int64), ep, xp, d
+    return eb.astype(np.int64), np.where(np.isnan(xb), -1, xb).astype(np.int64), ep, xp, d, sz
 
 
 def _scored(trades: pd.DataFrame, market: Market, start, end, commission: float, size):
     first, last = market.bar_range(start, end)
     if last < first:
         raise ValueError(f"no bars between start={start} and end={end}")
-    eb, xb, ep, xp, d = _trade_arrays(trades, market)
-    sz = np.broadcast_to(np.asarray(size, dtype=float), eb.shape)   # one number, or one per trade
+    eb, xb, ep, xp, d, sz = _trade_arrays(trades, market, size)   # size: one number, or one per row of trades
     keep = (eb >= first) & (eb <= last)
     eb, xb, ep, xp, d, sz = eb[keep], xb[keep], ep[keep], xp[keep], d[keep], np.ascontiguousarray(sz[keep])
     beyond = xb > last                            # exits after the period: still open at its end

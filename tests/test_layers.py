@@ -23,7 +23,8 @@ LADDER: list[tuple[str, ...]] = [
     ("registry",),
     ("ml",),
     # config validates strategy params against QMLParams (patterns); filter / scoring read its ml: block
-    ("config", "_config_fields", "config_models", "config_search", "filter", "scoring", "tradesim", "comparison"),
+    ("config", "_config_fields", "config_models", "config_search", "filter", "scoring", "scoring_log",
+     "tradesim", "comparison"),
     ("mixins", "strategies", "vbt"),
     ("job", "synthetic"),
     ("cli", "report", "plot", "figures", "web", "__init__", "__main__"),

@@ -17,7 +17,7 @@ import yaml
 from backtesting import Backtest
 
 from qml_plugin.filter import band_decisions, size_band
-from qml_plugin.mixins._kill import KillSwitchState
+from qml_plugin.mixins._kill import NOT_ARMED, KillSwitchState
 from qml_plugin.strategies import QMLStrategy
 
 CASH = 1_000_000
@@ -96,6 +96,45 @@ def test_one_full_band_changes_nothing(trained_model, later):
     full = run(later, path, confidence_threshold=0.41, size_bands=[{"min": 0.0, "size": 1.0}])
     pd.testing.assert_frame_equal(plain._trades, full._trades)
     assert (full._strategy.pattern_decisions["ml_decision"] != "reduce_size").all()
+
+
+def test_a_tag_row_signal_taken_at_a_reduced_band_is_logged_reduce_size(trained_model, later):
+    from backtesting import Strategy
+
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.mixins import MLFilterMixin
+    from qml_plugin.patterns import detect_patterns
+
+    _, path = trained_model
+    df = later[:"2014-12-31"]
+    pats = detect_patterns(df)
+    rows = pd.concat([pats.set_index("pattern_id"), FeatureExtractor().extract(df, pats)], axis=1).reset_index()
+    by_bar = {int(r["detection_bar"]): r for r in rows.to_dict("records")}
+
+    class OwnSignals(MLFilterMixin, Strategy):          # no self.patterns: every signal is a tag row
+        def init(self):
+            pass
+
+        def next(self):
+            if self.trades and len(self.data) - self.trades[0].entry_bar > 10:
+                self.position.close()                    # hold ten bars
+            row = by_bar.get(len(self.data) - 1)
+            if row is not None and not self.position and not self.orders:
+                (self.buy if row["direction"] == 1 else self.sell)(tag=dict(row))
+
+    bands = [{"min": 0.43, "size": 1.0}, {"min": 0.40, "size": 0.5}]
+    block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
+                            "confidence_threshold": 0.0, "size_bands": bands})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        stats = Backtest(df, OwnSignals, cash=CASH).run(ml_config=block)
+    pred = stats._strategy.predictions.set_index("pattern_id")
+    signals = {s["row"]["pattern_id"]: s for s in stats._strategy._signals}
+    conf = np.array([signals[p]["ml_confidence"] for p in pred.index])
+    technical = np.array([signals[p]["row"]["validity_score"] >= 0.5 for p in pred.index])   # min_score 0.5
+    want = np.where(technical & (conf >= 0.43), "take", np.where(technical & (conf >= 0.40), "reduce_size", "skip"))
+    assert pred["decision"].tolist() == want.tolist() and set(want) == {"take", "reduce_size", "skip"}
+    assert [signals[p]["take"] for p in pred.index] == (want != "skip").tolist()   # reduce_size: taken, at half size
 
 
 class SevenUnits(QMLStrategy):
@@ -228,6 +267,80 @@ def test_trades_closed_before_the_first_scored_pattern_do_not_count(trained_mode
     k = int(np.argmax(run_counted.to_numpy() >= 3))
     stats = run(df, tmp_path / "versions", confidence_threshold=0.42, kill_switch={"consecutive_losses": 3})
     assert stats._strategy.ml_kill_switch["bar"] == int(t["ExitBar"].iloc[k]) > armed
+
+
+def test_the_per_bar_guard_reads_closed_trades_only_when_an_order_executed(trained_model, later, monkeypatch):
+    """The kill switch skips ``closed_trades`` while the pending orders are unchanged (``_kill``: per-bar cost);
+    a market order whose stop fills and hits within one bar, after a flat bar, must still count."""
+    from backtesting import Strategy
+
+    from qml_plugin.features import FeatureExtractor
+    from qml_plugin.mixins import MLFilterMixin
+    from qml_plugin.patterns import detect_patterns
+
+    _, path = trained_model
+    df = later[:"2014-12-31"]
+    close = df["Close"].to_numpy()
+    X = FeatureExtractor().extract(df, detect_patterns(df)).reset_index(drop=True)
+
+    class Flip(MLFilterMixin, Strategy):        # a market order every 12 bars with a stop 0.05 % away: many
+        def init(self):                           # fill and stop out in one bar (backtesting.py re-checks it)
+            pass
+
+        def next(self):
+            i = len(self.data) - 1
+            if i % 12 == 0 and not self.position and not self.orders:
+                row = {"pattern_id": f"s{i}", "validity_score": 0.9, **X.iloc[(i // 12) % len(X)].to_dict()}
+                if i % 24:
+                    self.buy(sl=close[i] * 0.9995, tag=row)
+                else:
+                    self.sell(sl=close[i] * 1.0005, tag=row)
+
+    def go(guard: bool | int, strategy=Flip, data=df, **kill):   # guard on from the 1st closed trade, never, from n
+        monkeypatch.setattr(KillSwitchState, "guard_from", {True: 0, False: NOT_ARMED}.get(guard, guard))
+        block = yaml.safe_dump({"enabled": True, "model_path": str(path), "prediction_mode": "filter",
+                                "confidence_threshold": 0.0, "kill_switch": kill})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Backtest(data, strategy, cash=CASH).run(ml_config=block)
+
+    on, off = (go(g, consecutive_losses=6, action="halt") for g in (True, False))
+    trip = on._strategy.ml_kill_switch
+    assert trip is not None and trip == off._strategy.ml_kill_switch
+    pd.testing.assert_frame_equal(on._trades, off._trades)
+    t = on._trades.iloc[: trip["closed_trades"]]
+    assert (t["EntryBar"] == t["ExitBar"]).sum() >= 3 and trip["bar"] == int(t["ExitBar"].iloc[-1])
+    # a pending limit order that reverses a trade with a stop only, and brings its own stop and target:
+    # the pending count stays 2 (stop + limit -> new stop + target) while a trade closes; identity sees it
+    class Reverse(Flip):
+        def next(self):
+            _reverse_by_limit(self, close, X)
+
+    on, off, later_on = (go(g, Reverse, consecutive_losses=3, action="halt") for g in (True, False, 2))
+    trip = on._strategy.ml_kill_switch
+    assert trip is not None and trip == off._strategy.ml_kill_switch == later_on._strategy.ml_kill_switch
+    assert trip["closed_trades"] > 3                                     # the guard from the 2nd trade on: same
+    pd.testing.assert_frame_equal(on._trades, off._trades)
+    never_on, never_off = (go(g, data=df.iloc[:1000], consecutive_losses=10**6) for g in (True, False))
+    reads = [s._strategy._qml_kill.reads for s in (never_on, never_off)]
+    armed_bars = 1000 - never_off._strategy._qml_kill.armed_from
+    assert never_on._strategy.ml_kill_switch is None and armed_bars - 2 <= reads[1] <= armed_bars   # every bar
+    assert 0 < reads[0] < 0.5 * reads[1], reads
+
+
+def _reverse_by_limit(self, close, X) -> None:
+    """Long 1,000 units with a stop only; while long, a sell limit of 2,000 units just above the close
+    (reverses: closes the long, opens a short with a stop and a target); while short, a market buy of 2,000."""
+    i = len(self.data) - 1
+    row = {"pattern_id": f"r{i}", "validity_score": 0.9, **X.iloc[(i // 12) % len(X)].to_dict()}
+    c = close[i]
+    if not self.trades and not self.orders:
+        self.buy(size=1000, sl=c * 0.97, tag=row)
+    elif self.trades and i % 12 == 0 and len(self.orders) == (1 if self.trades[0].is_long else 2):
+        if self.trades[0].is_long:
+            self.sell(size=2000, limit=c * 1.0005, sl=c * 1.03, tp=c * 0.97, tag=row)
+        else:
+            self.buy(size=2000, sl=c * 0.97, tag=row)
 
 
 def test_the_kill_switch_is_not_armed_without_a_model_acting(eurusd_4h):

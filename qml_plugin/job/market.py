@@ -12,6 +12,17 @@
 5. **Canary / shadow** versions of ``ml.model_name`` in the registry (``qml learn --retrain --as
    canary``) get a row each: what they would have done, simulated, never acting.
 
+**Sizing bands, like for like.** With ``ml.size_bands`` the ML modes' trades are scored at their
+band's share of equity (``sizes[mode]``). The random filter must not be scored at full size beside
+them, or the table compares a half-invested ML with a fully invested chance. Choice: each seed keeps
+exactly as many candidates as ``filter`` kept (its pass rate, bands' skips included) and hands them
+**the filter's own band sizes in random order** (:func:`qml_plugin.comparison.random_filter_band`,
+``size_bands=``): the same multiset of sizes, so the same total exposure over the kept candidates,
+and only *which* pattern gets the large size is chance. (Drawing sizes from the filter's size
+distribution would add noise in the total exposure for nothing.) The canary / shadow rows apply the
+bands to **their own** scores (skip below the lowest band, size by band), as the mixin would have.
+Without ``size_bands`` nothing changes: same draws, full size, the same numbers bit for bit.
+
 The comparison covers only the period after the first model exists (before it every mode equals
 the baseline). The table is returned (the CLI prints it) and written as ``table.csv`` in the run
 folder; the report's content (notes include every warning of the backtests) is returned for the
@@ -33,6 +44,7 @@ from ..comparison import mode_trades, random_filter_band
 from ..config import embargo_timedelta
 from ..data import bar_duration, load_data
 from ..errors import InsufficientDataError
+from ..filter import size_band
 from ..mixins import record_run
 from ..ml.guard import admissible_model
 from ..ml.lifecycle import shadow_scores
@@ -169,7 +181,10 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
              f"every {cfg['walk_forward']['retrain_every_months']} months. Each pattern was scored only by a model "
              f"whose training labels all exited before the pattern was detected.",
              f"Random filter: {cfg['walk_forward']['random_seeds']} seeds keeping the same share of technical "
-             f"candidates as 'filter'; the table shows the median and the 5-95 % band.",
+             f"candidates as 'filter'; the table shows the median and the 5-95 % band."
+             + (" With ml.size_bands each seed gives its kept candidates the filter's band sizes in random order "
+                "(same total exposure), and canary / shadow rows are sized by band on their own scores."
+                if ml.get("size_bands") is not None else ""),
              "Commission: {:.4%} per side.".format(cfg["backtest"]["commission"]),
              f"Run {run.run_id}: models and table.csv in {run.path}."]
     regimes = None
@@ -218,13 +233,15 @@ def _shadow_rows(db, ml, X, df, labeled, strat, start, end) -> pd.DataFrame:
         return pd.DataFrame(columns=["mode", *TABLE_COLUMNS, "oos_auc"])
     scores = shadow_scores(db, ml["model_name"], X, detection_times=labeled["detection_time"],
                            statuses=("canary", "shadow"))
-    rows = []
+    rows, bands = [], ml.get("size_bands")
     for col in scores:
-        t = mode_trades(labeled, scores[col].to_numpy(), mode=ml["prediction_mode"], min_score=strat.min_score,
+        s = scores[col].to_numpy()
+        t = mode_trades(labeled, s, mode=ml["prediction_mode"], min_score=strat.min_score,
                         ml_weight=ml["ml_weight"], confidence_threshold=ml["confidence_threshold"],
-                        max_wait=strat.max_wait, start=start)
-        rows.append({"mode": f"{col} ({ml['prediction_mode']}, not acting)",
-                     **trade_metrics(t, df, start=start, end=end), "oos_auc": np.nan})
+                        max_wait=strat.max_wait, start=start, size_bands=bands)
+        size = FULL_SIZE if bands is None else FULL_SIZE * size_band(s, bands)[labeled.index.get_indexer(t.index)]
+        rows.append({"mode": f"{col} ({ml['prediction_mode']}, not acting{', sized by band' if bands else ''})",
+                     **trade_metrics(t, df, start=start, end=end, size=size), "oos_auc": np.nan})
     return pd.DataFrame(rows)
 
 
@@ -247,7 +264,7 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds, sizes=None
                                                     size=_sizes(sizes or {}, name, t))})
     res, rate, curve = random_filter_band(labeled, proba, ohlcv=df, min_score=strat.min_score,
                                           confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
-                                          start=period, end=df.index[-1], seeds=seeds)
+                                          start=period, end=df.index[-1], seeds=seeds, size_bands=ml.get("size_bands"))
     rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **res.median().to_dict()})
     for q, label in ((0.05, "5%"), (0.95, "95%")):
         rows.append({"mode": f"random filter {label}", **res.quantile(q).to_dict()})

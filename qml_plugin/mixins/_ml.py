@@ -161,9 +161,10 @@ class MLFilterMixin(_SignalMixin):
             v = pd.Series(pats["validity_score"].to_numpy(float), index=ids)
             acting = pd.Series(d["acting"].to_numpy(dtype=bool), index=ids) if "acting" in d.columns else None
         signals = [x for x in getattr(self, "_signals", []) if x["row"]["pattern_id"] not in dec.index]
-        if signals:
+        if signals:                    # tag-row signals: the model's own word (reduce_size under bands), else take
             extra = pd.DataFrame({"take": [bool(x.get("take", str(x.get("decision")).startswith("pass")))
-                                           for x in signals]})
+                                           for x in signals],
+                                  "ml_decision": [x.get("ml_decision") for x in signals]})
             dec = pd.concat([dec, pd.Series(decision_labels(extra), index=[x["row"]["pattern_id"] for x in signals])])
         rule = dict(min_score=float(getattr(self, "min_score", 0.5)), ml_weight=self._ml.ml_weight,
                     confidence_threshold=self._ml.confidence_threshold, min_expected_r=self._ml.min_expected_r)

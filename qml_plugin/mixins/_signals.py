@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 from backtesting import Strategy
 
-from . import _plot
+from . import _kill, _plot
 
 _FULL_EQUITY = Strategy.buy.__kwdefaults__["size"]  # backtesting.py's own default size, so results match
 
@@ -248,6 +248,8 @@ def _hooked_next(user_next):
             user_next(self)
         finally:
             state["_qml_in_next"] = False
+        if kill is not None and kill.seen >= kill.guard_from:   # the orders as next() left them (_kill: cost)
+            _kill.remember(self, kill)
         if n == self._n_bars:
             self._on_last_bar()
 
