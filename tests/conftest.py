@@ -112,16 +112,25 @@ def trained_model(tmp_path_factory, eurusd_4h):
     return model, path
 
 
+@pytest.fixture(scope="session")
+def postgres_databases():
+    """Empty PostgreSQL databases, made on first use, emptied after each test and reused (``registry_backends``)."""
+    from registry_backends import RecycledDatabases
+
+    pool = RecycledDatabases()
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_db(request, tmp_path):
-    """A fresh, empty registry location on each backend: an SQLite file, or a new PostgreSQL database."""
+    """A fresh, empty registry location on each backend: an SQLite file, or a PostgreSQL database in the
+    state of a new one (made new, or a used one emptied back and checked: ``RecycledDatabases``)."""
     if request.param == "sqlite":
         yield str(tmp_path / "reg.db")
         return
     server = postgres_url_or_skip()
-    from registry_backends import fresh_postgres_db
-
-    with fresh_postgres_db(server) as url:
+    with request.getfixturevalue("postgres_databases").database(server) as url:
         yield url
 
 
