@@ -140,3 +140,36 @@ def reg(registry_db):
 
     with PatternRegistry(registry_db) as r:
         yield r
+
+
+# -- one two-worker Dask cluster for the tests that compare schedulers' results -----------------------
+_DASK: dict = {}
+
+
+@pytest.fixture(scope="session")
+def dask_address():
+    """The address of a local two-worker Dask cluster (``compute.address``), started at first use.
+
+    Starting a cluster and importing pandas, XGBoost and vectorbt in its fresh workers took 8-14 s
+    per test; the tests that only ask "same table on Dask?" share this one instead (their units,
+    scatter and gather are the same as on a cluster ``Scheduler`` starts itself; test_compute still
+    has Scheduler start its own). It is closed after the last test that asks for it, so that no
+    later test forks the test process while the cluster's threads run.
+    """
+    from dask.distributed import LocalCluster
+
+    _DASK["cluster"] = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    yield _DASK["cluster"].scheduler_address
+    _close_dask()
+
+
+def _close_dask() -> None:
+    cluster = _DASK.pop("cluster", None)
+    if cluster is not None:
+        cluster.close()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if "cluster" in _DASK and not any("dask_address" in getattr(it, "fixturenames", ())
+                                      for it in item.session.items[item.session.items.index(item) + 1:]):
+        _close_dask()
