@@ -112,16 +112,25 @@ def trained_model(tmp_path_factory, eurusd_4h):
     return model, path
 
 
+@pytest.fixture(scope="session")
+def postgres_databases():
+    """Empty PostgreSQL databases, made on first use, emptied after each test and reused (``registry_backends``)."""
+    from registry_backends import RecycledDatabases
+
+    pool = RecycledDatabases()
+    yield pool
+    pool.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def registry_db(request, tmp_path):
-    """A fresh, empty registry location on each backend: an SQLite file, or a new PostgreSQL database."""
+    """A fresh, empty registry location on each backend: an SQLite file, or a PostgreSQL database in the
+    state of a new one (made new, or a used one emptied back and checked: ``RecycledDatabases``)."""
     if request.param == "sqlite":
         yield str(tmp_path / "reg.db")
         return
     server = postgres_url_or_skip()
-    from registry_backends import fresh_postgres_db
-
-    with fresh_postgres_db(server) as url:
+    with request.getfixturevalue("postgres_databases").database(server) as url:
         yield url
 
 
@@ -131,3 +140,36 @@ def reg(registry_db):
 
     with PatternRegistry(registry_db) as r:
         yield r
+
+
+# -- one two-worker Dask cluster for the tests that compare schedulers' results -----------------------
+_DASK: dict = {}
+
+
+@pytest.fixture(scope="session")
+def dask_address():
+    """The address of a local two-worker Dask cluster (``compute.address``), started at first use.
+
+    Starting a cluster and importing pandas, XGBoost and vectorbt in its fresh workers took 8-14 s
+    per test; the tests that only ask "same table on Dask?" share this one instead (their units,
+    scatter and gather are the same as on a cluster ``Scheduler`` starts itself; test_compute still
+    has Scheduler start its own). It is closed after the last test that asks for it, so that no
+    later test forks the test process while the cluster's threads run.
+    """
+    from dask.distributed import LocalCluster
+
+    _DASK["cluster"] = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    yield _DASK["cluster"].scheduler_address
+    _close_dask()
+
+
+def _close_dask() -> None:
+    cluster = _DASK.pop("cluster", None)
+    if cluster is not None:
+        cluster.close()
+
+
+def pytest_runtest_teardown(item, nextitem):
+    if "cluster" in _DASK and not any("dask_address" in getattr(it, "fixturenames", ())
+                                      for it in item.session.items[item.session.items.index(item) + 1:]):
+        _close_dask()

@@ -204,6 +204,7 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
         assert rc.table.set_index("regime").loc[name, "own model"] == "yes"
     assert rc.ci[0] <= rc.diff <= rc.ci[1] and f"difference {rc.diff:+.3f}" in rc.sentence()
     report = (res.run.path / "report.html").read_text()
+    assert (tmp_path / "results" / "report.html").read_text() == report       # and its copy at report.output
     assert rc.sentence() in report and "<h2>Feature contributions</h2>" in report and "gain share" in report
     row = table[table["mode"].str.startswith("canary_v1")]
     assert len(row) == 1 and "not acting" in row["mode"].iloc[0] and row["trades"].iloc[0] > 0

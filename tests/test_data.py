@@ -132,21 +132,33 @@ def test_console_script_is_installed_and_exits_2_on_bad_input():
     assert r.returncode == 2 and "valid names" in r.stderr
 
 
-def test_installed_package_finds_its_data_and_configs_from_any_folder(tmp_path):
-    code = ("import qml_plugin, qml_plugin.data as d; from qml_plugin.cli.common import default_config; "
-            "print(d.list_datasets()); print(default_config('qml_with_ml.yaml'))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
-    assert "EURUSD_1h" in r.stdout and "qml_with_ml.yaml" in r.stdout
-
-
-def test_every_subpackage_of_the_checkout_is_installed(tmp_path):
+@pytest.fixture(scope="module")
+def fresh_interpreter(tmp_path_factory):
+    """One new interpreter, in a folder outside the checkout, that first finds the package's data and
+    configs (a fresh import, as a user's first line would) and then imports every subpackage of the
+    checkout by name: ``(returncode, stdout, stderr)``. One process for both checks below: each new
+    interpreter spends seconds importing pandas, scikit-learn and bokeh."""
     from conftest import REPO
 
     names = sorted(".".join(p.parent.relative_to(REPO).parts) for p in REPO.glob("qml_plugin/**/__init__.py"))
-    code = "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\nprint('ok')"
-    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True, cwd=tmp_path)
-    assert r.returncode == 0 and "ok" in r.stdout, r.stderr
+    code = ("import qml_plugin, qml_plugin.data as d; from qml_plugin.cli.common import default_config; "
+            "print(d.list_datasets()); print(default_config('qml_with_ml.yaml'), flush=True)\n"
+            "import importlib, sys\nfor n in sys.argv[1:]: importlib.import_module(n)\nprint('ok')")
+    r = subprocess.run([sys.executable, "-c", code, *names], capture_output=True, text=True,
+                       cwd=tmp_path_factory.mktemp("elsewhere"))
+    return r.returncode, r.stdout, r.stderr
+
+
+def test_installed_package_finds_its_data_and_configs_from_any_folder(fresh_interpreter):
+    _, out, err = fresh_interpreter
+    found = out.split("\n")[:2]
+    assert len(found) == 2, err
+    assert "EURUSD_1h" in found[0] and "qml_with_ml.yaml" in found[1], err
+
+
+def test_every_subpackage_of_the_checkout_is_installed(fresh_interpreter):
+    returncode, out, err = fresh_interpreter
+    assert returncode == 0 and out.split("\n")[2] == "ok", err
 
 
 # --- issue 11, data reliability: every data error names the file, and the column and row where they apply ---

@@ -125,12 +125,14 @@ def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tm
     (tmp_path / "tiny.yaml").write_text(
         "data: {source: [EURUSD_1d, GBPUSD_1d, EURGBP_1d], resample: null}\n"
         "ml: {enabled: true, prediction_mode: filter}\n"
-        "walk_forward: {min_train_labels: 20, random_seeds: 20, scheme: pooled}\n")
+        "walk_forward: {min_train_labels: 20, random_seeds: 20, scheme: pooled}\n"
+        "report: {output: null}\n")          # the run folder's report only (the copy: test_cli's qml run)
     assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "serial"]) == 0
     out = capsys.readouterr().out
     assert "Primary test (pooled scheme, filter mode, pattern level)" in out and "model fits" in out
     (run,) = (tmp_path / "results" / "runs").iterdir()
     assert {"verdict.csv", "markets.csv", "models", "report.html"} <= {p.name for p in run.iterdir()}
+    assert not (tmp_path / "results" / "report.html").exists()          # report.output: null writes no copy
     verdict = pd.read_csv(run / "verdict.csv")
     assert set(verdict["scheme"]) == {"pooled"} and verdict["primary"].sum() == 1
     assert set(pd.read_csv(run / "markets.csv")["dataset"]) == {"EURUSD_1d", "GBPUSD_1d", "EURGBP_1d"}

@@ -6,7 +6,6 @@ signal), detected every 12 hours with exits 4-72 hours later, so purging matters
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -254,16 +253,42 @@ def test_history_prints_the_decisions_in_order_and_status_shows_production(reg, 
     assert "last drift check" in out and "last decision: rollback" in out
 
 
+def _qml_in_process(argv: list[str], cwd: str, log: str) -> None:
+    """``qml <argv>`` in a process of its own, run from ``cwd``; stdout and stderr go to ``log``."""
+    import os
+
+    os.chdir(cwd)
+    with open(log, "w") as out:
+        os.dup2(out.fileno(), 1)
+        os.dup2(out.fileno(), 2)
+        code = main(argv)
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path, registry_db):
+    import multiprocessing as mp
+
     db = registry_db                                 # an SQLite file, or a PostgreSQL database
     with PatternRegistry(db) as reg:
         reg.register_patterns(*synthetic(400, seed=7))
     cfg = write_config(tmp_path, db)
-    cmd = [sys.executable, "-m", "qml_plugin.cli.main", "learn", "--cycle", "--force", "--config", cfg]
-    procs = [subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(2)]
-    results = [p.communicate(timeout=120) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], results
+    # two processes running `qml learn --cycle` at once, forked from a fork server (a clean interpreter
+    # that has imported the CLI once, as compute.Scheduler's workers are) rather than two new
+    # interpreters that spend seconds each importing pandas, scikit-learn, bokeh and XGBoost
+    ctx = mp.get_context("forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn")
+    if ctx.get_start_method() == "forkserver":      # effective only if this test starts the server
+        ctx.set_forkserver_preload(["qml_plugin.cli.main", "qml_plugin.ml.lifecycle", _qml_in_process.__module__])
+    argv = ["learn", "--cycle", "--force", "--config", cfg]
+    logs = [str(tmp_path / f"cycle{i}.log") for i in range(2)]
+    procs = [ctx.Process(target=_qml_in_process, args=(argv, str(tmp_path), log)) for log in logs]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=120)
+    results = [Path(log).read_text() for log in logs]
+    assert [p.exitcode for p in procs] == [0, 0], results
     with PatternRegistry(db) as reg:
         versions = reg.list_model_versions("signal_quality")
         history = reg.eval_history("signal_quality")

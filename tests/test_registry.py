@@ -764,3 +764,30 @@ def test_a_registry_path_whose_folder_cannot_exist_is_a_clear_error(where, tmp_p
     from qml_plugin.cli.main import main
 
     assert main(["migrate", "--db", db]) == 2
+
+
+def test_a_reused_postgresql_test_database_is_in_a_new_ones_state(postgres_databases):
+    """The PostgreSQL ``registry_db`` of the next test is an emptied one (``RecycledDatabases``): it must
+    hold nothing a test left, or every "fresh registry" test above would test less than it says."""
+    import psycopg
+    from conftest import postgres_url_or_skip
+    from registry_backends import database_state
+
+    server = postgres_url_or_skip()
+    with postgres_databases.database(server) as url:
+        new = database_state(url)
+        with PatternRegistry(url) as r:
+            r.register_patterns(patterns(3))
+        left = psycopg.connect(url, autocommit=True)                  # a session the test forgot to close
+        left.execute("CREATE SCHEMA extra")
+        left.execute("CREATE TABLE extra.t (x int)")
+        left.execute("CREATE TYPE public.mood AS ENUM ('up')")
+        left.execute("SELECT lo_create(0)")
+        left.execute(f"""ALTER DATABASE "{url.rsplit('/', 1)[1]}" SET work_mem = '8MB'""")
+        assert database_state(url) != new
+    with postgres_databases.database(server) as again:
+        assert again == url                                           # the same database, reused
+        assert database_state(again) == new
+        assert migrate(again) == list(range(1, CURRENT_SCHEMA_VERSION + 1))    # no version applied yet
+    with pytest.raises(psycopg.OperationalError):
+        left.execute("SELECT 1")                                      # that session was ended

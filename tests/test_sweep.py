@@ -90,9 +90,10 @@ def test_the_check_also_compares_the_metrics_not_only_the_trades(monkeypatch):
         sweep(config({"swing_n": [3, 5]}, verify_top=2), progress=False, write=False)
 
 
-def test_the_table_is_the_same_on_serial_processes_and_a_two_worker_dask_cluster():
+def test_the_table_is_the_same_on_serial_processes_and_a_two_worker_dask_cluster(dask_address):
     grid = {"swing_n": [2, 3], "head_min_atr": [0.3, 0.5], "target": ["rr"], "rr": [1.5, 2.5], "max_wait": [10, 20]}
-    tables = {s: sweep({**config(grid), "compute": {"scheduler": s, "workers": 2}}, progress=False, write=False)
+    compute = {"serial": {"workers": 2}, "processes": {"workers": 2}, "dask": {"address": dask_address}}
+    tables = {s: sweep({**config(grid), "compute": {"scheduler": s, **compute[s]}}, progress=False, write=False)
               for s in ("serial", "processes", "dask")}
     for s in ("processes", "dask"):
         pd.testing.assert_frame_equal(tables[s], tables["serial"], check_exact=True)

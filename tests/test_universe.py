@@ -97,7 +97,7 @@ def test_the_run_writes_only_its_own_folder(planted_run):
     assert res.fits == sum(1 for _ in (res.run.path / "models").rglob("model.json"))
 
 
-def test_serial_processes_and_dask_give_identical_tables(tmp_path, monkeypatch):
+def test_serial_processes_and_dask_give_identical_tables(tmp_path, monkeypatch, dask_address):
     monkeypatch.chdir(tmp_path)
     universe, _ = planted_universe(3, 3000, seed=5)
     cfg = load_config({**CFG, "walk_forward": {"min_train_labels": 30, "retrain_every_months": 6,
@@ -105,7 +105,7 @@ def test_serial_processes_and_dask_give_identical_tables(tmp_path, monkeypatch):
     tables = {}
     for sch in ("serial", "processes", "dask"):
         res = run_universe_job(cfg, universe=universe, scheduler=sch, workers=2, progress=False,
-                               model_params={"n_estimators": 30})
+                               address=dask_address if sch == "dask" else None, model_params={"n_estimators": 30})
         tables[sch] = res.table
     assert len(tables["serial"]) > 10 and tables["serial"]["n"].sum() > 0
     pd.testing.assert_frame_equal(tables["processes"], tables["serial"])

@@ -149,7 +149,7 @@ def test_a_real_browser_draws_the_chart_and_pressing_w_labels_the_pattern_win(re
         drv = webdriver.Chrome(service=Service(driver), options=opts)
         try:
             drv.get(srv.url)
-            wait = WebDriverWait(drv, 60)
+            wait = WebDriverWait(drv, 60, poll_frequency=0.05)   # not the default 0.5 s between looks
             wait.until(lambda d: d.find_element(By.TAG_NAME, "body").get_attribute("data-chart-drawn") == "1")
             first = drv.find_element(By.TAG_NAME, "body").get_attribute("data-pattern-id")
             with PatternRegistry(db) as reg:
