@@ -270,6 +270,8 @@ def _qml_in_process(argv: list[str], cwd: str, log: str) -> None:
 def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path, registry_db):
     import multiprocessing as mp
 
+    # end to end: two real cycles run at once and agree. Whether they overlap inside transition_models
+    # is chance (it passes with the models lock removed), so the lock itself is guarded by the next test.
     db = registry_db                                 # an SQLite file, or a PostgreSQL database
     with PatternRegistry(db) as reg:
         reg.register_patterns(*synthetic(400, seed=7))
