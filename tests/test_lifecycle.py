@@ -270,6 +270,8 @@ def _qml_in_process(argv: list[str], cwd: str, log: str) -> None:
 def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path, registry_db):
     import multiprocessing as mp
 
+    # end to end: two real cycles run at once and agree. Whether they overlap inside transition_models
+    # is chance (it passes with the models lock removed), so the lock itself is guarded by the next test.
     db = registry_db                                 # an SQLite file, or a PostgreSQL database
     with PatternRegistry(db) as reg:
         reg.register_patterns(*synthetic(400, seed=7))
@@ -294,6 +296,70 @@ def test_two_concurrent_cycles_leave_exactly_one_production_version(tmp_path, re
         history = reg.eval_history("signal_quality")
     assert sum(v["status"] == "production" for v in versions) == 1
     assert len(versions) == 2 and len(history) == 2 and history[0]["decision"] == "promote"
+
+
+def _lock_waiters(conn) -> int:
+    """PostgreSQL: how many backends of this database wait for a lock right now (pg_locks is read
+    live at each query, unlike pg_stat_activity, which a transaction sees as of its first look)."""
+    return conn.execute("SELECT count(*) FROM pg_locks WHERE NOT granted AND pid IN "
+                        "(SELECT pid FROM pg_stat_activity WHERE datname = current_database())").fetchone()[0]
+
+
+def test_a_promotion_waits_for_a_competing_model_write_and_then_loses_the_race(registry_db):
+    """The serialisation behind "exactly one production version", made to matter on each backend.
+
+    Two `qml learn --cycle` processes (the test above) rarely overlap in the few milliseconds of
+    ``transition_models``, so that test passes with the lock removed. Here the overlap is forced:
+    a second, real connection is another writer in the middle of promoting ``v2`` (its write
+    transaction open, the models lock taken, production read as "none"), and this process then asks
+    to promote ``v1`` if production is still "none". It must wait for the other writer (PostgreSQL:
+    seen in ``pg_locks``; SQLite, which cannot show waiters: still not done after 0.5 s), then see
+    ``v2`` and write nothing. Without the advisory lock (or with a deferred ``BEGIN`` on SQLite) the
+    promotion runs at once: it finishes, or the two writers collide on the unique index.
+    """
+    import threading
+    import time
+
+    from qml_plugin.registry.connection import connect, write_transaction
+
+    pg = registry_db.startswith("postgresql")
+    with PatternRegistry(registry_db) as reg:
+        first, second = (reg.add_model_version("signal_quality") for _ in range(2))
+        locked, done, seen = threading.Event(), threading.Event(), {}
+
+        def other_writer() -> None:        # another cycle's promotion of v2, halted half-way
+            conn, where = connect(registry_db)
+            try:
+                with write_transaction(conn, where):
+                    conn.lock("models")
+                    seen["production"] = conn.execute("SELECT model_id FROM ml_model_versions WHERE "
+                                                      "status = 'production'").fetchall()
+                    locked.set()
+                    deadline = time.monotonic() + (10.0 if pg else 0.5)
+                    while not done.is_set() and time.monotonic() < deadline and not (pg and _lock_waiters(conn)):
+                        time.sleep(0.005)
+                    seen["promotion_waited"] = not done.is_set()
+                    conn.execute("UPDATE ml_model_versions SET status = 'production' WHERE model_id = ?", (second,))
+            except Exception as exc:       # reported below: a collision is a failure of this test
+                seen["error"] = repr(exc)
+            finally:
+                locked.set()
+                conn.close()
+
+        writer = threading.Thread(target=other_writer)
+        writer.start()
+        assert locked.wait(15)
+        try:
+            eval_id = reg.transition_models("signal_quality", "promote", expect_production=None,
+                                            production=first, candidate_version=1)
+        finally:
+            done.set()
+            writer.join(15)
+        assert seen.get("production") == [] and seen.get("promotion_waited"), seen
+        assert "error" not in seen, seen
+        assert eval_id is None                                        # it lost the race and said so
+        assert statuses(reg, LearnSettings()) == {1: "staging", 2: "production"}
+        assert reg.eval_history("signal_quality") == []
 
 
 def test_rollback_without_recorded_promotions_falls_back_to_the_newest_archived_version(reg, settings):
