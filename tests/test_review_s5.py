@@ -70,3 +70,72 @@ def test_kill_switch_arming_counts_each_trade_once_when_closing_order_differs_fr
     # T1, stopped out at a loss on the first armed bar, is a losing trade closed after arming: with
     # consecutive_losses = 1 the switch trips there (T2, closed the bar before, enters the equity only)
     assert records["trip"] is not None and records["trip"]["bar"] == armed, records["trip"]
+
+
+class _RandomOrders(Strategy):
+    """Random market / limit / stop orders with stops and targets, partial and full closes, cancels and moved
+    stops; at every bar the kill switch's check runs first (its guard on from the first closed trade) and the
+    test records any bar where the trades it has counted differ from backtesting.py's ``closed_trades``."""
+
+    seed = 0
+    misses: list = []
+
+    def init(self):
+        self.rng = np.random.default_rng(self.seed)
+        spec = SimpleNamespace(consecutive_losses=None, max_drawdown_pct=None, action="halt")
+        self.kill = _kill.KillSwitchState(spec, 1_000_000.0, armed_from=0)
+        self.kill.guard_from = 0
+        self._bar_times = self.data.index
+
+    def next(self):
+        bar = len(self.data) - 1
+        _kill.check(self, self.kill, bar)
+        if self.kill.seen != len(self.closed_trades):
+            self.misses.append((bar, self.kill.seen, len(self.closed_trades)))
+            self.kill.seen = len(self.closed_trades)
+        r, c = self.rng.random(), self.data.Close[-1]
+        size = float(self.rng.choice([0.1, 0.3, 5, 20]))
+        if r < 0.15:
+            self.buy(size=size, sl=c * 0.99 if r < 0.07 else None, tp=c * 1.01 if r > 0.1 else None)
+        elif r < 0.30:
+            self.sell(size=size, sl=c * 1.01 if r < 0.22 else None, tp=c * 0.99 if r > 0.25 else None)
+        elif r < 0.38:
+            self.buy(size=5, limit=c * 0.998, sl=c * 0.99)
+        elif r < 0.46:
+            self.sell(size=5, stop=c * 0.998, tp=c * 0.99)
+        elif r < 0.52 and self.trades:
+            self.trades[int(self.rng.integers(len(self.trades)))].close(0.5 if r < 0.49 else 1.0)
+        elif r < 0.55:
+            self.position.close()
+        elif r < 0.60 and self.orders:
+            self.orders[int(self.rng.integers(len(self.orders)))].cancel()
+        elif r < 0.65 and self.trades:
+            t = self.trades[0]
+            t.sl = c * (0.995 if t.is_long else 1.005)
+        _kill.remember(self, self.kill)
+
+
+def test_the_kill_switch_guard_sees_every_close_under_every_backtest_option():
+    """``_kill``'s per-bar guard skips ``closed_trades`` while the pending orders are the very ones ``next()``
+    left. backtesting.py closes a trade only when an order executes (stop, target, ``close()``, a reversing or
+    FIFO-closing order, ``exclusive_orders``' closes) or at a margin call (which ends the run) or at
+    ``finalize_trades`` (after the last ``next()``). Random orders under each combination of ``hedging``,
+    ``exclusive_orders`` and ``trade_on_close``, with 20x leverage (margin calls happen): no close is missed."""
+    rng = np.random.default_rng(0)
+    n = 400
+    close = 100 * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.r_[close[0], close[:-1]] * (1 + rng.normal(0, 0.002, n))
+    df = pd.DataFrame({"Open": open_, "Close": close, "Volume": 1.0,
+                       "High": np.maximum(open_, close) * (1 + np.abs(rng.normal(0, 0.004, n))),
+                       "Low": np.minimum(open_, close) * (1 - np.abs(rng.normal(0, 0.004, n)))},
+                      index=pd.date_range("2020-01-01", periods=n, freq="h"))
+    closed = 0
+    _RandomOrders.misses = []
+    for seed, hedging, exclusive, on_close in ((s, h, e, t) for s in (0,) for h in (False, True)
+                                               for e in (False, True) for t in (False, True)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            stats = Backtest(df, _RandomOrders, cash=1_000_000, hedging=hedging, exclusive_orders=exclusive,
+                             trade_on_close=on_close, margin=0.05, finalize_trades=True).run(seed=seed)
+        closed += len(stats._trades)
+    assert closed > 1000 and _RandomOrders.misses == []
