@@ -26,11 +26,12 @@ def _flat_bars(n: int, dip_at: int) -> pd.DataFrame:
 def test_kill_switch_arming_counts_each_trade_once_when_closing_order_differs_from_exit_bars():
     """Arming (``_kill.check``'s first call) splits ``closed_trades`` into "closed before the first scored
     bar" (equity only) and "closed from it on" (fed one by one), assuming the list is in exit-bar order.
-    With ``trade_on_close=True`` it is not: on one broker step a stop-loss fills first (exit bar = the current
-    bar; it is first in the queue) and a new market order placed the bar before, which closes the other open
-    trade (no hedging), after it (exit bar = the *previous* bar: it fills at the previous close). Arming on that bar must still count each closed trade
-    exactly once: the closed-trade equity equals cash + the sum of every closed trade's PnL, and the stopped-out
-    trade (closed on the armed bar) counts in the run of losses."""
+    With ``trade_on_close=True`` it is not: on one broker step a stop-loss fills first (exit bar = the
+    current bar; it is first in the queue) and a new market order placed the bar before, which closes the
+    other open trade (no hedging), after it (exit bar = the *previous* bar: it fills at the previous close).
+    Arming on that bar must still count each closed trade exactly once: the closed-trade equity equals
+    cash + the sum of every closed trade's PnL, and the stopped-out trade (closed on the armed bar) counts
+    in the run of losses."""
     armed = 20
     records = {}
 
