@@ -16,7 +16,9 @@ was known at ``t``:
 **Armed from the first scored pattern.** Before the first bar on which a model scored a pattern
 (a walk-forward run's first model), every mode is the technical rule and there is no ML to
 switch off: the trades closed from that bar on count. Those closed before it enter the closed-trade
-equity (and its peak), not the run of losses.
+equity (and its peak), not the run of losses. That split is by exit bar, not by position in
+``closed_trades``: with ``trade_on_close`` a market order filled on a broker step gets the previous bar as
+its exit bar and may close after a stop that hit on the current bar, so the list is not in exit-bar order.
 
 Trades are taken in the order backtesting.py closed them (``self.closed_trades``). The check runs
 at the start of every ``next()``, before the strategy's own code, so a trade closed during bar
@@ -131,15 +133,19 @@ def check(strategy, state: KillSwitchState, bar: int) -> dict | None:
         return None
     state.reads += 1
     closed = strategy.closed_trades
+    fresh = closed[state.seen:]
     if not state.started:        # arming: trades closed before it count in the equity, not in the run of losses
         state.started = True
-        before = [t for t in closed if t.exit_bar < state.armed_from]
-        state.equity += float(sum(t.pl for t in before))
+        # closing order is not exit-bar order: with trade_on_close a market order filled on this broker step
+        # has the previous bar as exit bar and may close after a stop that hit on this bar; split by exit bar
+        before = [t.exit_bar < state.armed_from for t in closed]
+        state.equity += float(sum(t.pl for t, b in zip(closed, before, strict=True) if b))
         state.peak = max(state.peak, state.equity)
-        state.seen = len(before)              # closed_trades is in closing order, so these come first
-    if len(closed) == state.seen:
+        fresh = [t for t, b in zip(closed, before, strict=True) if not b]
+        state.seen = len(closed) - len(fresh)  # feed() counts the fresh ones on: seen ends at len(closed)
+    if not fresh:
         return None
-    for trade in closed[state.seen:]:
+    for trade in fresh:
         trip = state.feed(trade.pl)
         if trip is not None:
             now = strategy._bar_times[bar]
