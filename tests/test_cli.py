@@ -264,3 +264,30 @@ def test_a_negative_top_is_one_line_and_exit_2(argv, capsys):
     assert qml(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--top" in err and "must be an integer in [1," in err
+
+
+BAR = re.compile(r"Backtest\.run|\d+%\|")
+"""What a tqdm bar leaves on stderr: backtesting.py's ``Backtest.run`` label or a ``12%|`` gauge."""
+
+
+def test_no_progress_silences_backtesting_pys_own_bars_and_every_long_command_offers_it(tmp_path, monkeypatch, capsys):
+    import backtesting._util
+    import backtesting.backtesting
+    import backtesting.lib
+
+    from qml_plugin.cli.main import build_parser
+
+    for mod in (backtesting._util, backtesting.backtesting, backtesting.lib):  # restored after the test:
+        monkeypatch.setattr(mod, "_tqdm", mod._tqdm)                          # --no-progress swaps them
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bt.yaml").write_text("data: {source: EURUSD_1h, resample: 4h, start: 2012-01-01, end: 2012-07-01}\n"
+                                      "ml_data_collection: {enabled: false}\nml: {enabled: false}\n")
+    assert qml(["backtest", "--config", "bt.yaml"]) == 0
+    assert BAR.search(capsys.readouterr().err)            # without the flag the bar shows (the check can fail)
+    assert qml(["backtest", "--config", "bt.yaml", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "# Trades" in captured.out and not BAR.search(captured.err), captured.err[-300:]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("run", "backtest", "sweep", "optimize"):
+        assert "--no-progress" in sub.choices[name].format_help(), name
