@@ -13,6 +13,20 @@ from qml_plugin.cli.main import main as qml
 from qml_plugin.patterns import detect_patterns, label_patterns
 from qml_plugin.registry import PatternRegistry
 
+BAR = re.compile(r"Backtest\.run|\d+%\|")
+"""What a tqdm bar leaves on stderr: backtesting.py's ``Backtest.run`` label or a ``12%|`` gauge."""
+
+
+def keep_bars(monkeypatch) -> None:
+    """Undo, after the test, what ``--no-progress`` changes for the whole process (cli.common.silence_progress)."""
+    import backtesting._util
+    import backtesting.backtesting
+    import backtesting.lib
+
+    for mod in (backtesting._util, backtesting.backtesting, backtesting.lib):
+        monkeypatch.setattr(mod, "_tqdm", mod._tqdm)
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+
 
 def one_line_error(capsys) -> str:
     err = capsys.readouterr().err.strip()
@@ -173,8 +187,10 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
     from qml_plugin.features import FeatureExtractor
     from qml_plugin.job import run_market_job
     from qml_plugin.ml.model import SignalQualityModel
+    from qml_plugin.report import format_table
 
     monkeypatch.chdir(tmp_path)
+    keep_bars(monkeypatch)
     early = eurusd_4h[:"2010-12-31"]
     lab = label_patterns(early, detect_patterns(early)).dropna(subset=["label"])
     X = FeatureExtractor().extract(early, lab)
@@ -193,9 +209,14 @@ def test_main_job_reports_what_a_canary_would_have_done_and_logs_every_predictio
     monkeypatch.setattr("qml_plugin.cli.run.run_market_job", lambda *a, **k: seen.append(run_market_job(*a, **k))
                         or seen[-1])                                 # the real job; the test keeps its result
     assert qml(["run", "--config", "run.yaml", "--no-progress"]) == 0
-    printed = capsys.readouterr().out
+    printed, err = capsys.readouterr()
+    assert not BAR.search(err), err[-300:]              # not one bar, backtesting.py's Backtest.run included
     (res,) = seen
     table = res.table
+    # counts are integers in every row, the random filter's median and 5 % / 95 % band included (job.market)
+    assert table["trades"].dtype.kind == "i" and table["mode"].str.startswith("random filter").sum() == 3
+    shown = format_table(table)
+    assert shown.to_string(index=False) in printed and shown["trades"].str.fullmatch(r"\d+").all(), printed
     # ml.regime_models: qml run shows which regimes had their own model, and what they gained out of sample
     rc = res.regimes
     assert rc is not None and rc.regimes == res.walk_forward.regime_models and len(rc.regimes) >= 1
@@ -264,3 +285,21 @@ def test_a_negative_top_is_one_line_and_exit_2(argv, capsys):
     assert qml(argv) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--top" in err and "must be an integer in [1," in err
+
+
+
+def test_no_progress_silences_backtesting_pys_own_bars_and_every_long_command_offers_it(tmp_path, monkeypatch, capsys):
+    from qml_plugin.cli.main import build_parser
+
+    keep_bars(monkeypatch)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bt.yaml").write_text("data: {source: EURUSD_1h, resample: 4h, start: 2012-01-01, end: 2012-07-01}\n"
+                                      "ml_data_collection: {enabled: false}\nml: {enabled: false}\n")
+    assert qml(["backtest", "--config", "bt.yaml"]) == 0
+    assert BAR.search(capsys.readouterr().err)            # without the flag the bar shows (the check can fail)
+    assert qml(["backtest", "--config", "bt.yaml", "--no-progress"]) == 0
+    captured = capsys.readouterr()
+    assert "# Trades" in captured.out and not BAR.search(captured.err), captured.err[-300:]
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    for name in ("run", "backtest", "sweep", "optimize"):
+        assert "--no-progress" in sub.choices[name].format_help(), name

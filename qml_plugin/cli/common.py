@@ -3,13 +3,21 @@
 ``strategy.class`` from a config is resolved **only** inside ``qml_plugin.strategies`` (or inside
 a module the user names on the command line with ``--strategies-module``); it must name a
 ``backtesting.Strategy`` subclass. Nothing else in a config is imported or executed.
+
+``--no-progress`` (:func:`silence_progress`) must silence backtesting.py's own ``Backtest.run`` bars
+too (SPEC §10). Setting ``TQDM_DISABLE=1`` alone does not: tqdm reads its ``TQDM_*`` variables once,
+when ``tqdm`` is imported, and backtesting.py (imported with this package) already has. So the
+helper also swaps backtesting.py's ``_tqdm`` for one with ``disable=True``; forked workers inherit
+the swap, and spawned workers and Dask processes started later import tqdm afresh and read the variable.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
 import math
+import os
 import warnings
+from functools import partial
 from pathlib import Path
 
 from backtesting import Strategy
@@ -20,7 +28,7 @@ from ..errors import ConfigError
 from ..job.runs import data_name, make_backtest, strategy_params  # re-exported for the other commands
 
 __all__ = ["default_config", "config_path", "load_data", "resolve_strategy", "make_backtest", "strategy_params",
-           "int_in", "finite_float", "data_name"]
+           "int_in", "finite_float", "data_name", "add_no_progress", "silence_progress"]
 
 
 def int_in(lo: int, hi: int | None = None):
@@ -63,6 +71,26 @@ def finite_float(lo: float | None = None):
 
     parse.__name__ = allowed
     return parse
+
+
+def add_no_progress(p: argparse.ArgumentParser) -> None:
+    """Declare ``--no-progress`` on a long-running command (its ``run`` calls :func:`silence_progress`)."""
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bars at all (qml's own and backtesting.py's Backtest.run bars)")
+
+
+def silence_progress() -> None:
+    """Silence every tqdm bar from here on: qml's, and backtesting.py's own (module docstring)."""
+    import backtesting._util as bt_util
+    import backtesting.backtesting as bt
+    import backtesting.lib as bt_lib
+    from tqdm.auto import tqdm
+
+    os.environ["TQDM_DISABLE"] = "1"                 # processes that import tqdm later (spawned, Dask)
+    quiet = partial(tqdm, leave=False, disable=True)  # backtesting.py's _tqdm, disabled (this process, forks)
+    for mod in (bt_util, bt, bt_lib):
+        if hasattr(mod, "_tqdm"):
+            mod._tqdm = quiet
 
 
 def default_config(name: str) -> Path:

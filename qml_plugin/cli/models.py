@@ -27,7 +27,16 @@ from ..ml.model import SignalQualityModel
 from ..ml.validation import PurgedWalkForward
 from ..ml.versions import record_version
 from ..registry import PatternRegistry
-from .common import config_path, int_in, load_data, make_backtest, resolve_strategy, strategy_params
+from .common import (
+    add_no_progress,
+    config_path,
+    int_in,
+    load_data,
+    make_backtest,
+    resolve_strategy,
+    silence_progress,
+    strategy_params,
+)
 
 
 def add_parser(sub) -> None:
@@ -51,6 +60,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("backtest", help="one backtest of the configured strategy, ML block applied")
     p.add_argument("--config", required=True, help="run config (YAML)")
     p.add_argument("--strategies-module", default=None)
+    add_no_progress(p)
     p.set_defaults(func=_backtest)
 
 
@@ -96,6 +106,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _backtest(args: argparse.Namespace) -> int:
+    if args.no_progress:
+        silence_progress()
     cfg = load_config(config_path(args.config, "qml_with_ml.yaml"))
     df = load_data(cfg["data"])
     cls = resolve_strategy(cfg["strategy"]["class"], args.strategies_module)

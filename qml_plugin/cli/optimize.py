@@ -16,7 +16,7 @@ import pandas as pd
 
 from ..compute import SCHEDULERS
 from ..config import OPTIMIZE_OBJECTIVES as OBJECTIVES
-from .common import config_path
+from .common import add_no_progress, config_path, silence_progress
 
 
 def add_parser(sub) -> None:
@@ -31,11 +31,13 @@ def add_parser(sub) -> None:
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None, help="where trials run (default: compute:)")
     p.add_argument("--workers", type=int, default=None, help="processes or Dask workers")
     p.add_argument("--address", default=None, help="an existing Dask scheduler, tcp://host:8786")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_progress:
+        silence_progress()
     from ..vbt.optimize import optimize
 
     compute = {k: getattr(args, k) for k in ("scheduler", "workers", "address") if getattr(args, k) is not None}

@@ -10,7 +10,6 @@ dataset runs the single-market job (:func:`qml_plugin.job.run_market_job`, e.g.
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 from ..config import load_config
@@ -19,7 +18,7 @@ from ..job.schemes import parse_schemes
 from ..job.universe import is_universe_source
 from ..job.verdict_text import ece_sentence, format_verdict, resolution_note
 from ..report import format_table, write_report
-from .common import config_path, int_in, resolve_strategy
+from .common import add_no_progress, config_path, int_in, resolve_strategy, silence_progress
 
 
 def add_parser(sub) -> None:
@@ -34,7 +33,7 @@ def add_parser(sub) -> None:
                    help="processes or Dask workers (default: the cores)")
     p.add_argument("--address", default=None, help="an existing Dask scheduler, e.g. tcp://host:8786")
     p.add_argument("--strategies-module", default=None, help="module holding strategy.class (default: strategies)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_no_progress(p)
     p.set_defaults(func=run)
 
 
@@ -47,8 +46,8 @@ def _write_reports(res):
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.no_progress:  # backtesting.py's own bars too, in this process and in every worker it forks
-        os.environ["TQDM_DISABLE"] = "1"
+    if args.no_progress:  # backtesting.py's own bars too, in this process and in every worker it starts
+        silence_progress()
     cfg = load_config(config_path(args.config, "universe.yaml"))
     cls = resolve_strategy(cfg["strategy"]["class"], args.strategies_module)
     schemes = parse_schemes(args.scheme) if args.scheme else None

@@ -13,7 +13,7 @@ import argparse
 import pandas as pd
 
 from ..compute import SCHEDULERS
-from .common import config_path, int_in
+from .common import add_no_progress, config_path, int_in, silence_progress
 
 
 def add_parser(sub) -> None:
@@ -23,7 +23,7 @@ def add_parser(sub) -> None:
     p.add_argument("--config", default=None,
                    help="sweep config YAML (default: the shipped configs/sweep.yaml)")
     p.add_argument("--top", type=int_in(1, 1_000_000), default=10, help="rows to print (default: 10)")
-    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_no_progress(p)
     p.add_argument("--scheduler", choices=SCHEDULERS, default=None,
                    help="where the blocks of combinations run (default: the config's compute.scheduler)")
     p.add_argument("--workers", type=int, default=None, help="processes or Dask workers (default: the config's)")
@@ -32,6 +32,8 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.no_progress:
+        silence_progress()
     from ..config import load_sweep_config
     from ..vbt import sweep
     from ..vbt.grid import overfit_note

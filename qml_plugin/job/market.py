@@ -23,6 +23,11 @@ distribution would add noise in the total exposure for nothing.) The canary / sh
 bands to **their own** scores (skip below the lowest band, size by band), as the mixin would have.
 Without ``size_bands`` nothing changes: same draws, full size, the same numbers bit for bit.
 
+**Trade counts are integers, in every row.** The random filter's median and 5 % / 95 % rows take
+their ``trades`` as an order statistic (``interpolation="nearest"``: the count of an actual seed),
+not the linear interpolation between two seeds the other metrics use, so a count never reads
+``1.9`` or ``8.05``; the ``trades`` column of the table (and of ``table.csv``) is then cast to int.
+
 The comparison covers only the period after the first model exists (before it every mode equals
 the baseline). The table is returned (the CLI prints it) and written as ``table.csv`` in the run
 folder; the report's content (notes include every warning of the backtests) is returned for the
@@ -165,6 +170,8 @@ def run_market_job(cfg: dict, *, strategy: type[Strategy] | None = None, progres
                               cfg["walk_forward"]["random_seeds"], sizes)
     table["oos_auc"] = np.where(table["mode"].isin(MODES), wf.metrics.get("auc", np.nan), np.nan)
     table = pd.concat([table, _shadow_rows(db, ml, X, df, labeled, strat, period, df.index[-1])], ignore_index=True)
+    if (table["trades"] % 1 == 0).all():     # counts (module docstring); a fraction would be a bug: left visible
+        table["trades"] = table["trades"].astype(int)
     log_shadow_predictions(db, ml["model_name"], X, labeled, mode=ml["prediction_mode"], run_id=run.run_id,
                            rule=dict(min_score=strat.min_score, ml_weight=ml["ml_weight"],
                                      confidence_threshold=ml["confidence_threshold"],
@@ -265,7 +272,8 @@ def _comparison(df, labeled, proba, trades, period, strat, ml, seeds, sizes=None
     res, rate, curve = random_filter_band(labeled, proba, ohlcv=df, min_score=strat.min_score,
                                           confidence_threshold=ml["confidence_threshold"], max_wait=strat.max_wait,
                                           start=period, end=df.index[-1], seeds=seeds, size_bands=ml.get("size_bands"))
-    rows.append({"mode": f"random filter (pass rate {rate:.0%}) median", **res.median().to_dict()})
-    for q, label in ((0.05, "5%"), (0.95, "95%")):
-        rows.append({"mode": f"random filter {label}", **res.quantile(q).to_dict()})
+    for q, label in ((0.5, f"(pass rate {rate:.0%}) median"), (0.05, "5%"), (0.95, "95%")):
+        row = res.quantile(q).to_dict()                         # the median of 2k seeds: the mean of the middle two
+        row["trades"] = int(res["trades"].quantile(q, interpolation="nearest"))   # a count: one seed's (docstring)
+        rows.append({"mode": f"random filter {label}", **row})
     return pd.DataFrame(rows)[["mode", *TABLE_COLUMNS]], curve
