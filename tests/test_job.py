@@ -127,9 +127,16 @@ def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tm
         "ml: {enabled: true, prediction_mode: filter}\n"
         "walk_forward: {min_train_labels: 20, random_seeds: 20, scheme: pooled}\n"
         "report: {output: null}\n")          # the run folder's report only (the copy: test_cli's qml run)
-    assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "serial"]) == 0
-    out = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as raw:   # what would reach stderr as raw UserWarnings
+        warnings.simplefilter("always")
+        assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "serial"]) == 0
+    printed = capsys.readouterr()
+    out = printed.out
     assert "Primary test (pooled scheme, filter mode, pattern level)" in out and "model fits" in out
+    # each job warning reaches the user once: as its summary line, not again as a raw warning on stderr
+    shown = out + printed.err + "\n".join(str(w.message) for w in raw)
+    assert shown.count("A contingent SL/TP order would execute") == 1, shown[-3000:]
+    assert "warning: A contingent SL/TP order would execute" in out
     (run,) = (tmp_path / "results" / "runs").iterdir()
     assert {"verdict.csv", "markets.csv", "models", "report.html"} <= {p.name for p in run.iterdir()}
     assert not (tmp_path / "results" / "report.html").exists()          # report.output: null writes no copy
