@@ -131,7 +131,7 @@ class Scheduler:
                 from dask.distributed import Client, LocalCluster
             except ImportError:  # pragma: no cover - depends on the install
                 raise ConfigError('compute.scheduler = dask needs the [dask] extra: '
-                                  'pip install "qml-plugin[dask]"') from None
+                                  'pip install ".[dask]" from the qml-plugin source folder') from None
             if self.address is None:
                 self._cluster = LocalCluster(n_workers=self.workers or 2, threads_per_worker=1, processes=True,
                                              dashboard_address=None)

@@ -95,12 +95,17 @@ def test_label_shows_the_logged_prediction_and_its_top_contributions_largest_fir
                              "expected_r": 0.25, "decision": "take", "predicted_at": "2030-01-01",
                              "contributions": json.dumps({"geo_rr": 0.05, "ctx_rsi_14": -0.4, "mom_ret_20": 0.9})},
                             run_id="r2")
+    with sqlite3.connect(db) as conn:    # as if an ML backtest had registered the second pattern
+        conn.execute("UPDATE ml_pattern_registry SET ml_confidence = 0.409 WHERE pattern_id = ?", (second,))
     monkeypatch.setattr("sys.stdin", io.StringIO("s\ns\n"))
     assert qml(["label", "--db", db, "--limit", "2"]) == 0
     out = capsys.readouterr().out
     one, two = out.split(f"] {first}")[1].split(f"] {second}")
-    assert ("prediction by wf-v2 (filter, run r2): ml_confidence 0.620  expected_r 0.250  stop_risk n/a  "
-            "decision take") in one                                      # the newest of the pattern's predictions
+    assert ("latest logged prediction by wf-v2 (filter, run r2): ml_confidence 0.620  expected_r 0.250  "
+            "stop_risk n/a  decision take") in one                        # the newest of the pattern's predictions
+    # the stored confidence is named as the one from registration, so it cannot be read as a second opinion
+    assert "ml_confidence at registration: none (no model acted)" in one and "ml_confidence None" not in out
+    assert "ml_confidence at registration 0.409" in two
     assert "top contributions (log-odds): mom_ret_20 +0.900  ctx_rsi_14 -0.400  geo_rr +0.050" in one
     assert "prediction: none logged" in two and "top contributions" not in two
 

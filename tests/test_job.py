@@ -118,7 +118,7 @@ def test_in_sample_scores_are_named_in_the_warnings(tmp_path, small_bt):
     assert any(w.startswith("ML scores are IN-SAMPLE") and w.endswith("[filter]") for w in log.seen), log.seen
 
 
-def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tmp_path, monkeypatch, capsys):
+def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tmp_path, monkeypatch, capfd):
     from qml_plugin.cli.main import main as qml
 
     monkeypatch.chdir(tmp_path)
@@ -127,9 +127,18 @@ def test_qml_run_on_a_small_universe_prints_the_verdict_and_writes_its_folder(tm
         "ml: {enabled: true, prediction_mode: filter}\n"
         "walk_forward: {min_train_labels: 20, random_seeds: 20, scheme: pooled}\n"
         "report: {output: null}\n")          # the run folder's report only (the copy: test_cli's qml run)
-    assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "serial"]) == 0
-    out = capsys.readouterr().out
+    with warnings.catch_warnings(record=True) as raw:   # what would reach stderr as raw UserWarnings
+        warnings.simplefilter("always")
+        assert qml(["run", "--config", "tiny.yaml", "--no-progress", "--scheduler", "processes", "--workers", "2"]) == 0
+    printed = capfd.readouterr()       # file descriptors: a worker process's stderr is caught as well
+    out = printed.out
     assert "Primary test (pooled scheme, filter mode, pattern level)" in out and "model fits" in out
+    # each job warning reaches the user once: as its summary line, not again as a raw warning on stderr
+    # (market units warn in workers, then the driver merges; walk-forward groups warn in workers)
+    shown = out + printed.err + "\n".join(str(w.message) for w in raw)
+    assert shown.count("A contingent SL/TP order would execute") == 1, shown[-3000:]
+    assert "warning: A contingent SL/TP order would execute" in out
+    assert shown.count("head left uncalibrated") == out.count("head left uncalibrated") > 0, shown[-3000:]
     (run,) = (tmp_path / "results" / "runs").iterdir()
     assert {"verdict.csv", "markets.csv", "models", "report.html"} <= {p.name for p in run.iterdir()}
     assert not (tmp_path / "results" / "report.html").exists()          # report.output: null writes no copy

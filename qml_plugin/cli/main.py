@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 import traceback
+import warnings
 
 from ..errors import QMLError
+from ..job.runs import ECHO_MODULE
 from . import config, data, detect, features, learn, models, optimize, registry, run, sweep
 
 _COMMANDS = [run, detect, models, registry, sweep, optimize, learn, features, data, config]
@@ -66,7 +69,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help (0) or a bad flag (2): argparse has printed what to say
         return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():   # a job's warnings are printed in its summary: not again on stderr
+            warnings.filterwarnings("ignore", module=re.escape(ECHO_MODULE) + r"\Z")
+            return int(args.func(args) or 0)
     except QMLError as e:
         print(f"qml {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2

@@ -6,7 +6,9 @@ into an empty one on any backend and checks the row count of every table
 (:func:`qml_plugin.registry.transfer.copy_registry`).
 
 ``qml label`` is interactive but reads plain lines from stdin, so it also works with piped input
-(``printf 'w\\nl\\nq\\n' | qml label --limit 3``). For each unlabeled pattern it shows the pattern,
+(``printf 'w\\nl\\nq\\n' | qml label --limit 3``). For each unlabeled pattern it shows the pattern
+(its ``ml_confidence at registration``: the value stored when it was registered, none when no model
+acted), its latest logged prediction (a later ``qml run`` scores patterns without changing that value),
 a few key features and its nearest labeled neighbours (standardized distance), then takes one of
 ``w`` (win), ``l`` (loss), ``i`` (ignore: keep out of training), ``s`` or an empty line (skip) or
 ``q`` (quit); any other answer is asked again. Each label is written as soon as it is given, so
@@ -109,6 +111,15 @@ def _answer() -> str | None:
         print(f"  {line.strip()[:20]!r}? answer w, l, i, s or q: ", end="", flush=True)
 
 
+def registered_confidence(value) -> str:
+    """The ``ml_confidence`` stored with the pattern when it was registered, named as such: it is none when
+    the backtest that registered it ran without an ML model, and it is not the newest logged prediction
+    (:func:`prediction_lines` shows that one, on its own line)."""
+    if value is None or (isinstance(value, float) and value != value):
+        return "ml_confidence at registration: none (no model acted)"
+    return f"ml_confidence at registration {_fmt(float(value))}"
+
+
 def prediction_lines(pred: dict | None) -> list[str]:
     """The pattern's newest logged prediction (:meth:`PatternRegistry.latest_prediction`, the lookup the web
     page uses): model version, the three heads, the decision, and its top contributions, largest first."""
@@ -116,8 +127,8 @@ def prediction_lines(pred: dict | None) -> list[str]:
         return ["  prediction: none logged (a `qml run` or an ML backtest with a registry logs one)"]
     heads = "  ".join(f"{k} {'n/a' if pred[k] is None else _fmt(pred[k])}"
                       for k in ("ml_confidence", "expected_r", "stop_risk"))
-    out = [f"  prediction by {pred['model_id']} ({pred['mode']}, run {pred['run_id'] or '-'}): {heads}  "
-           f"decision {pred['decision'] or '-'}"]
+    out = [f"  latest logged prediction by {pred['model_id']} ({pred['mode']}, run {pred['run_id'] or '-'}): "
+           f"{heads}  decision {pred['decision'] or '-'}"]
     if pred["contributions"]:
         out.append("  top contributions (log-odds): " + "  ".join(f"{k} {v:+.3f}" for k, v in pred["contributions"]))
     return out
@@ -139,7 +150,7 @@ def _label(args: argparse.Namespace) -> int:
             print(f"\n[{i}/{len(todo)}] {p['pattern_id']}  {p['symbol']} {p.get('timeframe') or ''}  "
                   f"{p['pattern_type']}  detected {p['detection_time']}")
             print(f"  entry {_fmt(p.get('entry'))}  stop {_fmt(p.get('stop'))}  target {_fmt(p.get('target'))}  "
-                  f"validity {_fmt(p.get('validity_score'))}  ml_confidence {_fmt(p.get('ml_confidence'))}")
+                  f"validity {_fmt(p.get('validity_score'))}  {registered_confidence(p.get('ml_confidence'))}")
             print(*prediction_lines(reg.latest_prediction(p["pattern_id"])), sep="\n")
             feats = reg.get_features(p["pattern_id"])
             shown = {k: feats[k] for k in _SHOWN_FEATURES if k in feats}

@@ -5,7 +5,12 @@
   ``exist_ok=False``, so a run owns it alone; nothing outside it is ever deleted.
 * :class:`WarningLog` collects the warnings of the backtests (``warnings.catch_warnings(record=True)``),
   re-emits each distinct one **once** and keeps them as notes for the report: "ML filter off, trading
-  unfiltered", "IN-SAMPLE" and the like reach the user instead of being silenced.
+  unfiltered", "IN-SAMPLE" and the like reach the user instead of being silenced. The re-emission is for
+  users of the Python API (``pytest.warns``, ``warnings.catch_warnings``); it points at the line that
+  first raised the warning and is tagged with the pseudo-module :data:`ECHO_MODULE`, so ``qml`` (which
+  prints the job's warnings as ``warning: ...`` lines) ignores it with one filter instead of showing each
+  warning twice. A work unit's log does not re-emit (``echo=False``): its entries are merged into the
+  driver's log, which does, so a warning from a worker process is shown once too.
 * :func:`open_registry` opens (and migrates) the registry before anything is written, so a damaged or
   unwritable registry fails the job before a model folder exists.
 """
@@ -15,6 +20,7 @@ import inspect
 import os
 import re
 import secrets
+import sys
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +33,7 @@ from ..config import MIXIN_SETTINGS
 from ..errors import ConfigError
 from ..registry import PatternRegistry
 
-__all__ = ["RunDir", "new_run_dir", "WarningLog", "open_registry", "make_backtest", "strategy_params",
+__all__ = ["RunDir", "new_run_dir", "WarningLog", "ECHO_MODULE", "open_registry", "make_backtest", "strategy_params",
            "data_name", "default_strategy", "run_backtest", "run_folder"]
 
 
@@ -67,6 +73,9 @@ def new_run_dir(output_dir: str | os.PathLike = "results/runs", *, run_id: str |
 
 _BAR_STAMP = re.compile(r"\(\d{4}-\d\d-\d\d[^)]*\)\s*")
 _DEVELOPER_WARNINGS = (DeprecationWarning, PendingDeprecationWarning, FutureWarning)
+ECHO_MODULE = "qml_plugin.job.warning_log"
+"""The module name :class:`WarningLog` gives its re-emitted warnings: ``warnings.filterwarnings("ignore",
+module=re.escape(ECHO_MODULE))`` hides the echoes of a log whose :attr:`WarningLog.seen` is printed anyway."""
 
 
 @dataclass
@@ -79,6 +88,7 @@ class WarningLog:
     :attr:`seen` lists each as ``"message [baseline, filter; 12 times]"`` for the report's notes.
     """
 
+    echo: bool = True                            # re-emit each new warning (False: a work unit's log)
     _where: dict = field(default_factory=dict)   # message -> [places in order], one entry per occurrence
 
     @contextmanager
@@ -90,17 +100,25 @@ class WarningLog:
         for w in caught:
             if issubclass(w.category, _DEVELOPER_WARNINGS):
                 continue
-            self.add(str(w.message), where=where, category=w.category)
+            self.add(str(w.message), where=where, category=w.category, origin=(w.filename, w.lineno))
 
-    def add(self, message: str, *, where: str = "", category=UserWarning) -> None:
-        """Keep ``message`` and show it to the user the first time it is seen."""
+    def add(self, message: str, *, where: str = "", category=UserWarning,
+            origin: tuple[str, int] | None = None) -> None:
+        """Keep ``message`` and show it the first time it is seen (as raised at ``origin``, a
+        ``(filename, lineno)``; default: the first caller outside this module)."""
         key = _BAR_STAMP.sub("", " ".join(str(message).split()))
         first = key not in self._where
         self._where.setdefault(key, []).append(where)
-        if first:
+        if first and self.echo:
             if not isinstance(category, type) or not issubclass(category, Warning):
                 category = UserWarning
-            warnings.warn(f"{where}: {key}" if where else key, category, stacklevel=3)
+            if origin is None:
+                frame = sys._getframe(1)
+                while frame.f_back is not None and frame.f_code.co_filename == __file__:
+                    frame = frame.f_back
+                origin = (frame.f_code.co_filename, frame.f_lineno)
+            warnings.warn_explicit(f"{where}: {key}" if where else key, category, origin[0], origin[1],
+                                   module=ECHO_MODULE)
 
     @property
     def entries(self) -> list[tuple[str, str]]:

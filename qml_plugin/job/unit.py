@@ -72,7 +72,7 @@ def units_cash(ohlcv: pd.DataFrame, cash: float) -> float:
 def market_unit(spec: MarketSpec) -> MarketResult:
     """Baseline backtest, patterns, features and outcomes of one market (pure: writes nothing)."""
     df = spec.ohlcv
-    log = WarningLog()
+    log = WarningLog(echo=False)   # its entries reach the driver's log (merge), which shows them once
     cash = units_cash(df, spec.backtest["cash"])
     with log.collect("baseline"):
         bt = make_backtest(df, spec.strategy, spec.backtest, cash=cash, commission=spec.commission,

@@ -104,6 +104,15 @@ def load_universe_data(data_cfg: dict) -> dict[str, pd.DataFrame]:
     return out
 
 
+def _fit_group_logged(task: dict) -> tuple[dict | None, list[tuple[str, str]]]:
+    """:func:`fit_group` with the warnings it raised (``WarningLog.entries``): in a worker process they
+    would otherwise go to the worker's stderr only, never into the run's summary and report notes."""
+    log = WarningLog(echo=False)
+    with log.collect():
+        out = fit_group(task)
+    return out, log.entries
+
+
 def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                      universe: dict[str, pd.DataFrame] | None = None, schemes=None, scheduler: str | None = None,
                      workers: int | None = None, address: str | None = None, progress: bool = True,
@@ -163,8 +172,10 @@ def run_universe_job(cfg: dict, *, strategy: type[Strategy] | None = None,
                                         min_regime_labels=ml.get("min_regime_labels", 50)) for name in names}
             flat = [(name, g) for name in names for g in groups[name]]
             with log.collect("walk-forward"):
-                fitted = sch.map(fit_group, [g[2] for _, g in flat], label=lambda t: "walk-forward group",
+                fitted = sch.map(_fit_group_logged, [g[2] for _, g in flat], label=lambda t: "walk-forward group",
                                  desc="models")
+            log.merge((message, "walk-forward") for _, entries in fitted for message, _ in entries)
+            fitted = [f for f, _ in fitted]
             timings["models_s"] = time.perf_counter() - t0
     finally:
         reg.close()

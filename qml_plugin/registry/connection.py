@@ -14,7 +14,7 @@ taken up front, so two writers never both read and then both try to upgrade).
 
 **PostgreSQL** (``postgresql://user[:password]@host:port/dbname``; ``postgresql+psycopg://`` and
 ``postgres://`` too), a shared registry for a team or a cluster: installed with
-``pip install "qml-plugin[postgres]"``. Writes run in ``READ COMMITTED`` transactions; the registry
+``pip install ".[postgres]"`` (from the source folder). Writes run in ``READ COMMITTED`` transactions; the registry
 serializes what must be serialized with row and table locks (see ``store`` and ``models``), reads
 that must agree run in one ``REPEATABLE READ`` snapshot.
 
@@ -305,7 +305,7 @@ def _connect_postgres(url: str) -> tuple[Connection, str]:
         import psycopg
     except ImportError as exc:
         raise RegistryError(f"registry {shown!r} is PostgreSQL, which needs psycopg 3: "
-                            'pip install "qml-plugin[postgres]"') from exc
+                            'pip install ".[postgres]" from the qml-plugin source folder') from exc
     try:
         raw = psycopg.connect(url, autocommit=True, cursor_factory=psycopg.RawCursor, connect_timeout=15)
     except psycopg.Error as exc:

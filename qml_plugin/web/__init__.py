@@ -3,7 +3,7 @@
     with LabelServer("results/experiments.db") as srv:   # port 0: any free port
         print(srv.url)                                    # http://127.0.0.1:PORT/?token=...
 
-:func:`serve` is the blocking form the CLI uses. Installed with ``pip install "qml-plugin[web]"``.
+:func:`serve` is the blocking form the CLI uses. Installed with ``pip install ".[web]"`` (from the source folder).
 """
 from __future__ import annotations
 
@@ -28,7 +28,8 @@ def _uvicorn():
 
         from .app import create_app, new_token
     except ImportError as e:  # pragma: no cover - depends on the install
-        raise ConfigError(f'qml label --web needs the [web] extra: pip install "qml-plugin[web]" ({e})') from None
+        raise ConfigError(f'qml label --web needs the [web] extra: pip install ".[web]" from the qml-plugin source '
+                          f'folder ({e})') from None
     return uvicorn, create_app, new_token
 
 
