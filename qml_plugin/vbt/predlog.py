@@ -190,8 +190,8 @@ def scoring_events(book, grid: Sequence[QMLParams], *, upto: Sequence[int] | Non
         conf = pd.Series(acting["ml_confidence"].to_numpy(float), index=acting["pattern_id"].to_numpy())
         word = pd.Series(np.where(acting["decision"] == "take", "pass", "skip"), index=conf.index)
         pats["ml_confidence"] = conf.reindex(pats["pattern_id"]).to_numpy()
-        pats["ml_decision"] = [f"{w}:{ml.prediction_mode}" if isinstance(w, str) else None
-                               for w in word.reindex(pats["pattern_id"])]
+        word = (word.reindex(pats["pattern_id"]) + f":{ml.prediction_mode}").astype(object)   # NaN: not acting
+        pats["ml_decision"] = word.where(word.notna(), None).to_numpy()
         pats["regime_at_detection"] = pattern_regimes(book.ohlcv, pats).to_numpy()
         pats_out.append(pats)
         feats = scorer.features.iloc[a + rows]
